@@ -1,0 +1,180 @@
+r"""Solvers for the adjoint system of a fixed point: :math:`(I - J^\top) z = g`.
+
+At a fixed point :math:`h^* = f(h^*)` the gradient of a loss :math:`L(h^*)` with respect to
+anything ``f`` depends on is :math:`(\partial f / \partial \theta)^\top z` where ``z`` solves the
+adjoint system above, :math:`J = \partial f / \partial h` at :math:`h^*` and
+:math:`g = \partial L / \partial h^*`. The three recurrent back-propagation variants of
+Liao et al. (2018) differ only in how they approximate ``z``:
+
+* :func:`neumann_solve`: the truncated Neumann series :math:`\sum_{k=0}^{K} (J^\top)^k g`.
+* :func:`rbp_solve`: Almeida-Pineda fixed-point iteration :math:`z \leftarrow J^\top z + g`.
+* :func:`cg_solve`: conjugate gradient on the normal equations
+  :math:`(I - J)(I - J^\top) z = (I - J) g`.
+
+All of them only need products with :math:`J^\top` (vector-Jacobian products, VJPs) and, for CG,
+with :math:`J` (Jacobian-vector products, JVPs), which :class:`StepLinearization` computes from
+the autograd graph of a single recorded step of ``f``. Nothing here knows about graphs.
+
+States are tuples of tensors throughout, so that a state made of several tensors (weights and
+momenta, say) is one vector of the adjoint system.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+State = tuple[Tensor, ...]
+
+_TINY = 1e-30
+
+
+def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """Inner product of two states (sum over their tensors)."""
+    return sum((x * y).sum() for x, y in zip(a, b))  # type: ignore[return-value]
+
+
+def norm(a: Sequence[Tensor]) -> Tensor:
+    """Euclidean norm of a state."""
+    return torch.sqrt(sum(x.pow(2).sum() for x in a))  # type: ignore[arg-type]
+
+
+def axpy(alpha: Tensor | float, x: Sequence[Tensor], y: Sequence[Tensor]) -> State:
+    """``alpha * x + y`` for states."""
+    return tuple(alpha * xi + yi for xi, yi in zip(x, y))
+
+
+class StepLinearization:
+    r"""Products with the Jacobian of one recorded step ``outputs = f(inputs)``.
+
+    ``vjp(v)`` is :math:`J^\top v`: one reverse pass through the retained graph of the step.
+    ``jvp(v)`` is :math:`J v`, obtained generically by the double-VJP trick: with a dummy
+    cotangent ``u``, :math:`w(u) = J^\top u` is linear in ``u``, so
+    :math:`\partial \langle w(u), v \rangle / \partial u = J v`. The graph of :math:`w(u)` is
+    built once, on the first JVP, and reused. No model needs forward-mode code of its own;
+    each op of ``f`` only needs a differentiable backward, as PyTorch's built-in ops have.
+    """
+
+    def __init__(self, outputs: State, inputs: State) -> None:
+        self.outputs = outputs
+        self.inputs = inputs
+        self._dual: tuple[State, list[Tensor | None]] | None = None
+        self.num_vjp = 0
+        self.num_jvp = 0
+
+    def vjp(self, v: State) -> State:
+        self.num_vjp += 1
+        grads = torch.autograd.grad(
+            self.outputs, self.inputs, v, retain_graph=True, allow_unused=True
+        )
+        return tuple(
+            torch.zeros_like(x) if gx is None else gx for gx, x in zip(grads, self.inputs)
+        )
+
+    def jvp(self, v: State) -> State:
+        self.num_jvp += 1
+        if self._dual is None:
+            with torch.enable_grad():
+                u = tuple(torch.zeros_like(o).requires_grad_(True) for o in self.outputs)
+                w = torch.autograd.grad(
+                    self.outputs, self.inputs, u,
+                    retain_graph=True, create_graph=True, allow_unused=True,
+                )
+            self._dual = (u, list(w))
+        u, w = self._dual
+        pairs = [(wi, vi) for wi, vi in zip(w, v) if wi is not None and wi.requires_grad]
+        if not pairs:
+            return tuple(torch.zeros_like(o) for o in self.outputs)
+        grads = torch.autograd.grad(
+            [p[0] for p in pairs], u, [p[1] for p in pairs],
+            retain_graph=True, allow_unused=True,
+        )
+        return tuple(torch.zeros_like(o) if gu is None else gu for gu, o in zip(grads, self.outputs))
+
+    def adjoint_residual(self, z: State, g: State) -> Tensor:
+        r"""Relative residual :math:`\|z - J^\top z - g\| / \|g\|` of an adjoint solution."""
+        jz = self.vjp(z)
+        r = tuple(zi - ji - gi for zi, ji, gi in zip(z, jz, g))
+        return norm(r) / norm(g).clamp_min(_TINY)
+
+
+def _converged(value: Tensor, reference: Tensor, tol: float) -> bool:
+    # Only called when the caller asked for a tolerance: one synchronisation per iteration.
+    return bool(value <= tol * reference)
+
+
+def neumann_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0) -> tuple[State, int]:
+    r"""Truncated Neumann series :math:`z = \sum_{k=0}^{K} (J^\top)^k g` with ``K = iters`` VJPs.
+
+    With ``tol > 0`` the series stops once a term is smaller than ``tol * ||g||``.
+    Returns the approximation and the number of VJPs spent.
+    """
+    v = g
+    z = tuple(gi.clone() for gi in g)
+    g_norm = norm(g) if tol > 0 else None
+    for k in range(iters):
+        v = lin.vjp(v)
+        z = tuple(zi + vi for zi, vi in zip(z, v))
+        if tol > 0 and _converged(norm(v), g_norm, tol):
+            return z, k + 1
+    return z, iters
+
+
+def rbp_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0) -> tuple[State, int]:
+    r"""Almeida-Pineda fixed-point iteration :math:`z \leftarrow J^\top z + g` from :math:`z_0 = 0`.
+
+    The first iteration gives :math:`z_1 = g` without a VJP, so ``iters`` iterations cost
+    ``iters - 1`` VJPs and, in exact arithmetic, equal :func:`neumann_solve` with ``iters - 1``
+    terms beyond the first. (The authors' reference code started from uniform noise instead,
+    which adds a term :math:`(J^\top)^K z_0` that vanishes only when the spectral radius of
+    :math:`J` is below one.) With ``tol > 0`` iteration stops once the update is below
+    ``tol * ||g||``.
+    """
+    if iters <= 0:
+        return tuple(torch.zeros_like(gi) for gi in g), 0
+    z = tuple(gi.clone() for gi in g)
+    g_norm = norm(g) if tol > 0 else None
+    for k in range(1, iters):
+        z_new = tuple(ji + gi for ji, gi in zip(lin.vjp(z), g))
+        if tol > 0:
+            step = norm(tuple(a - b for a, b in zip(z_new, z)))
+            z = z_new
+            if _converged(step, g_norm, tol):
+                return z, k
+        else:
+            z = z_new
+    return z, iters - 1
+
+
+def cg_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0) -> tuple[State, int]:
+    r"""Conjugate gradient on the normal equations :math:`M^\top M z = M^\top g`, :math:`M = I - J^\top`.
+
+    Starts from :math:`z_0 = 0`; each iteration costs one VJP and one JVP (plus one JVP to form
+    the right-hand side). Converges whenever :math:`I - J` is nonsingular, at a rate set by the
+    squared condition number of :math:`I - J`. With ``tol > 0`` it stops once the normal-equation
+    residual is below ``tol * ||M^T g||``. Returns the solution and the iterations spent.
+    """
+    b = tuple(gi - ji for gi, ji in zip(g, lin.jvp(g)))
+    z = tuple(torch.zeros_like(gi) for gi in g)
+    r = b
+    p = r
+    rs = dot(r, r)
+    b_norm = torch.sqrt(rs) if tol > 0 else None
+    for k in range(iters):
+        mp = tuple(pi - ji for pi, ji in zip(p, lin.vjp(p)))  # M p
+        ap = tuple(mi - ji for mi, ji in zip(mp, lin.jvp(mp)))  # M^T M p
+        p_ap = dot(mp, mp)  # <p, M^T M p> = ||M p||^2 >= 0
+        alpha = rs / p_ap.clamp_min(_TINY)
+        z = axpy(alpha, p, z)
+        r = axpy(-alpha, ap, r)
+        rs_new = dot(r, r)
+        if tol > 0 and _converged(torch.sqrt(rs_new), b_norm, tol):
+            return z, k + 1
+        p = axpy(rs_new / rs.clamp_min(_TINY), p, r)
+        rs = rs_new
+    return z, iters
+
+
+ADJOINT_SOLVERS = {"neumann": neumann_solve, "rbp": rbp_solve, "cg": cg_solve}

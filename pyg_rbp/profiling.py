@@ -1,0 +1,124 @@
+"""Measuring rules shared by every benchmark, task and test: memory and time.
+
+Activation memory is counted deterministically on any device as the bytes of the distinct
+tensors autograd saves for backward (``torch.autograd.graph.saved_tensors_hooks``); on CUDA the
+peak allocated memory is reported beside it. Times are medians over repeats after warm-up, with
+the device synchronised before every clock read. One definition here keeps every number in the
+project comparable.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _tensor_key_and_bytes(t: Tensor) -> tuple[tuple, int]:
+    if t.layout == torch.strided:
+        storage = t.untyped_storage()
+        return ("dense", storage.data_ptr(), t.device), storage.nbytes()
+    # Sparse layouts have no single storage: count their component tensors.
+    if t.layout == torch.sparse_coo:
+        parts = [t._indices(), t._values()]
+    elif t.layout in (torch.sparse_csr, torch.sparse_bsr):
+        parts = [t.crow_indices(), t.col_indices(), t.values()]
+    elif t.layout in (torch.sparse_csc, torch.sparse_bsc):
+        parts = [t.ccol_indices(), t.row_indices(), t.values()]
+    else:  # pragma: no cover - exotic layouts
+        return ("other", id(t)), t.numel() * t.element_size()
+    keys = tuple(p.untyped_storage().data_ptr() for p in parts)
+    return ("sparse", keys, t.device), sum(p.untyped_storage().nbytes() for p in parts)
+
+
+class SavedTensorBytes:
+    """Context manager counting the bytes autograd saves for backward inside it.
+
+    Each distinct storage is counted once (a parameter saved by 100 steps is one tensor in
+    memory), so the figure is the activation memory the backward pass keeps alive.
+
+    Example::
+
+        with SavedTensorBytes() as mem:
+            loss = model(data).sum()
+        print(mem.bytes)
+    """
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.count = 0
+        self._seen: set[tuple] = set()
+        self._ctx: Any = None
+
+    def _pack(self, t: Tensor) -> Tensor:
+        key, nbytes = _tensor_key_and_bytes(t)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.bytes += nbytes
+            self.count += 1
+        return t
+
+    @staticmethod
+    def _unpack(t: Tensor) -> Tensor:
+        return t
+
+    def __enter__(self) -> SavedTensorBytes:
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+        self._seen.clear()
+
+
+def saved_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes saved for backward while running ``fn()`` (its result is discarded)."""
+    with SavedTensorBytes() as mem:
+        fn()
+    return mem.bytes
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for queued work on ``device`` (a no-op on CPU)."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
+                device: torch.device | str | None = None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class CudaPeakMemory:
+    """Peak CUDA memory allocated inside the block (``None`` on CPU)."""
+
+    def __init__(self, device: torch.device | str | None) -> None:
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.peak_bytes: int | None = None
+
+    def __enter__(self) -> CudaPeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)

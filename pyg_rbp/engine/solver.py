@@ -311,7 +311,8 @@ def _check_forward(f: Callable, h0: StateLike, h: State, stats: FixedPointStats,
             )
         return
     h0_state, _ = _as_state(h0, "h0")
-    growth = float(norm(tuple(t.detach() for t in h))) / max(float(norm(tuple(t.detach() for t in h0_state))), 1.0)
+    start_norm = max(float(norm(tuple(t.detach() for t in h0_state))), 1.0)
+    growth = float(norm(tuple(t.detach() for t in h))) / start_norm
     if growth > _GROWTH_LIMIT:
         _warn_once(
             "growth",

@@ -1,0 +1,124 @@
+"""The evaluation protocols: how a loaded node dataset becomes the graph a model trains on.
+
+- ``paper``: the reference protocol of Liao et al. (BRIEF.md section 2): all labelled nodes, a
+  random 1% / 49% / 50% train/val/test split drawn with a seed, and the bag-of-words features
+  reduced by PCA to the hidden size (Cora 64, PubMed 16 as in the authors' configs; CiteSeer,
+  not in the paper, 64 like Cora). The PCA features are the model's initial state.
+- ``public``: the dataset's own fixed split with its raw features (Planetoid's public split
+  20 per class / 500 / 1000; digits' and karate's fixed splits).
+- ``official``: OGB's official split (ogbn-* node datasets).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import subgraph
+
+from pyg_rbp.data.loaded import LoadedDataset
+
+PROTOCOLS = ("paper", "public", "official")
+PAPER_HIDDEN = {"cora": 64, "citeseer": 64, "pubmed": 16}
+DEFAULT_HIDDEN = 64
+
+
+def split_sizes(num_nodes: int, train: float = 0.01, val: float = 0.49) -> tuple[int, int, int]:
+    """(train, val, test) counts: ``round(train * n)``, ``round(val * n)`` and the rest.
+
+    Cora (2708 labelled): 27 / 1327 / 1354; CiteSeer (3312): 33 / 1623 / 1656;
+    PubMed (19717): 197 / 9661 / 9859.
+    """
+    if not (0 < train < 1 and 0 < val < 1 and train + val < 1):
+        raise ValueError(f"need 0 < train, val and train + val < 1; got train={train}, val={val}")
+    n_train, n_val = round(train * num_nodes), round(val * num_nodes)
+    n_test = num_nodes - n_train - n_val
+    if min(n_train, n_val, n_test) < 1:
+        raise ValueError(
+            f"{num_nodes} labelled nodes are too few for a {train:g}/{val:g}/rest split "
+            f"({n_train}/{n_val}/{n_test}): every part needs at least one node"
+        )
+    return n_train, n_val, n_test
+
+
+def paper_split(data: Data, seed: int, train: float = 0.01, val: float = 0.49) -> Data:
+    """The graph restricted to its labelled nodes, with a random train/val/test split.
+
+    Labelled nodes are ``data.labelled_mask`` (all nodes if absent). The induced subgraph is
+    relabelled ``0..n-1``; ``orig_node_index`` maps back to the input's node ids. The input is
+    not modified. Same ``seed``, same split.
+    """
+    if data.y is None or data.y.dim() != 1:
+        shape = None if data.y is None else tuple(data.y.shape)
+        raise ValueError(f"paper_split needs single-label node targets y of shape [N]; got {shape}")
+    n_all = int(data.num_nodes)
+    labelled = getattr(data, "labelled_mask", None)
+    if labelled is None:
+        labelled = torch.ones(n_all, dtype=torch.bool)
+    keep = labelled.nonzero().view(-1)
+    n = keep.numel()
+    n_train, n_val, _ = split_sizes(n, train, val)
+    edge_index, _ = subgraph(keep, data.edge_index, relabel_nodes=True, num_nodes=n_all)
+    x = data.x.to_dense() if data.x.is_sparse else data.x
+    out = Data(x=x[keep], edge_index=edge_index, y=data.y[keep])
+    out.orig_node_index = keep
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    masks = torch.zeros(3, n, dtype=torch.bool)
+    masks[0, order[:n_train]] = True
+    masks[1, order[n_train : n_train + n_val]] = True
+    masks[2, order[n_train + n_val :]] = True
+    out.train_mask, out.val_mask, out.test_mask = masks
+    out.labelled_mask = torch.ones(n, dtype=torch.bool)
+    return out
+
+
+def pca_features(x: torch.Tensor, dim: int, seed: int = 0) -> torch.Tensor:
+    """``x`` projected on its top ``dim`` principal components (float32 ``[N, dim]``).
+
+    scikit-learn's PCA (centred; randomized SVD on large inputs, with ``random_state=seed``,
+    and a deterministic sign convention), so the same ``seed`` gives the same features.
+    """
+    from sklearn.decomposition import PCA
+
+    if x.dim() != 2:
+        raise ValueError(f"pca_features needs a 2-D feature matrix, got shape {tuple(x.shape)}")
+    n, f = x.shape
+    if not 1 <= dim <= min(n, f):
+        raise ValueError(f"PCA dim must be in 1..min(N, F) = 1..{min(n, f)}; got {dim}")
+    dense = (x.to_dense() if x.is_sparse else x).detach().cpu().double().numpy()
+    reduced = PCA(n_components=dim, random_state=seed).fit_transform(dense)
+    return torch.from_numpy(reduced).float()
+
+
+def paper_hidden(name: str) -> int:
+    """The paper's hidden size for a dataset (Cora 64, PubMed 16, CiteSeer 64, else 64)."""
+    return PAPER_HIDDEN.get(name, DEFAULT_HIDDEN)
+
+
+def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: int | None = None) -> Data:
+    """The training graph of a node dataset under ``protocol`` ("paper", "public", "official").
+
+    ``paper`` needs ``hidden`` (the PCA width); ``None`` means the paper's size for the dataset
+    (:data:`PAPER_HIDDEN`: Cora 64, CiteSeer 64, PubMed 16; 64 otherwise). ``seed`` draws the
+    paper split and seeds the PCA; ``public``/``official`` ignore it and return a copy of the
+    dataset's graph with its fixed split.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if loaded.task != "node" or loaded.data is None:
+        raise ValueError(
+            f"{loaded.name} is a graph-level dataset: use loaded.dataset with loaded.split_idx "
+            f"(OGB's official split), not apply_protocol"
+        )
+    is_ogb = loaded.name.startswith("ogbn-")
+    if protocol == "official" and not is_ogb:
+        raise ValueError(
+            f"protocol 'official' is for OGB datasets; use 'public' or 'paper' for {loaded.name}"
+        )
+    if protocol == "public" and is_ogb:
+        raise ValueError(f"{loaded.name} has no Planetoid public split; use protocol 'official'")
+    if protocol in ("public", "official"):
+        return loaded.data.clone()
+    data = paper_split(loaded.data, seed)
+    width = paper_hidden(loaded.name) if hidden is None else int(hidden)
+    data.x = pca_features(data.x, width, seed=seed)
+    return data

@@ -1,0 +1,179 @@
+"""Where dataset files live: the data root, the writable cache, and local mirrors.
+
+The root comes from an argument, else ``$PYG_RBP_DATA``, else ``<repo>/datasets``; its layout
+mirrors ``../shared/datasets`` (``Planetoid/<Name>/raw``, ``ogb/<ogb_dir>/...``, ``MNIST/raw``).
+Loaders write ``processed/`` next to ``raw/``, so a read-only root (the shared offline copies)
+is never written to: the dataset's folder is copied into a writable cache
+(``$PYG_RBP_CACHE``, else ``~/.cache/pyg_rbp``) and loaded from there. Missing files are first
+copied from a local mirror (``$PYG_RBP_SHARED``, else ``<repo>/../shared/datasets``), then
+downloaded if allowed, and otherwise reported with a :class:`DataUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from pyg_rbp.data.download import download_allowed, download_missing
+from pyg_rbp.data.errors import DataUnavailableError
+from pyg_rbp.data.manifest import (
+    REPO_ROOT,
+    DatasetEntry,
+    ExpectedFile,
+    missing_files,
+    unavailable_message,
+    verify_checksums,
+)
+
+ROOT_ENV = "PYG_RBP_DATA"
+CACHE_ENV = "PYG_RBP_CACHE"
+MIRROR_ENV = "PYG_RBP_SHARED"
+
+
+def configured_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root as configured: ``root``, else ``$PYG_RBP_DATA``, else ``<repo>/datasets``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(ROOT_ENV, "").strip()
+    return Path(env).expanduser() if env else REPO_ROOT / "datasets"
+
+
+def is_writable(path: Path) -> bool:
+    """Whether ``path`` (or, if absent, its nearest existing parent) may be written.
+
+    Permission bits are checked as well as ``os.access``: running as root, ``os.access`` says
+    yes to a ``chmod a-w`` folder, but such a folder is read-only by intent.
+    """
+    path = Path(path)
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    mode = path.stat().st_mode
+    return bool(mode & stat.S_IWUSR) and os.access(path, os.W_OK)
+
+
+def is_writable_tree(folder: Path) -> bool:
+    """Whether ``folder`` and every folder under it may be written (loaders write inside)."""
+    if not is_writable(folder):
+        return False
+    if folder.is_dir():
+        return all(is_writable(p) for p in folder.rglob("*") if p.is_dir())
+    return True
+
+
+def cache_root_for(root: Path) -> Path:
+    """The writable cache standing in for a read-only ``root`` (one per root path)."""
+    base = os.environ.get(CACHE_ENV, "").strip()
+    if base:
+        cache_base = Path(base).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        cache_base = (Path(xdg) if xdg else Path.home() / ".cache") / "pyg_rbp"
+    resolved = str(Path(root).resolve())
+    tag = hashlib.sha1(resolved.encode()).hexdigest()[:10]
+    return cache_base / f"{Path(resolved).name or 'root'}-{tag}"
+
+
+def copy_missing(source: Path, target: Path) -> None:
+    """Copy every file of ``source`` absent (or of another size) in ``target``; make it writable."""
+    target.mkdir(parents=True, exist_ok=True)
+    target.chmod(target.stat().st_mode | stat.S_IWUSR)
+    for path in sorted(source.rglob("*")):
+        dest = target / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            dest.chmod(dest.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        elif path.is_file() and (not dest.exists() or dest.stat().st_size != path.stat().st_size):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            dest.chmod(0o644)
+
+
+def default_root(root: str | os.PathLike | None = None) -> Path:
+    """A writable data root: :func:`configured_root`, or a cache copy of it if it is read-only."""
+    configured = configured_root(root)
+    if is_writable_tree(configured):
+        configured.mkdir(parents=True, exist_ok=True)
+        return configured
+    cache = cache_root_for(configured)
+    if configured.is_dir():
+        copy_missing(configured, cache)
+    else:
+        cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+def mirror_roots() -> list[Path]:
+    """Local read-only copies to seed from: ``$PYG_RBP_SHARED`` (``os.pathsep``-separated;
+    set it to an empty string to disable), else ``<repo>/../shared/datasets``."""
+    env = os.environ.get(MIRROR_ENV)
+    if env is None:
+        candidates = [REPO_ROOT.parent / "shared" / "datasets"]
+    else:
+        candidates = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return [p for p in candidates if p.is_dir()]
+
+
+def _seed_from_mirror(entry: DatasetEntry, folder: Path, wanted: tuple[ExpectedFile, ...]) -> Path | None:
+    """Copy the dataset's folder from the first mirror holding all ``wanted`` files."""
+    assert entry.folder is not None
+    for mirror in mirror_roots():
+        source = mirror / entry.folder
+        if source.resolve() == folder.resolve() or missing_files(entry, source, wanted):
+            continue
+        copy_missing(source, folder)
+        return source
+    return None
+
+
+def prepare_dataset_folder(
+    entry: DatasetEntry,
+    root: str | os.PathLike | None = None,
+    download: bool | None = None,
+    files: tuple[ExpectedFile, ...] | None = None,
+    needs_write: bool = True,
+) -> Path:
+    """Make ``<root>/<entry.folder>`` complete, writable and verified; return the root used.
+
+    Steps: a read-only root is swapped for its cache copy; missing files are seeded from a
+    local mirror, then downloaded if allowed; anything still missing raises
+    :class:`DataUnavailableError`; a checksum mismatch raises :class:`ChecksumError`. The
+    returned root is what to hand to PyG/OGB (the cache root when the given one was read-only).
+    A reader that writes nothing (``needs_write=False``) reads a complete read-only folder in place.
+    """
+    if entry.folder is None:
+        raise ValueError(f"dataset {entry.name!r} is embedded and has no folder on disk")
+    wanted = entry.files if files is None else files
+    base = configured_root(root)
+    folder = requested = base / entry.folder
+    checked = wanted + (entry.optional_files if files is None else ())
+    if not needs_write and not missing_files(entry, folder, wanted):
+        verify_checksums(entry, folder, checked)
+        return base
+    if not is_writable_tree(folder):
+        cache = cache_root_for(base)
+        if folder.is_dir():
+            copy_missing(folder, cache / entry.folder)
+        base, folder = cache, cache / entry.folder
+    missing = missing_files(entry, folder, wanted)
+    if missing and _seed_from_mirror(entry, folder, wanted) is not None:
+        missing = missing_files(entry, folder, wanted)
+    note = (
+        "" if folder == requested else f"({requested} is read-only: a writable copy is kept in {folder}.)\n"
+    )
+    if missing:
+        if not download_allowed(download):
+            raise DataUnavailableError(
+                unavailable_message(entry, requested, missing, note + "Downloading is off.")
+            )
+        download_missing(entry, folder, missing)
+        missing = missing_files(entry, folder, wanted)
+        if missing:
+            reason = note + "The download did not provide them."
+            raise DataUnavailableError(unavailable_message(entry, requested, missing, reason))
+    verify_checksums(entry, folder, checked)
+    return base

@@ -1,14 +1,172 @@
-"""`pyg-rbp bench` (placeholder until its module lands: it says so and exits non-zero)."""
+"""`pyg-rbp bench`: benchmarks that compare the gradient modes with each other and with peers.
+
+``pyg-rbp bench scaling`` measures activation memory and training-step time of every gradient
+mode as the number of forward steps ``T`` and the truncation ``K`` grow, beside PyG's
+``GatedGraphConv`` and ``torchdeq`` (see :mod:`pyg_rbp.bench.scaling`). It writes JSON
+(atomically, after every measured cell, so an interrupted run resumes), a markdown table and a
+PNG. Speed and memory targets are printed as ratios measured in the same run.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _grads(text: str) -> list[str]:
+    from pyg_rbp.engine import parse_grad_modes
+
+    try:
+        modes = parse_grad_modes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not modes:
+        raise argparse.ArgumentTypeError("no gradient mode given")
+    return modes
+
+
+def _peers(text: str) -> list[str]:
+    from pyg_rbp.bench.peers import PEERS
+
+    if text.strip().lower() in ("none", ""):
+        return []
+    if text.strip().lower() == "all":
+        return list(PEERS)
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in PEERS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown peers {bad}; choose from {', '.join(PEERS)}, all, none")
+    return names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="(not available yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("bench", help="benchmarks: memory/time scaling of the gradient modes",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = p.add_subparsers(dest="bench", metavar="BENCHMARK")
+    s = bsub.add_parser(
+        "scaling", help="memory and step time vs forward steps T and truncation K",
+        description="Activation memory and training-step time of bptt, tbptt, rbp, cg and neumann "
+                    "(and PyG GatedGraphConv / torchdeq) for each T and K.")
+    s.add_argument("--dataset", default="cora", choices=("cora", "random"))
+    s.add_argument("--root", default=None, help="data root (default: the project's data root)")
+    s.add_argument("--nodes", type=int, default=2708, help="random graph: number of nodes")
+    s.add_argument("--edges", type=int, default=10556, help="random graph: number of edges")
+    s.add_argument("--features", type=int, default=None,
+                   help="feature width (default: --hidden; wider features add a linear encoder)")
+    s.add_argument("--classes", type=int, default=7, help="random graph: number of classes")
+    s.add_argument("--hidden", type=int, default=64, help="state channels of the cell")
+    s.add_argument("--aggr", default="mean", choices=("mean", "add"),
+                   help="GatedCell aggregation; 'add' (the paper's) is not contractive on Cora at "
+                        "init, so Neumann/RBP diverge there (default: mean)")
+    s.add_argument("--steps", type=_int_list, default=[10, 50, 100], help="forward steps T, e.g. 10,25,50")
+    s.add_argument("--backward-iter", type=_int_list, default=[5, 20], dest="backward_iters",
+                   help="truncations / adjoint iterations K, e.g. 5,10,20,50")
+    s.add_argument("--grads", type=_grads, default=None, help="'all' or a comma-separated list of modes")
+    s.add_argument("--peers", type=_peers, default=None,
+                   help="'all' (pyg_gatedgraphconv,torchdeq), 'none' or a comma-separated list")
+    s.add_argument("--repeats", type=int, default=5, help="timed training steps per cell (median)")
+    s.add_argument("--warmup", type=int, default=1, help="untimed training steps per cell")
+    s.add_argument("--rounds", type=int, default=3,
+                   help="round-robin rounds of the target pass (0: skip the target pass)")
+    s.add_argument("--target-steps", type=int, default=100, help="T of the target ratios")
+    s.add_argument("--target-k", type=int, default=20, help="K of the target ratios")
+    s.add_argument("--no-accuracy", dest="accuracy", action="store_false",
+                   help="skip the float64 gradient-accuracy study")
+    s.add_argument("--reference-iters", type=int, default=400,
+                   help="CG-RBP iterations of the accuracy reference")
+    s.add_argument("--forward-tol", type=float, default=1e-4,
+                   help="tolerance of the forward-tolerance row (0: no such row)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", default=None,
+                   help="output JSON (default: scaling_<dataset>.json in the current folder); a "
+                        "markdown table and a PNG are written next to it. An existing file "
+                        "written with the same settings is resumed.")
+    s.add_argument("--fresh", action="store_true", help="ignore an existing JSON instead of resuming")
+    s.add_argument("--redo", default="", help="re-measure these parts of a saved run and keep the "
+                   "rest: comma-separated grid, targets, accuracy (e.g. when the machine got quieter)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=run)
+    p.set_defaults(func=_usage(p))
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("pyg-rbp bench is not available in this build")
+def _usage(parser: argparse.ArgumentParser):
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from pyg_rbp.bench.scaling import ScalingConfig, ScalingRun, write_reports
+    from pyg_rbp.engine import GRAD_MODES
+
+    cfg = ScalingConfig(
+        dataset=args.dataset, root=args.root, nodes=args.nodes, edges=args.edges,
+        features=args.features, classes=args.classes, hidden=args.hidden, aggr=args.aggr,
+        steps=args.steps, backward_iters=args.backward_iters,
+        grads=args.grads if args.grads is not None else list(GRAD_MODES),
+        peers=args.peers if args.peers is not None else ["pyg_gatedgraphconv", "torchdeq"],
+        repeats=args.repeats, warmup=args.warmup, rounds=args.rounds,
+        target_steps=args.target_steps, target_k=args.target_k, accuracy=args.accuracy,
+        reference_iters=args.reference_iters, forward_tol=args.forward_tol, device=args.device,
+        threads=args.threads or None, seed=args.seed,
+    )
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise SystemExit(f"pyg-rbp bench scaling: {exc}") from None
+    if "torchdeq" in cfg.peers:
+        try:
+            import torchdeq  # noqa: F401
+        except ImportError:
+            raise SystemExit("pyg-rbp bench scaling: the torchdeq peer needs the torchdeq package "
+                             "(pip install 'pyg-rbp[bench]'), or pass --peers pyg_gatedgraphconv") from None
+    json_path = Path(args.json or f"scaling_{cfg.dataset}.json")
+    if args.fresh and json_path.exists():
+        json_path.unlink()
+    with warnings.catch_warnings():
+        # Convergence warnings are recorded per row (forward residual); CSR beta warnings are noise.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
+        redo = [p.strip() for p in args.redo.split(",") if p.strip()]
+        try:
+            bench = ScalingRun(cfg, json_path, progress=not args.quiet, redo=redo)
+        except ValueError as exc:
+            raise SystemExit(f"pyg-rbp bench scaling: {exc}") from None
+        result = bench.run()
+    md, png = write_reports(result, json_path)
+    _print_summary(result)
+    print(f"wrote {json_path}, {md} and {png}")
+    return 0
+
+
+def _print_summary(result: dict) -> None:
+    targets = result.get("targets") or {}
+    tm = targets.get("step_time_s") or {}
+    if tm:
+        print(f"step times at T={targets['steps']}, K={targets['backward_iter']} (interleaved): "
+              + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in tm.items()))
+    for v in targets.get("verdicts", []):
+        mark = {True: "PASS", False: "MISS", None: "n/a "}[v["pass"]]
+        value = "-" if v["value"] is None else f"{v['value']:.3f}"
+        print(f"  [{mark}] {v['target']}: {value} (bound {v['bound']:.3g})")
+    acc = result.get("accuracy") or {}
+    for row in acc.get("rows", []):
+        if row.get("tol"):
+            print(f"  forward tol={row['tol']:g}: {row.get('forward_iters')} steps, cosine "
+                  f"{row.get('cosine')}, step time {row.get('step_time_s')}")

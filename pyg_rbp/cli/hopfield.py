@@ -1,14 +1,102 @@
-"""`pyg-rbp hopfield` (placeholder until its module lands: it says so and exits non-zero)."""
+"""`pyg-rbp hopfield`: the associative-memory benchmark of Liao et al. (2018), one row per mode.
+
+Thin wrapper over :mod:`pyg_rbp.tasks.hopfield_experiment`: trains a Hopfield memory (neurons as
+graph nodes, symmetric synapses as edges) with each requested gradient mode, and writes a table
+of methods (success rate, pixel error, time per epoch, activation memory), a JSON document
+(atomically, after every mode; a rerun skips finished modes) and a PNG grid of clean /
+corrupted / recalled images. Unset flags take the defaults of the pattern source.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+# Flags mapping one-to-one onto HopfieldConfig fields: (type, help).
+_FLAGS: dict[str, tuple[type, str]] = {
+    "per_class": (int, "patterns per digit class (default 1: 10 patterns)"),
+    "split": (str, "MNIST split to take the patterns from: test (offline copy) or train"),
+    "hidden": (int, "hidden neurons (default: 1024 mnist, 128 digits)"),
+    "topology": (str, "complete (the paper; dense fast path) | knn | random (sparse path)"),
+    "knn_k": (int, "neighbours per neuron of the knn topology"),
+    "avg_degree": (float, "expected degree of the random topology"),
+    "updates": (int, "forward updates T (default 50)"),
+    "truncation": (int, "K: TBPTT steps / RBP, CG, Neumann iterations (default 20)"),
+    "a": (float, "leak a of h <- (1-a) h + W sigmoid(b h) (default 1)"),
+    "b": (float, "sigmoid gain b (default 0.5)"),
+    "init_std": (float, "initial weight std (default 1e-3)"),
+    "lr": (float, "Adam learning rate"),
+    "epochs": (int, "training epochs (passes over the patterns)"),
+    "batch_size": (int, "patterns per Adam step (0: all, the default; the paper used 1)"),
+    "train_input": (str, "clean (the reference code) or corrupted (fresh random switch-offs)"),
+    "corrupt": (float, "fraction of on pixels switched off at test (default 0.5)"),
+    "flip": (float, "fraction of pixels flipped in the bit-flip test (default 0.05)"),
+    "bound": (float, "success: pixel error at most this fraction (default 0.01)"),
+    "test_seed": (int, "seed of the test corruptions (default 1234)"),
+    "seed": (int, "seed of the initial weights and training corruptions (default 0)"),
+    "eval_every": (int, "evaluate recall every this many epochs (default epochs/10)"),
+    "grad_check_images": (int, "images for the exact-implicit-gradient check (0: skip)"),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("hopfield", help="(not available yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "hopfield", help="associative memory: train a Hopfield network with each gradient mode",
+        description="Continuous Hopfield network (neurons = nodes, symmetric synapses = edges) "
+                    "trained to restore corrupted digits, once per gradient mode.",
+    )
+    p.add_argument("--images", default="digits", choices=("mnist", "digits"),
+                   help="mnist (the paper: 10 MNIST digits, 28x28) or digits (scikit-learn 8x8, "
+                        "no download; the default)")
+    p.add_argument("--grad", default="all",
+                   help="gradient modes: a comma list of bptt,tbptt,rbp,cg,neumann or 'all' (default)")
+    for name, (typ, text) in _FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--root", default=None, help="data root for MNIST (default: $PYG_RBP_DATA or ./datasets)")
+    p.add_argument("--json", default=None, help="results JSON (written after every mode; resumable)")
+    p.add_argument("--png", default=None, help="PNG grid of clean / corrupted / recalled images")
+    p.add_argument("--md", default=None, help="markdown table (default: next to --json)")
+    p.add_argument("--fresh", action="store_true", help="ignore finished modes already in --json")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("pyg-rbp hopfield is not available in this build")
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
+    from pyg_rbp.engine import parse_grad_modes
+    from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, run_experiment
+    from pyg_rbp.tasks.hopfield_report import results_table
+
+    try:
+        modes = parse_grad_modes(args.grad)
+    except ValueError as err:
+        raise SystemExit(f"--grad: {err}") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
+    values = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
+    try:
+        config = HopfieldConfig(images=args.images, device=args.device, **values).resolved()
+    except ValueError as err:
+        raise SystemExit(f"pyg-rbp hopfield: {err}") from None
+    try:
+        doc = run_experiment(config, modes, json_path=args.json, png_path=args.png, md_path=args.md,
+                             data_root=args.root, resume=not args.fresh,
+                             progress=not args.no_progress,
+                             log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (DataUnavailableError, ChecksumError) as err:
+        raise SystemExit(f"pyg-rbp hopfield: {err}") from None
+    except ValueError as err:
+        raise SystemExit(f"pyg-rbp hopfield: {err}") from None
+    print(results_table(doc))
+    for path in (args.json, args.png):
+        if path:
+            print(f"wrote {path}")
+    return 0

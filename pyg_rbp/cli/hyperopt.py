@@ -1,14 +1,106 @@
-"""`pyg-rbp hyperopt` (placeholder until its module lands: it says so and exits non-zero)."""
+"""`pyg-rbp hyperopt`: tune training hyperparameters by hypergradients through the training run.
+
+Compares gradient modes (BPTT, TBPTT, RBP, Neumann-RBP; CG-RBP on request) on one task and
+writes the meta-objective curves (PNG), a JSON file with one row per mode (cosine of the first
+hypergradient with BPTT's, final meta objective, time and saved bytes per meta step, accuracies
+before and after tuning, final hyperparameters) and a markdown table. Finished modes are kept:
+rerunning the same command resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+DEFAULT_GRADS = "bptt,tbptt,rbp,neumann"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("hyperopt", help="(not available yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "hyperopt",
+        help="hyperparameter optimisation by RBP through the training dynamics",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--task", default="mlp-digits", choices=["mlp-mnist", "mlp-digits", "gcn-cora"],
+                   help="inner problem (mlp-digits needs no download)")
+    p.add_argument("--grad", default=DEFAULT_GRADS,
+                   help="comma-separated gradient modes (bptt, tbptt, rbp, cg, neumann) or 'all'")
+    p.add_argument("--meta-steps", type=int, default=100, help="meta-optimisation steps")
+    p.add_argument("--inner-steps", type=int, default=None, help="inner SGD steps T (task default: 100)")
+    p.add_argument("--truncation", "-K", type=int, default=None,
+                   help="K of TBPTT / Neumann terms / RBP and CG iterations (task default: 50)")
+    p.add_argument("--batch-size", type=int, default=None, help="inner mini-batch size (MLP tasks)")
+    p.add_argument("--meta-lr", type=float, default=0.05, help="Adam learning rate of the meta step")
+    p.add_argument("--lr-decay-at", type=int, default=None,
+                   help="meta step at which the meta learning rate drops x0.1 (default: half)")
+    p.add_argument("--meta-split", choices=["train", "val"], default=None,
+                   help="loss after the inner run that is minimised (default: train for MLPs, val for GCN)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the meta-training episode")
+    p.add_argument("--resample-episodes", action="store_true",
+                   help="draw a new initialisation and batch order every meta step (seed + step)")
+    p.add_argument("--eval-seeds", type=_int_list, default=[1000, 1001, 1002],
+                   help="fresh episodes on which accuracies before/after tuning are averaged")
+    p.add_argument("--json", default=None, help="JSON results file (resumes finished modes)")
+    p.add_argument("--png", default=None, help="meta-objective curves (PNG)")
+    p.add_argument("--md", default=None, help="markdown table (default: the JSON path with .md)")
+    p.add_argument("--root", default=None, help="dataset root (default: the data package's)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--memory-steps", type=_int_list, default=None,
+                   help="also count saved bytes per mode at these inner-step counts, e.g. 100,400")
+    p.add_argument("--cosine-sweep", type=_int_list, default=None,
+                   help="also measure Neumann(K)/TBPTT(K) cosine with BPTT for these K, e.g. 1,5,10,20,50")
+    p.add_argument("--fresh", action="store_true", help="ignore results already in --json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("pyg-rbp hyperopt is not available in this build")
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pyg_rbp.engine import parse_grad_modes
+    from pyg_rbp.tasks.hyperopt_experiment import ExperimentConfig, run_experiment
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        config = ExperimentConfig(
+            task=args.task, grads=parse_grad_modes(args.grad), meta_steps=args.meta_steps,
+            inner_steps=args.inner_steps, truncation=args.truncation, meta_lr=args.meta_lr,
+            lr_decay_at=args.lr_decay_at, seed=args.seed, resample=args.resample_episodes,
+            eval_seeds=args.eval_seeds, batch_size=args.batch_size, meta_split=args.meta_split,
+            dtype=args.dtype, device=device,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"pyg-rbp hyperopt: {exc}") from None
+    doc = run_experiment(config, json_path=args.json, png_path=args.png, md_path=args.md,
+                         root=args.root, memory_steps=args.memory_steps or (),
+                         cosine_sweep=args.cosine_sweep or (), fresh=args.fresh,
+                         progress=not args.no_progress)
+    from pyg_rbp.tasks.hyperopt_report import render_markdown
+
+    print(render_markdown(doc))
+    mem = doc.get("memory_scaling")
+    if mem:
+        steps = mem["inner_steps"]
+        for grad, ratio in mem["ratio_last_to_first"].items():
+            shown = "-" if ratio is None else f"{ratio:.2f}"
+            print(f"saved bytes ratio T={steps[-1]} / T={steps[0]} for {grad}: {shown}")
+    failed = [r["grad"] for r in doc["results"] if r["status"] != "ok"]
+    if failed:
+        print(f"modes that stopped early: {', '.join(failed)} (see 'status' in the JSON)")
+    return 0

@@ -1,14 +1,70 @@
-"""`pyg-rbp leaderboard` (placeholder until its module lands: it says so and exits non-zero)."""
+"""`pyg-rbp leaderboard`: run the models x gradient modes x seeds matrix and render the board.
+
+Thin wrapper over :mod:`pyg_rbp.training.leaderboard`. Resumable: every finished (row, seed)
+cell is its own JSON file under ``<results>/cells/`` and is skipped on a rerun; the board
+(``benchmarks/LEADERBOARD.md``, ``benchmarks/leaderboard.png``,
+``benchmarks/results/leaderboard.json``) is re-rendered after every cell.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="(not available yet)")
-    p.set_defaults(func=_run)
+    from pyg_rbp.training.leaderboard import DEFAULT_DATASETS, PROFILES
+
+    p = sub.add_parser(
+        "leaderboard", help="run the leaderboard matrix (resumable) and render benchmarks/LEADERBOARD.md",
+        description="Train every leaderboard row for every seed (finished cells are skipped) and render "
+                    "the board. Datasets without an offline copy get rows marked as not run.",
+    )
+    p.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),
+                   help=f"comma list (default: {','.join(DEFAULT_DATASETS)})")
+    p.add_argument("--seeds", type=int, default=10, help="number of seeds per row: 0..N-1 (default: 10)")
+    p.add_argument("--profile", choices=PROFILES, default="cpu",
+                   help="full: the protocols' own budgets for every row; cpu: shortened expensive rows "
+                        "(fewer steps/seeds, recorded on the board) (default: cpu)")
+    p.add_argument("--results", default="benchmarks/results", help="folder of cells/ and leaderboard.json")
+    p.add_argument("--board", default="benchmarks/LEADERBOARD.md", help="markdown board to write")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA or ./datasets)")
+    p.add_argument("--render-only", action="store_true", help="only re-render the board from finished cells")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("pyg-rbp leaderboard is not available in this build")
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pyg_rbp.training import leaderboard as lb
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("pyg-rbp leaderboard: --device cuda requested but CUDA is not available")
+    datasets = [d.strip().lower() for d in args.datasets.split(",") if d.strip()]
+    if not datasets:
+        raise SystemExit("pyg-rbp leaderboard: --datasets is empty")
+    try:
+        entries = lb.plan(datasets, seeds=args.seeds, profile=args.profile)
+    except ValueError as err:
+        raise SystemExit(f"pyg-rbp leaderboard: {err}") from None
+    command = (f"pyg-rbp leaderboard --datasets {shlex.quote(','.join(datasets))} --seeds {args.seeds} "
+               f"--profile {args.profile}")
+    availability: dict[str, bool] = {}
+
+    def render() -> None:
+        lb.render(entries, args.results, args.board, command=command, profile=args.profile,
+                  device=args.device, root=args.root, availability=availability)
+
+    if not args.render_only:
+        counts = lb.run(entries, args.results, device=args.device, root=args.root,
+                        progress=not args.no_progress, on_cell=render)
+        print(f"leaderboard: {counts['run']} cell(s) run, {counts['skipped']} already finished, "
+              f"{counts['unavailable']} not run (data unavailable)")
+    render()
+    print(f"wrote {args.board} and {args.results}/leaderboard.json")
+    return 0

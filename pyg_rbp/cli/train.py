@@ -1,14 +1,138 @@
-"""`pyg-rbp train` (placeholder until its module lands: it says so and exits non-zero)."""
+"""`pyg-rbp train`: train a model on a dataset over several seeds and report mean and std.
+
+Thin wrapper over :mod:`pyg_rbp.training`: every flag defaults to what suits the dataset
+(:func:`pyg_rbp.training.config.defaults_for`), so ``pyg-rbp train --dataset X`` alone works for
+every supported dataset, node- or graph-level. The JSON (``--json``) is rewritten atomically
+after every finished seed and a rerun with the same settings skips the seeds already in it.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+
+# Flags that map one-to-one onto TrainConfig fields (type, help).
+_FLAGS: dict[str, tuple[type, str]] = {
+    "hidden": (int, "hidden width (paper protocol: also the PCA width)"),
+    "max_iter": (int, "forward fixed-point steps (at most, with --tol)"),
+    "backward_iter": (int, "TBPTT truncation / iterations of the RBP, CG and Neumann backward"),
+    "tol": (float, "forward tolerance on the relative residual (0: always max-iter steps)"),
+    "damping": (float, "damping beta of h <- (1-beta) h + beta F(h)"),
+    "dropout": (float, "dropout before/after the fixed point (never inside it)"),
+    "alpha": (float, "teleport probability of the ppr model"),
+    "kappa": (float, "contraction bound of the implicit cell"),
+    "num_layers": (int, "MLP layers (ppr) / GCN / GIN layers"),
+    "optimizer": (str, "adam or sgd"),
+    "lr": (float, "learning rate"),
+    "momentum": (float, "SGD momentum"),
+    "weight_decay": (float, "L2 weight decay"),
+    "epochs": (int, "training epochs (full-graph steps for node tasks)"),
+    "eval_every": (int, "check validation every this many epochs"),
+    "patience": (int, "stop after this many epochs without a better validation (0: never)"),
+    "batch_size": (int, "graphs per mini-batch (graph tasks)"),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not available yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "train", help="train a model over seeds: best validation, test, time, memory",
+        description="Train a fixed-point model (or a baseline) with early stopping on validation. "
+                    "Unset flags take the dataset's defaults.",
+    )
+    p.add_argument("--dataset", default="cora", help="dataset name (default: cora)")
+    p.add_argument("--protocol", default=None,
+                   help="paper | public (Planetoid) | official (OGB, digits, karate); default per dataset")
+    p.add_argument("--model", default=None,
+                   help="gated | implicit | ppr | linear-pca | gcn (node) ; gated | implicit | gin (graph)")
+    p.add_argument("--grad", default=None,
+                   help="gradient mode(s): bptt,tbptt,rbp,cg,neumann, a comma list or 'all' (default neumann)")
+    for name, (typ, text) in _FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+    p.add_argument("--seeds", default="0", help="seeds: 0,1,2 or a range 0-9 (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA or ./datasets)")
+    p.add_argument("--json", default=None, help="write results here (atomically, after every seed)")
+    p.add_argument("--fresh", action="store_true", help="ignore finished seeds already in --json")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("pyg-rbp train is not available in this build")
+def parse_seeds(spec: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; ``"3"`` -> [3]; a range ``"0-9"`` -> [0, ..., 9]."""
+    spec = str(spec).strip()
+    seeds: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise SystemExit(f"--seeds must be integers, a comma list or a range like 0-9; got {spec!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SystemExit(f"--seeds must list distinct non-negative integers, got {spec!r}")
+    return seeds
+
+
+def configs_from_args(args: argparse.Namespace) -> list:
+    """One :class:`TrainConfig` per requested gradient mode (validated, defaults filled)."""
+    from pyg_rbp.engine import parse_grad_modes
+    from pyg_rbp.training.config import FIXED_POINT_MODELS, TrainConfig, build_config, dataset_task
+
+    task = dataset_task(args.dataset.lower())
+    known = {f.name for f in fields(TrainConfig)}
+    overrides = {k: getattr(args, k) for k in _FLAGS if k in known}
+    grads = parse_grad_modes(args.grad) if args.grad else [None]
+    probe = build_config(args.dataset.lower(), task, protocol=args.protocol, model=args.model, **overrides)
+    if probe.model not in FIXED_POINT_MODELS:
+        return [probe]
+    return [build_config(args.dataset.lower(), task, protocol=args.protocol, model=args.model,
+                         grad=g, **overrides) for g in grads]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pyg_rbp.data import DataUnavailableError
+    from pyg_rbp.results import human_bytes, markdown_table
+    from pyg_rbp.training.runner import run_seeds
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = parse_seeds(args.seeds)
+    try:
+        configs = configs_from_args(args)
+    except ValueError as err:
+        raise SystemExit(f"pyg-rbp train: {err}") from None
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("pyg-rbp train: --device cuda requested but CUDA is not available")
+    for cfg in configs:
+        print(cfg.command())
+    try:
+        doc = run_seeds(configs, seeds, device=args.device, root=args.root, json_path=args.json,
+                        progress=not args.no_progress, resume=not args.fresh)
+    except DataUnavailableError as err:
+        raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
+    rows = []
+    for s in doc["summary"]:
+        rows.append({**s, "test": _pm(s["test_mean"], s["test_std"]), "val": _pm(s["val_mean"], s["val_std"]),
+                     "mem": human_bytes(s["saved_bytes"]), "cuda": human_bytes(s["cuda_peak_bytes"]),
+                     "n": len(s["seeds"])})
+    print(markdown_table(rows, ["dataset", "model", "grad", "metric", "test", "val", "epoch_time_s",
+                                "mem", "cuda", "n"],
+                         ["dataset", "model", "grad", "metric", "test", "val", "s/epoch",
+                          "saved for backward", "CUDA peak", "seeds"]))
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}"

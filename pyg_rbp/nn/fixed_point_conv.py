@@ -1,0 +1,121 @@
+r"""A message-passing cell solved to its fixed point, as one PyG layer: :class:`FixedPointConv`.
+
+This is where the graph layers meet the graph-agnostic engine (:func:`pyg_rbp.fixed_point`):
+the layer prepares the graph once (validation, normalisation, CSR layout, input injection),
+hands the engine a closure over one cell step, and keeps the solver's diagnostics. The
+gradient mode and budgets are plain attributes so one model can be swept over them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyg_rbp.engine import FixedPointStats, fixed_point, normalize_grad_mode
+from pyg_rbp.nn.adjacency import validate_edge_index
+from pyg_rbp.nn.cell import FixedPointCell
+
+
+class FixedPointConv(torch.nn.Module):
+    r"""Solve :math:`\mathbf{H}^* = F(\mathbf{H}^*, \mathbf{X})` for a one-step cell ``F``
+    and make :math:`\mathbf{H}^*` differentiable with a recurrent back-propagation mode.
+
+    .. math::
+        \mathbf{H}^{(t+1)} = F\left(\mathbf{H}^{(t)}, \mathbf{X}; \mathcal{G}\right),
+        \quad t = 0, \dots, T-1, \qquad \mathbf{H}^{(0)} = \texttt{h0}
+        \text{ or the cell's default}
+
+    The forward runs ``max_iter`` steps (fewer with ``tol > 0``). The gradient follows
+    ``grad``: ``"bptt"``, ``"tbptt"`` (last ``backward_iter`` steps), or the implicit modes
+    ``"rbp"``, ``"cg"``, ``"neumann"``, which record a single step and solve the adjoint system
+    :math:`(I - J^\top) z = g` with ``backward_iter`` iterations; their memory does not depend
+    on ``max_iter``. Gradients reach the cell's parameters, ``x`` and ``edge_weight`` wherever
+    the cell uses them. See :func:`pyg_rbp.fixed_point` for the exact semantics.
+
+    The graph is validated and laid out (CSR) once per call and reused by every forward step
+    and every backward VJP. The diagnostics of the last call are in :attr:`stats`.
+
+    Default initial states: :class:`GatedCell` ``x``, :class:`ImplicitCell` zeros,
+    :class:`PPRCell` ``x``, any other cell ``x``.
+
+    Args:
+        cell (torch.nn.Module): one step of the dynamics, e.g. :class:`~pyg_rbp.nn.GatedCell`.
+            A :class:`~pyg_rbp.nn.cell.FixedPointCell` is prepared once per call (graph
+            validation, CSR layout, input injection); any other module is called as
+            ``cell(h, x, edge_index, edge_weight)`` every step.
+        grad (str, optional): gradient mode. (default: ``"neumann"``)
+        max_iter (int, optional): forward steps :math:`T`. (default: ``100``)
+        tol (float, optional): stop early at this relative residual (0: run all steps).
+            (default: ``0.0``)
+        backward_iter (int, optional): TBPTT truncation / adjoint iterations :math:`K`.
+            (default: ``20``)
+        damping (float, optional): :math:`\beta` of :math:`h \leftarrow (1-\beta) h + \beta
+            F(h)`. (default: ``1.0``)
+        backward_tol (float, optional): early stop of the adjoint solver. (default: ``0.0``)
+        track (bool, optional): record per-step residuals and the backward residual in
+            :attr:`stats` (one extra VJP; a reduction per step). (default: ``False``)
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, edge indices
+          :math:`(2, |\mathcal{E}|)` or a sparse adjacency, edge weights
+          :math:`(|\mathcal{E}|)` *(optional)*, initial state :math:`(|\mathcal{V}|, C)`
+          *(optional)*
+        - **output:** fixed-point state :math:`(|\mathcal{V}|, C)`
+    """
+
+    def __init__(self, cell: torch.nn.Module, grad: str = "neumann", max_iter: int = 100,
+                 tol: float = 0.0, backward_iter: int = 20, damping: float = 1.0,
+                 backward_tol: float = 0.0, track: bool = False) -> None:
+        super().__init__()
+        if not isinstance(cell, torch.nn.Module):
+            raise ValueError(f"cell must be a torch.nn.Module, got {type(cell).__name__}")
+        normalize_grad_mode(grad)  # fail early on a typo
+        self.cell = cell
+        self.grad = grad
+        self.max_iter = max_iter
+        self.tol = tol
+        self.backward_iter = backward_iter
+        self.damping = damping
+        self.backward_tol = backward_tol
+        self.track = track
+        self.stats: FixedPointStats | None = None
+
+    def reset_parameters(self) -> None:
+        self.cell.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Any, edge_weight: Tensor | None = None,
+                h0: Tensor | None = None) -> Tensor:
+        """Return the fixed-point state for node features ``x`` on the given graph."""
+        cell = self.cell
+        if isinstance(cell, FixedPointCell):
+            inputs = cell.prepare(x, edge_index, edge_weight)
+            if h0 is None:
+                h0 = cell.initial_state(inputs)
+            cell.check_state(h0, inputs, name="h0")
+
+            def step(h: Tensor) -> Tensor:
+                return cell.step(h, inputs)
+        else:
+            # Any other cell following the `cell(h, x, edge_index, edge_weight)` convention
+            # (e.g. HopfieldCell) is called as is: it validates its own inputs.
+            dense_graph = isinstance(edge_index, Tensor) and edge_index.layout == torch.strided
+            if isinstance(x, Tensor) and dense_graph:
+                validate_edge_index(edge_index, x.size(0))
+            if h0 is None:
+                h0 = x
+
+            def step(h: Tensor) -> Tensor:
+                return cell(h, x, edge_index, edge_weight)
+
+        out, self.stats = fixed_point(
+            step, h0, grad=self.grad, max_iter=self.max_iter, tol=self.tol,
+            backward_iter=self.backward_iter, damping=self.damping,
+            backward_tol=self.backward_tol, return_stats=True, track=self.track,
+        )
+        return out
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.cell}, grad={self.grad!r}, "
+                f"max_iter={self.max_iter}, backward_iter={self.backward_iter}, tol={self.tol})")

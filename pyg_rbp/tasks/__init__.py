@@ -1,0 +1,1 @@
+"""The paper's tasks built on the engine: Hopfield associative memory and hyperparameter optimisation."""

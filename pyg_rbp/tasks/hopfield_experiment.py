@@ -1,0 +1,355 @@
+"""The Hopfield benchmark: train one memory per gradient mode and compare their recall.
+
+Runs the protocol of Liao et al. (2018, section 4.1) (see ``BRIEF.md`` section 2) for every
+requested gradient mode from the same initial weights, and records for each: retrieval from the
+paper's corruption (a fraction of the "on" pixels switched off, fixed seed) and from random bit
+flips, time per epoch, activation memory, the energy along the recall trajectory, and the
+diagnostics that explain a failure (forward residual, spectral radius of the step's Jacobian,
+backward residual, agreement with the exact implicit gradient).
+
+Results are written after every mode (atomic JSON, a markdown table, a PNG), and a rerun with
+the same configuration skips the modes already finished, so a long run loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, normalize_grad_mode
+from pyg_rbp.profiling import SavedTensorBytes
+from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
+from pyg_rbp.tasks.hopfield import (
+    TRAIN_INPUTS,
+    HopfieldMemory,
+    evaluate,
+    fixed_point_diagnostics,
+    gradient_agreement,
+    recall_loss,
+    train_memory,
+)
+from pyg_rbp.tasks.hopfield_data import PATTERN_SOURCES, Patterns, flip_bits, load_patterns, switch_off
+from pyg_rbp.tasks.hopfield_graphs import TOPOLOGIES, build_topology
+
+# Defaults that depend on the pattern source: the paper's network for MNIST, a small one for
+# the embedded 8x8 digits. `None` in a HopfieldConfig field means "take it from here".
+SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"hidden": 1024, "epochs": 300, "lr": 1e-3, "train_input": "clean"},
+    "digits": {"hidden": 128, "epochs": 2000, "lr": 1e-3, "train_input": "clean"},
+}
+
+
+@dataclass
+class HopfieldConfig:
+    """Everything that defines a Hopfield benchmark run (and decides whether results resume).
+
+    ``None`` fields take the per-source defaults of :data:`SOURCE_DEFAULTS`. The paper's
+    setting is ``images="mnist"`` with the defaults here except the training budget: 1000
+    epochs of batch 1 (10,000 Adam steps) in the paper.
+    """
+
+    images: str = "digits"
+    per_class: int = 1
+    split: str = "test"
+    hidden: int | None = None
+    topology: str = "complete"
+    knn_k: int = 8
+    avg_degree: float = 32.0
+    updates: int = 50
+    truncation: int = 20
+    a: float = 1.0
+    b: float = 0.5
+    init_std: float = 1e-3
+    lr: float | None = None
+    epochs: int | None = None
+    batch_size: int = 0
+    train_input: str | None = None
+    corrupt: float = 0.5
+    flip: float = 0.05
+    bound: float = 0.01
+    test_seed: int = 1234
+    seed: int = 0
+    eval_every: int = 0
+    grad_check_images: int = 2
+    device: str = "cpu"
+
+    def resolved(self) -> HopfieldConfig:
+        """A copy with every ``None`` replaced by the source default, validated."""
+        if self.images not in PATTERN_SOURCES:
+            raise ValueError(f"images must be one of {PATTERN_SOURCES}, got {self.images!r}")
+        values = dataclasses.asdict(self)
+        for key, value in SOURCE_DEFAULTS[self.images].items():
+            if values[key] is None:
+                values[key] = value
+        cfg = HopfieldConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        if self.train_input not in TRAIN_INPUTS:
+            raise ValueError(f"train_input must be one of {TRAIN_INPUTS}, got {self.train_input!r}")
+        for name in ("updates", "truncation", "per_class"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "hidden", "batch_size", "eval_every", "grad_check_images"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("corrupt", "flip"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.bound < 1:
+            raise ValueError(f"bound must be a fraction in [0, 1), got {self.bound}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must match for finished modes to be reused (all but the device)."""
+        values = dataclasses.asdict(self)
+        values.pop("device")
+        return values
+
+
+class _WeightAwareSavedBytes(SavedTensorBytes):
+    """:class:`~pyg_rbp.profiling.SavedTensorBytes` that also sums the bytes of saved tensors
+    that are weights (the memory's parameters and buffers, and the ``N x N`` matrix built from
+    the parameters), so activation memory can be reported without them."""
+
+    def __init__(self, model: HopfieldMemory) -> None:
+        super().__init__()
+        self.weight_bytes = 0
+        n = model.num_nodes
+        self._square = (n, n)
+        self._owned = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+
+    def _pack(self, t: Tensor) -> Tensor:
+        before = self.bytes
+        super()._pack(t)
+        if self.bytes > before and t.layout == torch.strided and (
+            t.untyped_storage().data_ptr() in self._owned or tuple(t.shape) == self._square
+        ):
+            self.weight_bytes += self.bytes - before
+        return t
+
+
+def measure_saved_bytes(model: HopfieldMemory, inputs: Tensor, clean: Tensor) -> dict[str, int]:
+    """Bytes saved for backward by one training forward: total and activations only."""
+    model.train()
+    with _WeightAwareSavedBytes(model) as mem:
+        loss = recall_loss(model(inputs), clean)
+    del loss
+    return {"saved_bytes": mem.bytes - mem.weight_bytes, "saved_bytes_total": mem.bytes}
+
+
+def _bits(images: Tensor) -> list[str]:
+    return ["".join("1" if v else "0" for v in row.tolist()) for row in (images > 0.5)]
+
+
+def _energy_summary(energies: Tensor) -> dict[str, Any]:
+    """``[T + 1, P]`` energies -> per-image trajectories and whether each never rose."""
+    e = energies.double().cpu()
+    rises = (e[1:] - e[:-1]) > 1e-6 * e.abs().max().clamp_min(1.0)
+    return {
+        "per_image": e.transpose(0, 1).tolist(),
+        "initial": e[0].tolist(),
+        "final": e[-1].tolist(),
+        "non_increasing_fraction": float((~rises.any(dim=0)).double().mean()),
+    }
+
+
+def run_mode(cfg: HopfieldConfig, grad: str, patterns: Patterns, tests: dict[str, Tensor],
+             cell_source: Any, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate one gradient mode; return its results row."""
+    device = torch.device(cfg.device)
+    clean = patterns.images.to(device)
+    torch.manual_seed(cfg.seed)
+    model = HopfieldMemory(patterns.num_pixels, cfg.hidden, cell_source, grad=grad,
+                           updates=cfg.updates, truncation=cfg.truncation, a=cfg.a, b=cfg.b,
+                           init_std=cfg.init_std).to(device)
+    model.cell.reset_parameters()  # same initial weights for every mode (seeded above)
+    off = tests["off"].to(device)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, desc=f"hopfield {grad}", leave=False)
+
+    def on_epoch(epoch: int, info: dict[str, Any]) -> None:
+        if bar is not None:
+            post = {"loss": f"{info['loss']:.4f}"}
+            if "success" in info:
+                post["success"] = f"{info['success']:.2f}"
+            bar.set_postfix(post)
+            bar.update(1)
+
+    eval_every = cfg.eval_every or max(1, cfg.epochs // 10)
+    t0 = time.perf_counter()
+    train = train_memory(model, clean, cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                         train_input=cfg.train_input, corrupt=cfg.corrupt, seed=cfg.seed + 1,
+                         eval_images=off, eval_every=eval_every, bound=cfg.bound, progress=on_epoch)
+    train_time = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+
+    row: dict[str, Any] = {"grad": grad}
+    results = {name: evaluate(model, clean, inp, cfg.bound) for name, inp in
+               (("off", off), ("flip", tests["flip"].to(device)), ("clean", clean))}
+    row["success_rate"] = results["off"]["success_rate"]
+    row["pixel_error"] = results["off"]["pixel_error"]
+    row["per_image_error"] = results["off"]["per_image_error"]
+    for name in ("flip", "clean"):
+        row[f"success_rate_{name}"] = results[name]["success_rate"]
+        row[f"pixel_error_{name}"] = results[name]["pixel_error"]
+    row["epoch_time_s"] = statistics.median(train.epoch_time_s) if train.epoch_time_s else None
+    row["train_time_s"] = train_time
+    train_in = clean if cfg.train_input == "clean" else switch_off(clean, cfg.corrupt, cfg.seed + 2)
+    row.update(measure_saved_bytes(model, train_in, clean))
+    row["epochs_done"] = train.epochs_done
+    row["diverged"] = train.diverged
+    row["final_train_loss"] = train.loss[-1] if train.loss else None
+
+    diag_test = fixed_point_diagnostics(model, off)
+    diag_train = fixed_point_diagnostics(model, train_in)
+    row["forward_residual"] = diag_test["forward_residual"]
+    row["spectral_radius"] = diag_test["spectral_radius"]
+    row["train_forward_residual"] = diag_train["forward_residual"]
+    row["train_spectral_radius"] = diag_train["spectral_radius"]
+
+    row["backward_residual"] = None
+    if grad in IMPLICIT_MODES:
+        model.conv.track = True
+        try:
+            model.zero_grad(set_to_none=True)
+            recall_loss(model(train_in), clean).backward()
+            row["backward_residual"] = model.conv.stats.backward_residual
+        except Exception as err:  # a diverging adjoint is a result here, not a crash
+            row["backward_residual"] = None
+            row["backward_error"] = str(err)
+        finally:
+            model.conv.track = False
+            model.zero_grad(set_to_none=True)
+    if cfg.grad_check_images:
+        try:
+            agree = gradient_agreement(model, train_in, clean, max_images=cfg.grad_check_images)
+        except Exception as err:
+            agree = {"cosine": None, "relative_error": None, "error": str(err)}
+        row["gradient_cosine"] = agree["cosine"]
+        row["gradient_relative_error"] = agree["relative_error"]
+    row["energy"] = _energy_summary(model.energy_trajectory(off))
+    row["history"] = {
+        "loss": train.loss,
+        "forward_residual": train.residual,
+        "evals": [{"epoch": e, "success_rate": s, "pixel_error": p} for e, s, p in train.evals],
+    }
+    row["retrieved"] = _bits(results["off"]["retrieved"])
+    log(f"[hopfield] {grad}: success {row['success_rate']:.2f}, pixel error {row['pixel_error']:.4f}, "
+        f"{row['epoch_time_s'] or float('nan'):.3f} s/epoch, residual {row['forward_residual']}, "
+        f"spectral radius {row['spectral_radius']}")
+    return row
+
+
+def _output_paths(json_path: str | os.PathLike | None, png_path: str | os.PathLike | None,
+                  md_path: str | os.PathLike | None) -> tuple[Path | None, Path | None, Path | None]:
+    j = Path(json_path) if json_path else None
+    md = Path(md_path) if md_path else (j.with_suffix(".md") if j else None)
+    return j, (Path(png_path) if png_path else None), md
+
+
+def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MODES, *,
+                   json_path: str | os.PathLike | None = None, png_path: str | os.PathLike | None = None,
+                   md_path: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
+                   resume: bool = True, progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark for ``grads``; write JSON / markdown / PNG after every mode.
+
+    With ``resume`` and an existing ``json_path`` written by the same configuration, modes
+    already in it are not rerun. A file from a different configuration raises ``ValueError``
+    (pass ``resume=False`` to overwrite it).
+    """
+    from pyg_rbp.tasks.hopfield_report import plot_grid, results_table
+
+    cfg = config.resolved()
+    if isinstance(grads, str):
+        grads = [grads]
+    modes = list(dict.fromkeys(normalize_grad_mode(g) for g in grads))
+    if not modes:
+        raise ValueError("no gradient mode requested")
+    jpath, ppath, mdpath = _output_paths(json_path, png_path, md_path)
+
+    patterns = load_patterns(cfg.images, cfg.per_class, root=data_root, split=cfg.split)
+    tests = {"off": switch_off(patterns.images, cfg.corrupt, cfg.test_seed),
+             "flip": flip_bits(patterns.images, cfg.flip, cfg.test_seed + 1)}
+    doc: dict[str, Any] = {
+        "task": "hopfield",
+        "config": cfg.identity(),
+        "patterns": {"source": patterns.source, "shape": list(patterns.shape), "count": len(patterns),
+                     "labels": patterns.labels.tolist(), "clean": _bits(patterns.images),
+                     "corrupted": _bits(tests["off"]), "flipped": _bits(tests["flip"])},
+        "metrics": {
+            "success_rate": f"fraction of images whose pixel error is at most bound={cfg.bound} "
+                            "after thresholding the output neurons at 0.5",
+            "pixel_error": "fraction of the image's pixels that are wrong, averaged over images",
+            "test": f"{cfg.corrupt:.0%} of each image's on pixels switched off (seed {cfg.test_seed}); "
+                    f"*_flip: {cfg.flip:.0%} of all pixels flipped (seed {cfg.test_seed + 1})",
+            "saved_bytes": "bytes saved for backward by one training forward, without the weights "
+                           "(parameter vector, N x N matrix) that every mode holds; "
+                           "saved_bytes_total includes them",
+            "epoch_time_s": "median wall time of a training epoch (all patterns once)",
+        },
+        "environment": environment(cfg.device),
+        "results": [],
+    }
+    if jpath is not None and jpath.exists() and resume:
+        old = read_json(jpath)
+        if old.get("config") != doc["config"]:
+            raise ValueError(f"{jpath} holds results of another configuration; use another --json "
+                             "or --fresh to overwrite it")
+        doc["results"] = [r for r in old.get("results", []) if r.get("grad") in GRAD_MODES]
+        for key in ("load_average",):
+            if key in old:
+                doc[key] = old[key]
+    done = {r["grad"] for r in doc["results"]}
+
+    def write() -> None:
+        order = {m: i for i, m in enumerate(GRAD_MODES)}
+        doc["results"].sort(key=lambda r: order.get(r["grad"], 99))
+        if jpath is not None:
+            atomic_write_json(jpath, doc)
+        if mdpath is not None:
+            atomic_write_text(mdpath, results_table(doc))
+        if ppath is not None and doc["results"]:
+            plot_grid(doc, ppath)
+
+    todo = [m for m in modes if m not in done]
+    if done & set(modes):
+        log(f"[hopfield] reusing finished modes from {jpath}: {sorted(done & set(modes))}")
+    cell_source: Any = None
+    if todo:
+        t0 = time.perf_counter()
+        edge_index = build_topology(cfg.topology, patterns.num_pixels, patterns.shape, cfg.hidden,
+                                    k=cfg.knn_k, avg_degree=cfg.avg_degree, seed=cfg.seed)
+        probe = HopfieldMemory(patterns.num_pixels, cfg.hidden, edge_index, a=cfg.a, b=cfg.b,
+                               init_std=cfg.init_std)
+        cell_source = probe.cell.to(torch.device(cfg.device))
+        del edge_index
+        log(f"[hopfield] {probe.cell} built in {time.perf_counter() - t0:.1f} s")
+    for mode in todo:
+        load = os.getloadavg() if hasattr(os, "getloadavg") else None
+        row = run_mode(cfg, mode, patterns, tests, cell_source, progress=progress, log=log)
+        row["load_average_at_start"] = list(load) if load else None
+        doc["results"].append(row)
+        write()
+    if not todo:
+        write()
+    return doc

@@ -1,0 +1,87 @@
+"""Rendering a Hopfield benchmark document: the markdown table of methods and the image grid.
+
+Both are drawn from the JSON document alone (images are stored in it as bit strings), so a
+resumed run, or anyone holding the JSON, can regenerate them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyg_rbp.results import human_bytes, markdown_table
+
+METHOD_NAMES = {"bptt": "BPTT", "tbptt": "TBPTT", "rbp": "RBP", "cg": "CG-RBP", "neumann": "Neumann-RBP"}
+
+
+def _unbits(bits: list[str], shape: tuple[int, int]) -> torch.Tensor:
+    return torch.tensor([[c == "1" for c in s] for s in bits], dtype=torch.float32).reshape(-1, *shape)
+
+
+def results_table(doc: dict[str, Any]) -> str:
+    """Markdown: one row per method with recall, cost and the diagnostics."""
+    cfg = doc["config"]
+    rows = []
+    for r in doc["results"]:
+        rows.append({
+            "method": METHOD_NAMES.get(r["grad"], r["grad"]),
+            "success": r.get("success_rate"),
+            "pixel_error": r.get("pixel_error"),
+            "success_flip": r.get("success_rate_flip"),
+            "success_clean": r.get("success_rate_clean"),
+            "epoch_time": r.get("epoch_time_s"),
+            "saved": human_bytes(r.get("saved_bytes")),
+            "residual": r.get("forward_residual"),
+            "rho": r.get("spectral_radius"),
+            "cos": r.get("gradient_cosine"),
+            "loss": r.get("final_train_loss"),
+        })
+    columns = ["method", "success", "pixel_error", "success_flip", "success_clean", "epoch_time",
+               "saved", "residual", "rho", "cos", "loss"]
+    headers = ["method", f"success (off {cfg['corrupt']:.0%})", "pixel error",
+               f"success (flip {cfg['flip']:.0%})", "success (clean)", "time/epoch (s)",
+               "activation memory", "forward residual", "spectral radius", "grad cosine",
+               "final train L1"]
+    head = (f"Hopfield memory, {doc['patterns']['source']}: {cfg['hidden']} hidden neurons, "
+            f"{cfg['topology']} synapses, T={cfg['updates']} updates, K={cfg['truncation']}, "
+            f"{cfg['epochs']} epochs (batch {cfg['batch_size'] or 'all'}), Adam lr {cfg['lr']:g}, "
+            f"trained on {cfg['train_input']} inputs. Success: pixel error <= {cfg['bound']}.\n\n")
+    return head + markdown_table(rows, columns, headers, digits=4)
+
+
+def plot_grid(doc: dict[str, Any], path: str | os.PathLike) -> Path:
+    """PNG grid: clean, corrupted, then the recall of every method (one column per pattern)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shape = tuple(doc["patterns"]["shape"])
+    rows = [("clean", doc["patterns"]["clean"]), ("corrupted", doc["patterns"]["corrupted"])]
+    for r in doc["results"]:
+        label = f"{METHOD_NAMES.get(r['grad'], r['grad'])}\nsuccess {r['success_rate']:.0%}"
+        rows.append((label, r["retrieved"]))
+    n_cols = len(doc["patterns"]["clean"])
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(0.9 * n_cols + 1.2, 0.95 * len(rows)),
+                             squeeze=False)
+    for i, (label, bits) in enumerate(rows):
+        images = _unbits(bits, shape)
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.imshow(images[j].numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"Hopfield recall, {doc['patterns']['source']}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

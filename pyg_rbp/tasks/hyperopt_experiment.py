@@ -1,0 +1,282 @@
+"""A hyperparameter-optimisation experiment: every gradient mode on one task, resumable.
+
+``pyg-rbp hyperopt`` calls :func:`run_experiment`. It measures, for each gradient mode, the
+first hypergradient against BPTT's on the same starting point, meta-trains with it, and
+evaluates the hyperparameters before and after tuning on the meta-training episode and on fresh
+episodes (initial weights and batch orders never seen while tuning). Each finished mode is
+written to the JSON file at once (atomically, with the markdown table and the PNG beside it), so
+an interrupted run resumes where it stopped: a rerun with the same settings skips every mode
+that is already in the file. Settings that change the numbers (task, steps, seeds, ...) form a
+key; a file written with another key is not mixed with the new results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyg_rbp.engine import normalize_grad_mode
+from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
+from pyg_rbp.tasks.hyperopt_meta import (
+    cosine,
+    evaluate,
+    hypergradient,
+    last_step_spectral_radius,
+    memory_scaling,
+    meta_train,
+)
+from pyg_rbp.tasks.hyperopt_problems import TASKS, InnerProblem, load_task
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+KIND = "pyg_rbp.hyperopt"
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that determines the numbers of a run (``grads`` aside: modes can be added)."""
+
+    task: str
+    grads: list[str]
+    meta_steps: int = 100
+    inner_steps: int | None = None
+    truncation: int | None = None
+    meta_lr: float = 0.05
+    lr_decay_at: int | None = None
+    seed: int = 0
+    resample: bool = False
+    eval_seeds: list[int] = field(default_factory=lambda: [1000, 1001, 1002])
+    batch_size: int | None = None
+    meta_split: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        defaults = TASKS[self.task]
+        self.grads = [normalize_grad_mode(g) for g in self.grads]
+        if not self.grads:
+            raise ValueError("at least one gradient mode is needed")
+        if len(set(self.grads)) != len(self.grads):
+            raise ValueError(f"gradient modes repeat: {self.grads}")
+        self.inner_steps = self.inner_steps or defaults.inner_steps
+        self.truncation = self.truncation or defaults.truncation
+        self.meta_split = self.meta_split or defaults.meta_split
+        if self.task != "gcn-cora":
+            self.batch_size = self.batch_size or defaults.batch_size
+        self.lr_decay_at = self.meta_steps // 2 if self.lr_decay_at is None else self.lr_decay_at
+        for name in ("meta_steps", "inner_steps", "truncation"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.truncation > self.inner_steps:
+            raise ValueError(f"truncation K={self.truncation} exceeds inner_steps={self.inner_steps}")
+        if not self.meta_lr > 0:
+            raise ValueError(f"meta_lr must be > 0, got {self.meta_lr!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if not self.eval_seeds:
+            raise ValueError("eval_seeds must not be empty")
+
+    def key(self) -> dict[str, Any]:
+        """The settings two runs must share for their results to sit in one file."""
+        out = asdict(self)
+        out.pop("grads")
+        return out
+
+
+def _row_summary(config: ExperimentConfig, run, hyper, problem: InnerProblem, initial: dict,
+                 reference: list[float], wall_s: float) -> dict[str, Any]:
+    train_ep = evaluate(problem, hyper, inner_steps=config.inner_steps, seeds=[config.seed])
+    fresh = evaluate(problem, hyper, inner_steps=config.inner_steps, seeds=config.eval_seeds)
+    cos = cosine(run.first_hypergradient, reference) if run.first_hypergradient else None
+    before_train, before_fresh = initial["train_episode"], initial["fresh_episodes"]
+    return {
+        "grad": run.grad,
+        "status": run.status,
+        "meta_steps_done": len(run.curve),
+        "hypergrad_cosine_vs_bptt": cos,
+        "first_hypergrad_norm": (float(torch.tensor(run.first_hypergradient).norm())
+                                 if run.first_hypergradient else None),
+        "meta_objective": train_ep["meta_objective"],
+        "meta_objective_initial": before_train["meta_objective"],
+        "meta_objective_decrease": before_train["meta_objective"] - train_ep["meta_objective"],
+        "meta_objective_fresh": fresh["meta_objective"],
+        "meta_objective_fresh_initial": before_fresh["meta_objective"],
+        "val_acc_before": before_fresh["val_acc"],
+        "val_acc_after": fresh["val_acc"],
+        "test_acc_before": before_fresh["test_acc"],
+        "test_acc_after": fresh["test_acc"],
+        "train_acc_after": fresh["train_acc"],
+        "meta_step_time_s": run.meta_step_time_s,
+        "saved_bytes": run.saved_bytes,
+        "cuda_peak_bytes": run.cuda_peak_bytes,
+        "wall_s": wall_s,
+        "final_hyperparameters": hyper.readable(),
+        "final_hyperparameters_raw": run.final_hyper,
+        "first_hypergradient": run.first_hypergradient,
+        "curve": run.curve,
+        "step_times_s": run.step_times,
+    }
+
+
+def _load_previous(path: Path | None, config: ExperimentConfig, log: Callable[[str], None]) -> dict | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError) as exc:
+        log(f"ignoring unreadable {path}: {exc}")
+        return None
+    if doc.get("kind") != KIND or doc.get("config_key") != config.key():
+        log(f"{path} holds a run with other settings; starting afresh (it will be overwritten)")
+        return None
+    return doc
+
+
+def run_experiment(config: ExperimentConfig, *, json_path: str | Path | None = None,
+                   png_path: str | Path | None = None, md_path: str | Path | None = None,
+                   root: str | Path | None = None, memory_steps: Sequence[int] = (),
+                   cosine_sweep: Sequence[int] = (), fresh: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the experiment; returns the JSON document that was written.
+
+    Args:
+        config: the settings.
+        json_path, png_path, md_path: outputs (each optional); written after every mode.
+        root: data root for the datasets.
+        memory_steps: also count the saved bytes of one hypergradient per mode at these
+            numbers of inner steps (e.g. ``(100, 400)``) and report the ratios.
+        cosine_sweep: also measure the cosine with BPTT of Neumann(K) and TBPTT(K) for these
+            ``K`` at the starting point (a diagnostic of the truncation).
+        fresh: ignore results already in ``json_path``.
+        progress: tqdm progress bars.
+        log: where status lines go.
+    """
+    from tqdm.auto import tqdm
+
+    from pyg_rbp.tasks.hyperopt_report import plot_curves, render_markdown
+
+    json_path = Path(json_path) if json_path else None
+    if md_path is None and json_path is not None:
+        md_path = json_path.with_suffix(".md")
+    t_start = time.perf_counter()
+    device = torch.device(config.device)
+    problem = load_task(config.task, root=root, device=device, dtype=DTYPES[config.dtype],
+                        batch_size=config.batch_size, meta_split=config.meta_split)
+    hyper0 = problem.hyperparameters()
+    doc = None if fresh else _load_previous(json_path, config, log)
+    if doc is None:
+        doc = {"kind": KIND, "task": config.task, "description": TASKS[config.task].description,
+               "config_key": config.key(), "results": []}
+    doc["config"] = asdict(config)
+    doc["environment"] = environment(device)
+    doc["hyperparameter_names"] = hyper0.names()
+
+    def save() -> None:
+        doc["results"].sort(key=lambda r: GRAD_ORDER.get(r["grad"], 99))
+        if json_path is not None:
+            atomic_write_json(json_path, doc)
+        if md_path is not None:
+            atomic_write_text(md_path, render_markdown(doc))
+        if png_path is not None and doc["results"]:
+            plot_curves(doc, png_path)
+
+    if "initial" not in doc:
+        log(f"[{config.task}] evaluating the starting hyperparameters")
+        doc["initial"] = {
+            "hyperparameters": hyper0.readable(),
+            "train_episode": evaluate(problem, hyper0, inner_steps=config.inner_steps, seeds=[config.seed]),
+            "fresh_episodes": evaluate(problem, hyper0, inner_steps=config.inner_steps,
+                                       seeds=config.eval_seeds),
+        }
+    if "reference" not in doc:
+        log(f"[{config.task}] BPTT hypergradient and last-step spectral radius at the starting point")
+        ref = hypergradient(problem, hyper0, grad="bptt", inner_steps=config.inner_steps,
+                            truncation=config.truncation, seed=config.seed)
+        doc["reference"] = {
+            "bptt_first_hypergradient": ref.flat().cpu().tolist(),
+            "last_step_spectral_radius": last_step_spectral_radius(
+                problem, hyper0, inner_steps=config.inner_steps, seed=config.seed),
+        }
+        save()
+    reference = doc["reference"]["bptt_first_hypergradient"]
+
+    done = {r["grad"] for r in doc["results"]}
+    for grad in config.grads:
+        if grad in done:
+            log(f"[{config.task}] {grad}: already in {json_path}, skipped")
+            continue
+        bar = tqdm(total=config.meta_steps, desc=f"{config.task} {grad}", disable=not progress)
+
+        def tick(k: int, value: float, bar=bar) -> None:
+            bar.update(1)
+            bar.set_postfix(meta=f"{value:.4f}")
+
+        t0 = time.perf_counter()
+        run, hyper = meta_train(problem, grad=grad, meta_steps=config.meta_steps,
+                                inner_steps=config.inner_steps, truncation=config.truncation,
+                                meta_lr=config.meta_lr, lr_decay_at=config.lr_decay_at,
+                                seed=config.seed, resample=config.resample, progress=tick)
+        bar.close()
+        row = _row_summary(config, run, hyper, problem, doc["initial"], reference,
+                           time.perf_counter() - t0)
+        doc["results"].append(row)
+        save()
+        log(f"[{config.task}] {grad}: {run.status}; meta objective {_num(row['meta_objective_initial'])} -> "
+            f"{_num(row['meta_objective'])}, cosine vs BPTT {_num(row['hypergrad_cosine_vs_bptt'])}, "
+            f"{_num(row['meta_step_time_s'])} s/meta step, saved {row['saved_bytes']} bytes, "
+            f"val acc {_num(row['val_acc_before'])} -> {_num(row['val_acc_after'])}")
+
+    if memory_steps and doc.get("memory_scaling", {}).get("inner_steps") != list(memory_steps):
+        log(f"[{config.task}] saved bytes at inner steps {list(memory_steps)}")
+        rows = memory_scaling(problem, grads=config.grads, inner_steps=list(memory_steps),
+                              truncation=config.truncation, seed=config.seed)
+        doc["memory_scaling"] = {"inner_steps": list(memory_steps), "truncation": config.truncation,
+                                 "rows": rows, "ratio_last_to_first": _memory_ratios(rows, memory_steps)}
+    if cosine_sweep and doc.get("cosine_vs_truncation", {}).get("truncations") != list(cosine_sweep):
+        log(f"[{config.task}] cosine vs BPTT for K in {list(cosine_sweep)}")
+        doc["cosine_vs_truncation"] = {
+            "truncations": list(cosine_sweep),
+            "rows": _cosine_sweep(problem, config, reference, cosine_sweep),
+        }
+    doc["wall_s_last_invocation"] = time.perf_counter() - t_start
+    save()
+    return doc
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+GRAD_ORDER = {"bptt": 0, "tbptt": 1, "rbp": 2, "cg": 3, "neumann": 4}
+
+
+def _memory_ratios(rows: list[dict], steps: Sequence[int]) -> dict[str, float | None]:
+    first, last = steps[0], steps[-1]
+    out: dict[str, float | None] = {}
+    for grad in dict.fromkeys(r["grad"] for r in rows):
+        by_steps = {r["inner_steps"]: r["saved_bytes"] for r in rows if r["grad"] == grad}
+        a, b = by_steps.get(first), by_steps.get(last)
+        out[grad] = (b / a) if a else None
+    return out
+
+
+def _cosine_sweep(problem: InnerProblem, config: ExperimentConfig, reference: list[float],
+                  truncations: Sequence[int]) -> list[dict]:
+    rows = []
+    hyper = problem.hyperparameters()
+    for k in truncations:
+        row: dict[str, Any] = {"truncation": k}
+        for grad in ("neumann", "tbptt"):
+            hg = hypergradient(problem, hyper, grad=grad, inner_steps=config.inner_steps,
+                               truncation=min(k, config.inner_steps), seed=config.seed)
+            row[f"{grad}_cosine_vs_bptt"] = cosine(hg.flat().cpu(), reference)
+            row[f"{grad}_norm"] = float(hg.flat().norm())
+        rows.append(row)
+    return rows

@@ -1,0 +1,217 @@
+"""One training run's settings, the per-dataset defaults, and the command that reproduces it.
+
+Every entry point (``pyg-rbp train``, ``pyg-rbp demo``, ``pyg-rbp leaderboard``) describes a run
+with the same :class:`TrainConfig`. Unset fields are filled from :func:`defaults_for`, which
+knows what suits each dataset, protocol and model, so ``pyg-rbp train --dataset X`` alone works
+for every supported ``X``; :meth:`TrainConfig.command` writes the exact ``pyg-rbp train`` line
+that rebuilds the same config (the leaderboard stores it next to every row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pyg_rbp.engine import normalize_grad_mode
+
+FIXED_POINT_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr")
+"""Models whose core is a fixed-point solve (they take a gradient mode)."""
+
+BASELINE_MODELS: tuple[str, ...] = ("linear-pca", "gcn", "gin")
+"""Baselines trained in the same harness with the same budget (no fixed point, no ``grad``)."""
+
+MODELS: tuple[str, ...] = FIXED_POINT_MODELS + BASELINE_MODELS
+NODE_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr", "linear-pca", "gcn")
+GRAPH_MODELS: tuple[str, ...] = ("gated", "implicit", "gin")
+
+PLANETOID = ("cora", "citeseer", "pubmed")
+PROTOCOLS: tuple[str, ...] = ("paper", "public", "official")
+
+# PCA width of the paper protocol (BRIEF.md section 2: 64 for Cora, 16 for PubMed).
+PAPER_HIDDEN = {"cora": 64, "citeseer": 64, "pubmed": 16}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines one training run except the seed, the device and the data root.
+
+    ``None`` in an optional field means "not applicable to this model" (``grad`` of a baseline).
+    """
+
+    dataset: str
+    protocol: str
+    model: str
+    grad: str | None = None
+    hidden: int = 64
+    max_iter: int = 100
+    backward_iter: int = 20
+    tol: float = 0.0
+    damping: float = 1.0
+    dropout: float = 0.0
+    alpha: float = 0.1
+    kappa: float = 0.95
+    num_layers: int = 2
+    optimizer: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 200
+    eval_every: int = 1
+    patience: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a clear message for any out-of-range setting."""
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODELS)}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if self.model in FIXED_POINT_MODELS:
+            if self.grad is None:
+                raise ValueError(f"model {self.model!r} needs a gradient mode (--grad)")
+            self.grad = normalize_grad_mode(self.grad)
+        else:
+            self.grad = None
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        for name in ("hidden", "max_iter", "epochs", "eval_every", "batch_size", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("backward_iter", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 < self.damping <= 1.0:
+            raise ValueError(f"damping must be in (0, 1], got {self.damping!r}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.tol < 0:
+            raise ValueError("lr must be > 0, weight_decay and tol >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def command(self) -> str:
+        """The ``pyg-rbp train`` line that rebuilds exactly this config.
+
+        Append ``--seeds ...`` and ``--json ...`` (and ``--device``/``--root``) to run it.
+        """
+        parts = ["pyg-rbp", "train"]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            parts += ["--" + f.name.replace("_", "-"), _flag_value(value)]
+        return " ".join(shlex.quote(p) for p in parts)
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def default_protocol(dataset: str) -> str:
+    """``official`` for OGB datasets (their official split), ``public`` for the others (the
+    Planetoid public split; digits' and karate's fixed splits)."""
+    return "official" if dataset.startswith("ogb") else "public"
+
+
+def default_model(dataset: str, protocol: str, task: str) -> str:
+    """The fixed-point model that suits the dataset: the paper's gated GNN under ``paper``,
+    APPNP-style ``ppr`` for other node tasks, the gated graph model for graph tasks."""
+    if protocol == "paper":
+        return "gated"
+    return "ppr" if task == "node" else "gated"
+
+
+def defaults_for(dataset: str, protocol: str, model: str, task: str) -> dict[str, Any]:
+    """Default settings for ``model`` on ``dataset`` under ``protocol`` (``task``: node/graph).
+
+    * ``paper`` (BRIEF.md section 2): SGD lr 1e-3, momentum 0.9, weight decay 5e-4, 2000
+      full-graph steps, validation checked every 20 steps, 100 propagation steps, truncation
+      K = 5 (also used as the iteration budget of RBP and CG), no dropout, PCA features
+      (64 dims; 16 for PubMed) as the initial state of the gated GNN.
+    * ``public`` Planetoid split: APPNP's literature settings for ``ppr`` (hidden 64, dropout
+      0.5, Adam lr 0.01, weight decay 5e-3, alpha 0.1), GCN's for ``gcn`` (hidden 16,
+      dropout 0.5, weight decay 5e-4); 500 epochs with early stopping (patience 100).
+    * other node datasets (digits, karate: public split; ogbn-*: official): Adam lr 0.01, 300
+      epochs with patience 100.
+    * ``linear-pca`` is a logistic regression fitted by scikit-learn on the protocol's features
+      (the PCA features under ``paper``), its regularisation picked on validation; the
+      optimiser settings do not apply to it.
+    * graph datasets (ogbg-mol*): Adam lr 1e-3, batch 32, hidden 64, 50 epochs with patience
+      20, a contractive fixed point of at most 30 steps (tolerance 1e-4), GIN with 3 layers.
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
+    if task == "graph" and model not in GRAPH_MODELS:
+        raise ValueError(f"model {model!r} is not a graph-level model; use one of {', '.join(GRAPH_MODELS)}")
+    if task == "node" and model not in NODE_MODELS:
+        raise ValueError(f"model {model!r} is not a node-level model; use one of {', '.join(NODE_MODELS)}")
+    d: dict[str, Any] = {"grad": "neumann" if model in FIXED_POINT_MODELS else None}
+    if task == "graph":
+        d.update(hidden=64, max_iter=30, backward_iter=10, tol=1e-4, dropout=0.0, optimizer="adam",
+                 lr=1e-3, weight_decay=0.0, epochs=50, eval_every=1, patience=20, batch_size=32,
+                 num_layers=3)
+        return d
+    if protocol == "paper":
+        d.update(hidden=PAPER_HIDDEN.get(dataset, 64), max_iter=100, backward_iter=5, tol=0.0,
+                 dropout=0.0, optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                 epochs=2000, eval_every=20, patience=0)
+        return d
+    if protocol == "public" and dataset in PLANETOID:
+        d.update(hidden=64, max_iter=100, backward_iter=20, dropout=0.5, optimizer="adam", lr=0.01,
+                 weight_decay=5e-3, alpha=0.1, epochs=500, eval_every=1, patience=100)
+        if model == "gcn":
+            d.update(hidden=16, weight_decay=5e-4, num_layers=2)
+        elif model in ("gated", "implicit"):
+            d.update(max_iter=50, backward_iter=10, tol=1e-4, weight_decay=5e-4)
+        return d
+    # fixed splits of the other node datasets (digits, karate) and OGB's official ones
+    d.update(hidden=64, max_iter=50, backward_iter=10, dropout=0.5, optimizer="adam", lr=0.01,
+             weight_decay=5e-4, epochs=300, eval_every=1, patience=100)
+    if model in ("gated", "implicit"):
+        d.update(dropout=0.2, tol=1e-4)
+    return d
+
+
+def build_config(dataset: str, task: str, *, protocol: str | None = None, model: str | None = None,
+                 **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from the defaults of ``dataset``, with ``overrides`` (``None`` = default)."""
+    protocol = protocol or default_protocol(dataset)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if task == "graph" and protocol != "official":
+        raise ValueError(f"{dataset} is a graph-level dataset: only --protocol official applies")
+    if dataset.startswith("ogbn-") and protocol == "public":
+        raise ValueError(f"{dataset} has no public split: use --protocol official (or paper)")
+    if protocol == "official" and not dataset.startswith("ogb"):
+        raise ValueError(f"--protocol official is for OGB datasets; use public or paper for {dataset}")
+    model = model or default_model(dataset, protocol, task)
+    values = defaults_for(dataset, protocol, model, task)
+    known = {f.name for f in fields(TrainConfig)}
+    for key, value in overrides.items():
+        if key not in known:
+            raise ValueError(f"unknown setting {key!r}")
+        if value is not None:
+            values[key] = value
+    return TrainConfig(dataset=dataset, protocol=protocol, model=model, **values)
+
+
+def dataset_task(dataset: str) -> str:
+    """``"graph"`` for graph-level datasets (OGB ``ogbg-*``), ``"node"`` otherwise (manifest)."""
+    from pyg_rbp.data.manifest import entry
+
+    loader = entry(dataset).loader
+    if loader == "mnist":
+        raise ValueError("mnist is not a graph dataset (it is read by the Hopfield task)")
+    return "graph" if loader == "ogbg" else "node"

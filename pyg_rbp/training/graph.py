@@ -1,0 +1,131 @@
+"""Mini-batch training of a graph-level model with early stopping on validation: :func:`train_graph`.
+
+Used for OGB's graph property datasets (``ogbg-mol*``) with their official scaffold split and
+Evaluator. It reports the same fields as :func:`pyg_rbp.training.node.train_node`, with one
+epoch being one pass over the training graphs and the activation memory measured on the first
+training mini-batch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from pyg_rbp.data import evaluate
+from pyg_rbp.data.loaded import LoadedDataset
+from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
+from pyg_rbp.training.config import TrainConfig
+from pyg_rbp.training.models import build_graph_model, count_parameters, fixed_point_stats, set_seed
+from pyg_rbp.training.node import make_optimizer
+from pyg_rbp.training.objective import is_better, loss_fn
+
+
+def _forward(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+    x = batch.x if batch.x is not None else torch.ones(batch.num_nodes, 1, device=batch.edge_index.device)
+    return model(x, batch.edge_index, batch.batch)
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    ys, outs = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        outs.append(_forward(model, batch).cpu())
+        ys.append(batch.y.cpu())
+    return torch.cat(ys), torch.cat(outs)
+
+
+def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
+                device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg.model`` on a graph-level dataset's official split; one result dict per seed.
+
+    Validation is scored every ``cfg.eval_every`` epochs; training stops after ``cfg.patience``
+    epochs without improvement (0: never). Fields as in :func:`~pyg_rbp.training.node.train_node`.
+    """
+    from torch_geometric.loader import DataLoader
+    from tqdm.auto import tqdm
+
+    if loaded.dataset is None or loaded.split_idx is None:
+        raise ValueError(f"{loaded.name} is not a graph-level dataset with a split")
+    device = torch.device(device)
+    set_seed(seed)
+    ds = loaded.dataset
+    split = loaded.split_idx
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(ds[split["train"]], batch_size=cfg.batch_size, shuffle=True, generator=gen)
+    val_loader = DataLoader(ds[split["valid"]], batch_size=256)
+    test_loader = DataLoader(ds[split["test"]], batch_size=256)
+    model = build_graph_model(cfg, loaded.num_features, loaded.num_classes).to(device)
+    opt = make_optimizer(cfg, model.parameters())
+    metric = loaded.metric
+
+    best: tuple[float, float] | None = None
+    best_test = float("nan")
+    best_epoch = 0
+    since_best = 0
+    epoch_times: list[float] = []
+    saved = None
+    t_start = time.perf_counter()
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    epoch = 0
+    with CudaPeakMemory(device) as peak:
+        for epoch in bar:
+            model.train()
+            synchronize(device)
+            t0 = time.perf_counter()
+            total, count = 0.0, 0
+            for batch in train_loader:
+                batch = batch.to(device)
+                opt.zero_grad(set_to_none=True)
+                if saved is None:
+                    with SavedTensorBytes() as mem:
+                        out = _forward(model, batch)
+                        loss = loss_fn(metric, out, batch.y)
+                    saved = mem.bytes
+                else:
+                    out = _forward(model, batch)
+                    loss = loss_fn(metric, out, batch.y)
+                if not bool(torch.isfinite(loss)):
+                    raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}")
+                loss.backward()
+                opt.step()
+                loss = loss.detach()
+                total += float(loss) * batch.num_graphs
+                count += batch.num_graphs
+            synchronize(device)
+            epoch_times.append(time.perf_counter() - t0)
+            if epoch % cfg.eval_every and epoch != cfg.epochs:
+                continue
+            y_val, out_val = _predict(model, val_loader, device)
+            val = evaluate(loaded, y_val, out_val)
+            val_loss = float(loss_fn(metric, out_val, y_val))
+            if is_better(metric, val, val_loss, best):
+                best = (val, val_loss)
+                y_test, out_test = _predict(model, test_loader, device)
+                best_test = evaluate(loaded, y_test, out_test)
+                best_epoch = epoch
+                since_best = 0
+            else:
+                since_best += cfg.eval_every
+            bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{best[0]:.4f}", test=f"{best_test:.4f}")
+            if cfg.patience and since_best >= cfg.patience:
+                break
+    bar.close()
+    return {
+        "seed": seed,
+        "val": best[0] if best else None,
+        "test": best_test,
+        "best_epoch": best_epoch,
+        "epochs_run": epoch,
+        "epoch_time_s": statistics.median(epoch_times) if epoch_times else None,
+        "train_time_s": time.perf_counter() - t_start,
+        "saved_bytes": saved,
+        "cuda_peak_bytes": peak.peak_bytes,
+        "num_params": count_parameters(model),
+        "fixed_point": fixed_point_stats(model),
+    }

@@ -1,0 +1,462 @@
+"""The dataset leaderboard: a resumable matrix of models x gradient modes x seeds, and its board.
+
+:func:`plan` lists the rows to run for each dataset (the paper protocol's five gradient modes and
+linear-PCA baseline, the public split's best fixed-point model and GCN, graph datasets' fixed-
+point model and GIN); :func:`run` trains every (row, seed) cell that is not finished yet and
+writes each one atomically under ``results/cells/``, so an interrupted run loses nothing and a
+rerun repeats nothing; :func:`render` aggregates the cells into ``results/leaderboard.json``
+(machine-readable rows, each with the ``pyg-rbp train`` command that reproduces it),
+``LEADERBOARD.md`` and a PNG. Nothing on the board is typed in: every number is read back from
+the cells, and a row that could not run says why.
+
+Budget profiles: ``full`` runs every row with the protocol's own settings and every seed;
+``cpu`` shortens the expensive rows so that the whole board fits in under an hour on a small
+shared CPU (fewer steps and seeds on the paper protocol, fewer seeds on secondary rows). The
+board records the seeds and epochs each row actually ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyg_rbp.engine import GRAD_MODES
+from pyg_rbp.training.config import PLANETOID, TrainConfig, build_config, dataset_task
+from pyg_rbp.training.runner import mean_std
+
+DEFAULT_DATASETS: tuple[str, ...] = ("cora", "citeseer", "pubmed", "ogbg-molbace", "ogbg-molesol",
+                                     "ogbn-arxiv")
+PROFILES: tuple[str, ...] = ("full", "cpu")
+UNAVAILABLE = "not run: data unavailable offline"
+
+# The `cpu` profile (what fits on a shared 2-core CPU in under an hour).
+CPU_PAPER_STEPS = 300
+CPU_PAPER_SEEDS = 1
+CPU_SECONDARY_SEEDS = 3
+CPU_GRAPH_EPOCHS = 30
+CPU_GRAPH_SEEDS = 3
+
+
+@dataclass
+class Entry:
+    """One leaderboard row to run: a config, the seeds it gets, and why it deviates (if it does)."""
+
+    config: TrainConfig
+    seeds: list[int]
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Short hash of the reproducing command: cells of a changed config never mix."""
+        return hashlib.sha1(self.config.command().encode()).hexdigest()[:10]
+
+    def cell_path(self, cells_dir: Path, seed: int) -> Path:
+        c = self.config
+        name = f"{c.protocol}__{c.model}__{c.grad or 'none'}__{self.key}__seed{seed}.json"
+        return cells_dir / c.dataset / name
+
+
+def _seeds(n: int, cap: int | None = None) -> list[int]:
+    return list(range(min(n, cap) if cap else n))
+
+
+def plan(datasets: Sequence[str], seeds: int = 10, profile: str = "cpu") -> list[Entry]:
+    """The leaderboard rows of ``datasets`` with ``seeds`` seeds under a budget ``profile``."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    cpu = profile == "cpu"
+    entries: list[Entry] = []
+    for name in datasets:
+        name = name.strip().lower()
+        task = dataset_task(name)
+        if name in PLANETOID:
+            # paper protocol: gated GNN in the five modes + the linear-PCA baseline
+            paper_over: dict[str, Any] = {}
+            paper_seeds = _seeds(seeds)
+            note = ""
+            if cpu:
+                paper_over = {"epochs": CPU_PAPER_STEPS}
+                paper_seeds = _seeds(seeds, CPU_PAPER_SEEDS)
+                note = (f"cpu budget: {CPU_PAPER_STEPS} of the protocol's 2000 SGD steps, "
+                        f"{len(paper_seeds)} of {seeds} seeds")
+            for g in GRAD_MODES:
+                entries.append(Entry(build_config(name, task, protocol="paper", model="gated", grad=g,
+                                                  **paper_over), paper_seeds, note))
+            entries.append(Entry(build_config(name, task, protocol="paper", model="linear-pca"),
+                                 _seeds(seeds)))
+            # public split: APPNP-style fixed point (Neumann-RBP) vs GCN, plus other modes
+            entries.append(Entry(build_config(name, task, protocol="public", model="ppr", grad="neumann"),
+                                 _seeds(seeds)))
+            other = ["bptt"] if cpu else [g for g in GRAD_MODES if g != "neumann"]
+            for g in other:
+                s = _seeds(seeds, CPU_SECONDARY_SEEDS) if cpu else _seeds(seeds)
+                entries.append(Entry(build_config(name, task, protocol="public", model="ppr", grad=g), s,
+                                     f"cpu budget: {len(s)} of {seeds} seeds" if cpu and len(s) < seeds else ""))
+            entries.append(Entry(build_config(name, task, protocol="public", model="gcn"), _seeds(seeds)))
+        elif task == "graph":
+            over: dict[str, Any] = {"epochs": CPU_GRAPH_EPOCHS} if cpu else {}
+            s = _seeds(seeds, CPU_GRAPH_SEEDS) if cpu else _seeds(seeds)
+            note = (f"cpu budget: {CPU_GRAPH_EPOCHS} epochs, {len(s)} of {seeds} seeds (same for both rows)"
+                    if cpu else "")
+            entries.append(Entry(build_config(name, task, model="gated", grad="neumann", **over), s, note))
+            entries.append(Entry(build_config(name, task, model="gin", **over), s, note))
+        else:
+            entries.append(Entry(build_config(name, task, model="ppr", grad="neumann"), _seeds(seeds)))
+            entries.append(Entry(build_config(name, task, model="gcn"), _seeds(seeds)))
+    return entries
+
+
+def _expected_metric(dataset: str) -> str:
+    """The metric of a dataset that could not be loaded (OGB's master table for ogbg/ogbn)."""
+    if dataset.startswith("ogb"):
+        try:
+            import os
+
+            import pandas as pd
+
+            kind = "graphproppred" if dataset.startswith("ogbg") else "nodeproppred"
+            mod = __import__(f"ogb.{kind}", fromlist=["x"])
+            master = pd.read_csv(os.path.join(os.path.dirname(mod.__file__), "master.csv"), index_col=0,
+                                 keep_default_na=False)
+            return {"ROC-AUC": "rocauc", "rmse": "rmse", "Accuracy": "acc", "AP": "ap"}.get(
+                master[dataset]["eval metric"], master[dataset]["eval metric"].lower())
+        except Exception:  # noqa: BLE001 - only used to label a row that did not run
+            return "?"
+    return "acc"
+
+
+def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
+        root: str | Path | None = None, progress: bool = True,
+        on_cell: Callable[[], None] | None = None, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Train every unfinished (entry, seed) cell; each result is written atomically when done.
+
+    Returns counts ``{"run", "skipped", "unavailable"}``. A cell whose file exists (same
+    command, same seed) is skipped. Datasets whose files are missing are skipped with a note.
+    """
+    from tqdm.auto import tqdm
+
+    from pyg_rbp.data import DataUnavailableError
+    from pyg_rbp.results import atomic_write_json, environment
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    cells_dir = Path(out_dir) / "cells"
+    todo = [(e, s) for e in entries for s in e.seeds if not e.cell_path(cells_dir, s).is_file()]
+    counts = {"run": 0, "skipped": sum(len(e.seeds) for e in entries) - len(todo), "unavailable": 0}
+    if counts["skipped"]:
+        log(f"leaderboard: {counts['skipped']} finished cell(s) found, skipped")
+    loaded_cache: dict[str, Any] = {}
+    unavailable: set[str] = set()
+    bar = tqdm(todo, desc="leaderboard cells", disable=not progress, dynamic_ncols=True)
+    for entry, seed in bar:
+        cfg = entry.config
+        if cfg.dataset in unavailable:
+            counts["unavailable"] += 1
+            continue
+        if cfg.dataset not in loaded_cache:
+            try:
+                loaded_cache[cfg.dataset] = load_dataset(cfg.dataset, root)
+            except DataUnavailableError as err:
+                log(f"leaderboard: {cfg.dataset}: {UNAVAILABLE} ({str(err).splitlines()[0]})")
+                unavailable.add(cfg.dataset)
+                counts["unavailable"] += 1
+                continue
+        bar.set_postfix_str(f"{cfg.dataset}/{cfg.protocol}/{cfg.model}/{cfg.grad or '-'}/s{seed}")
+        t0 = time.perf_counter()
+        row = run_one(cfg, loaded_cache[cfg.dataset], seed, device=device, progress=progress)
+        atomic_write_json(entry.cell_path(cells_dir, seed), {
+            "command": cfg.command(), "config": cfg.as_dict(), "seed": seed, "result": row,
+            "wall_s": time.perf_counter() - t0, "env": environment(device),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        counts["run"] += 1
+        if on_cell is not None:
+            on_cell()
+    bar.close()
+    return counts
+
+
+def _is_unavailable(dataset: str, root: str | Path | None) -> bool:
+    from pyg_rbp.data import DataUnavailableError
+    from pyg_rbp.data.manifest import entry
+
+    if entry(dataset).folder is None:  # embedded datasets are always there
+        return False
+    try:
+        from pyg_rbp.training.runner import load_dataset
+
+        load_dataset(dataset, root)
+    except DataUnavailableError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure shows as "not run yet", not "unavailable"
+        return False
+    return False
+
+
+def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | None = None,
+         availability: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+    """Leaderboard rows aggregated from the finished cells of ``entries``."""
+    cells_dir = Path(out_dir) / "cells"
+    availability = {} if availability is None else availability
+    out = []
+    for e in entries:
+        c = e.config
+        results = []
+        for s in e.seeds:
+            p = e.cell_path(cells_dir, s)
+            if p.is_file():
+                with open(p) as fh:
+                    results.append(json.load(fh)["result"])
+        if c.dataset not in availability:
+            availability[c.dataset] = not _is_unavailable(c.dataset, root) if not results else True
+        test_mean, test_std = mean_std([r["test"] for r in results])
+        val_mean, val_std = mean_std([r["val"] for r in results])
+
+        def med(key: str) -> float | None:
+            vals = sorted(r[key] for r in results if r.get(key) is not None)
+            return vals[len(vals) // 2] if vals else None
+
+        if not availability[c.dataset]:
+            status = UNAVAILABLE
+        elif not results:
+            status = "not run yet"
+        elif len(results) < len(e.seeds):
+            status = f"partial: {len(results)} of {len(e.seeds)} seeds"
+        else:
+            status = "ok"
+        out.append({
+            "dataset": c.dataset, "protocol": c.protocol, "model": c.model, "grad": c.grad,
+            "metric": results[0]["metric"] if results else _expected_metric(c.dataset),
+            "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
+            "seeds": sorted(r["seed"] for r in results), "seeds_planned": list(e.seeds),
+            "epochs": c.epochs, "epochs_run_mean": (sum(r["epochs_run"] for r in results) / len(results)
+                                                    if results else None),
+            "max_iter": c.max_iter if c.grad else None, "backward_iter": c.backward_iter if c.grad else None,
+            "epoch_time_s": med("epoch_time_s"), "saved_bytes": med("saved_bytes"),
+            "cuda_peak_bytes": med("cuda_peak_bytes"),
+            "device": results[0].get("device", None) if results else None,
+            "command": c.command(), "status": status, "note": e.note,
+        })
+    return out
+
+
+def _pct(metric: str) -> bool:
+    return metric in ("acc", "rocauc", "ap")
+
+
+def _fmt_score(metric: str, mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    if _pct(metric):
+        return f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+    return f"{mean:.4f} ± {(std or 0):.4f}"
+
+
+def _row_label(r: dict[str, Any]) -> str:
+    return f"{r['model']}/{r['grad']}" if r["grad"] else r["model"]
+
+
+def _mean(rows_: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for r in rows_:
+        if all(r.get(k) == v for k, v in match.items()) and r["test_mean"] is not None:
+            return r
+    return None
+
+
+def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
+    """Plain-language verdicts on the issue's targets, computed from the rows (never typed in)."""
+    lines = []
+    for ds in ("cora", "citeseer"):
+        nm, bp = _mean(rows_, dataset=ds, protocol="paper", grad="neumann"), _mean(
+            rows_, dataset=ds, protocol="paper", grad="bptt")
+        if nm and bp:
+            holds = nm["test_mean"] >= bp["test_mean"]
+            lines.append(
+                f"- Paper claim on {ds} (paper protocol, Neumann-RBP at least as accurate as BPTT): "
+                f"**{'holds' if holds else 'does not hold'}** here: Neumann {100 * nm['test_mean']:.2f}% vs "
+                f"BPTT {100 * bp['test_mean']:.2f}% test ({len(nm['seeds'])} seed(s), "
+                f"{nm['epochs']} steps)." + (f" {nm['note']}." if nm["note"] else ""))
+    for ds, target in (("cora", 0.83), ("citeseer", 0.72)):
+        fp = [r for r in rows_ if r["dataset"] == ds and r["protocol"] == "public" and r["grad"]
+              and r["test_mean"] is not None]
+        if fp:
+            best = max(fp, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1)
+            top = max(fp, key=lambda r: r["test_mean"])
+            ok = best["test_mean"] >= target
+            lines.append(
+                f"- Public split {ds}, target >= {100 * target:.1f}%: best fixed-point row by validation "
+                f"({_row_label(best)}) reaches {100 * best['test_mean']:.2f} ± {100 * best['test_std']:.2f}% "
+                f"test over {len(best['seeds'])} seed(s): **{'met' if ok else 'missed'}**"
+                + ("" if ok else f" by {100 * (target - best['test_mean']):.2f} points")
+                + (f" (highest test among fixed-point rows: {_row_label(top)} {100 * top['test_mean']:.2f}%)"
+                   if top is not best else "") + ".")
+    for ds in sorted({r["dataset"] for r in rows_ if r["dataset"].startswith("ogbg-")}):
+        gin = _mean(rows_, dataset=ds, model="gin")
+        fps = [r for r in rows_ if r["dataset"] == ds and r["grad"] and r["test_mean"] is not None]
+        if gin and fps:
+            metric = gin["metric"]
+            hib = metric != "rmse"
+            fp = max(fps, key=lambda r: r["test_mean"] if hib else -r["test_mean"])
+            ok = fp["test_mean"] >= gin["test_mean"] if hib else fp["test_mean"] <= gin["test_mean"]
+            lines.append(
+                f"- {ds} ({metric}, {'higher' if hib else 'lower'} is better): fixed-point "
+                f"{_row_label(fp)} {_fmt_score(metric, fp['test_mean'], fp['test_std'])} vs GIN "
+                f"{_fmt_score(metric, gin['test_mean'], gin['test_std'])} (same harness and budget, "
+                f"{len(fp['seeds'])} seed(s)): **{'matches or beats GIN' if ok else 'below GIN'}**.")
+    missing = sorted({r["dataset"] for r in rows_ if r["status"] == UNAVAILABLE})
+    if missing:
+        lines.append(f"- {', '.join(missing)}: {UNAVAILABLE}; the commands in their rows are the ones to run "
+                     "on a machine with the data.")
+    return lines
+
+
+def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str, Any], profile: str,
+                    png_name: str | None = None) -> str:
+    """``LEADERBOARD.md``: per dataset and protocol, one row per model/grad."""
+    from pyg_rbp.results import human_bytes
+
+    out = [
+        "# pyg_rbp leaderboard",
+        "",
+        "Generated by `pyg_rbp.training.leaderboard` from the per-cell results in `benchmarks/results/cells/`;",
+        "machine-readable rows in `benchmarks/results/leaderboard.json`. Every row's `command` is the exact",
+        "`pyg-rbp train ...` that reproduces it when `--seeds` and `--json` are appended.",
+        "",
+        f"- board command: `{command}` (budget profile `{profile}`)",
+        f"- machine: {env.get('processor')} with {env.get('cpu_count')} CPU cores (shared), "
+        f"torch {env.get('torch')}, torch_geometric {env.get('torch_geometric')}, device {env.get('device')}",
+        "- test and validation: mean ± sample std over the seeds listed; accuracy and ROC-AUC in %, RMSE in "
+        "the target's units. Test is taken at the best validation epoch.",
+        "- s/epoch: median seconds of one training epoch (full-graph step for node tasks), on the shared CPU; "
+        "saved: bytes autograd keeps for backward in one training forward (deterministic on any device); "
+        "CUDA peak only on CUDA.",
+        "",
+    ]
+    checks = target_checks(rows_)
+    if checks:
+        out += ["## Targets", "", *checks, ""]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows_:
+        groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
+    for (ds, proto), rs in groups.items():
+        metric = rs[0]["metric"]
+        out += [f"## {ds}, protocol `{proto}` (metric: {metric})", ""]
+        out.append("| model/grad | test | validation | seeds | epochs run / budget | s/epoch | saved for backward "
+                   "| CUDA peak | status |")
+        out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rs:
+            seeds = f"{len(r['seeds'])}/{len(r['seeds_planned'])}"
+            ep = (f"{r['epochs_run_mean']:.0f} / {r['epochs']}" if r["epochs_run_mean"] is not None
+                  else f"- / {r['epochs']}")
+            if r["model"] == "linear-pca":
+                ep = "closed form"
+            t = f"{r['epoch_time_s']:.3f}" if r["epoch_time_s"] is not None else "-"
+            out.append(
+                f"| {_row_label(r)} | {_fmt_score(metric, r['test_mean'], r['test_std'])} | "
+                f"{_fmt_score(metric, r['val_mean'], r['val_std'])} | {seeds} | {ep} | {t} | "
+                f"{human_bytes(r['saved_bytes']) if r['saved_bytes'] is not None else '-'} | "
+                f"{human_bytes(r['cuda_peak_bytes']) if r['cuda_peak_bytes'] is not None else '-'} | "
+                f"{r['status']} |")
+        notes = sorted({r["note"] for r in rs if r["note"]})
+        out.append("")
+        for n in notes:
+            out.append(f"Note: {n}.")
+        out.append("")
+        out.append("Commands:")
+        out.append("")
+        out.append("```")
+        for r in rs:
+            out.append(f"{r['command']} --seeds {','.join(map(str, r['seeds_planned']))}")
+        out.append("```")
+        out.append("")
+    if png_name:
+        out += [f"![leaderboard]({png_name})", ""]
+    return "\n".join(out)
+
+
+def render_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Bar chart of test mean ± std, one panel per dataset and protocol (None without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows_:
+        if r["test_mean"] is not None:
+            groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
+    if not groups:
+        return None
+    n = len(groups)
+    cols = min(3, n)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.2 * nrows), squeeze=False)
+    for ax, ((ds, proto), rs) in zip(axes.flat, groups.items()):
+        metric = rs[0]["metric"]
+        scale = 100.0 if _pct(metric) else 1.0
+        labels = [_row_label(r) for r in rs]
+        means = [scale * r["test_mean"] for r in rs]
+        stds = [scale * (r["test_std"] or 0) for r in rs]
+        colors = ["tab:blue" if r["grad"] else "tab:gray" for r in rs]
+        ax.barh(range(len(rs)), means, xerr=stds, color=colors)
+        ax.set_yticks(range(len(rs)), labels, fontsize=8)
+        ax.invert_yaxis()
+        lo = min(m - s for m, s in zip(means, stds))
+        hi = max(m + s for m, s in zip(means, stds))
+        pad = 0.1 * (hi - lo + 1e-9)
+        ax.set_xlim(max(0.0, lo - pad - (hi - lo)), hi + pad)
+        ax.set_title(f"{ds} ({proto}) test {metric}{' %' if scale == 100 else ''}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def render(entries: Sequence[Entry], out_dir: str | Path, board_path: str | Path, *,
+           command: str, profile: str, device: str = "cpu", root: str | Path | None = None,
+           availability: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+    """Write ``leaderboard.json``, the markdown board and its PNG from the finished cells.
+
+    Rows of datasets that are in an existing ``leaderboard.json`` but not in ``entries`` are
+    kept, so boards built by several runs (say, one per dataset) merge instead of overwriting.
+    """
+    from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
+
+    out_dir = Path(out_dir)
+    board_path = Path(board_path)
+    new_rows = rows(entries, out_dir, root=root, availability=availability)
+    json_path = out_dir / "leaderboard.json"
+    datasets = {r["dataset"] for r in new_rows}
+    kept: list[dict[str, Any]] = []
+    if json_path.is_file():
+        try:
+            kept = [r for r in read_json(json_path) if r["dataset"] not in datasets]
+        except (ValueError, KeyError, TypeError):
+            kept = []
+    order = {d: i for i, d in enumerate(DEFAULT_DATASETS)}
+    all_rows = sorted(kept + new_rows, key=lambda r: (order.get(r["dataset"], 99), r["dataset"]))
+    # keep the planned order within a dataset
+    all_rows = [r for d in dict.fromkeys(r["dataset"] for r in all_rows) for r in all_rows if r["dataset"] == d]
+    atomic_write_json(json_path, all_rows)
+    png = board_path.with_suffix(".png").with_name("leaderboard.png")
+    made = render_png(all_rows, png)
+    md = render_markdown(all_rows, command=command, env=environment(device), profile=profile,
+                         png_name=png.name if made else None)
+    atomic_write_text(board_path, md)
+    return all_rows

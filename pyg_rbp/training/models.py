@@ -1,0 +1,153 @@
+"""Building the model a :class:`~pyg_rbp.training.config.TrainConfig` names.
+
+Fixed-point models come from :mod:`pyg_rbp.nn.models`; the baselines (a linear classifier,
+PyG's GCN and GIN) are assembled here so that they train in exactly the same harness, with the
+same optimiser, epochs and early stopping as the fixed-point models they are compared with.
+Dropout is applied only before and after a fixed-point solve, never inside it (it would make
+the map stochastic and the "fixed point" meaningless); the fixed-point models own that rule.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pyg_rbp.training.config import TrainConfig
+
+
+class LinearNodeClassifier(nn.Module):
+    """A linear classifier on the node features (on PCA features under the paper protocol)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.lin = nn.Linear(in_channels, out_channels)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        return self.lin(self.dropout(x))
+
+
+class GCNNodeClassifier(nn.Module):
+    """PyG's :class:`~torch_geometric.nn.models.GCN` (Kipf and Welling) as a node classifier.
+
+    Dropout on the input features (attribute :attr:`dropout`, a float, as in the fixed-point
+    models) and between the layers (inside PyG's GCN).
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
+                 dropout: float) -> None:
+        super().__init__()
+        from torch_geometric.nn.models import GCN
+
+        self.gcn = GCN(in_channels, hidden, num_layers=num_layers, out_channels=out_channels,
+                       dropout=dropout)
+        self.dropout = float(dropout)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        x = torch.nn.functional.dropout(x, p=self.dropout, training=self.training)
+        return self.gcn(x, edge_index, edge_weight=edge_weight)
+
+
+class GINGraphModel(nn.Module):
+    """PyG's :class:`~torch_geometric.nn.models.GIN`, mean pooling and a linear read-out.
+
+    ``node_encoder`` (OGB's ``AtomEncoder`` for molecules) maps the raw node features to
+    ``hidden`` channels first; without it the raw features go in directly.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
+                 dropout: float, node_encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        from torch_geometric.nn.models import GIN
+
+        self.node_encoder = node_encoder
+        gin_in = hidden if node_encoder is not None else in_channels
+        self.gin = GIN(gin_in, hidden, num_layers=num_layers, dropout=dropout, norm="batch_norm")
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, out_channels)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
+                edge_weight: Tensor | None = None) -> Tensor:
+        from torch_geometric.nn import global_mean_pool
+
+        h = self.node_encoder(x) if self.node_encoder is not None else x.float()
+        h = self.gin(h, edge_index)
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        return self.head(self.dropout(global_mean_pool(h, batch, size=num_graphs)))
+
+
+def _atom_encoder(dataset: str, hidden: int) -> nn.Module | None:
+    if not dataset.startswith("ogbg-mol"):
+        return None
+    from ogb.graphproppred.mol_encoder import AtomEncoder
+
+    return AtomEncoder(hidden)
+
+
+def build_node_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """The node-level model of ``cfg`` for ``in_channels`` input features."""
+    if cfg.model == "linear-pca":
+        return LinearNodeClassifier(in_channels, out_channels, cfg.dropout)
+    if cfg.model == "gcn":
+        return GCNNodeClassifier(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout)
+    if cfg.model not in ("gated", "implicit", "ppr"):
+        raise ValueError(f"model {cfg.model!r} is not a node-level model")
+    from pyg_rbp.nn.models import FixedPointNodeClassifier
+
+    # The paper protocol feeds the PCA features in as the initial state (no encoder): this
+    # needs in_channels == hidden, which apply_protocol(..., hidden=cfg.hidden) guarantees.
+    paper = cfg.protocol == "paper" and cfg.model == "gated"
+    if paper and in_channels != cfg.hidden:
+        raise ValueError(
+            f"paper protocol: the gated GNN starts from the PCA features, so they must have "
+            f"hidden={cfg.hidden} dims; got {in_channels}"
+        )
+    return FixedPointNodeClassifier(
+        in_channels, cfg.hidden, out_channels, cell=cfg.model, grad=cfg.grad, max_iter=cfg.max_iter,
+        backward_iter=cfg.backward_iter, tol=cfg.tol, dropout=cfg.dropout, encoder=not paper,
+        alpha=cfg.alpha, kappa=cfg.kappa, num_mlp_layers=cfg.num_layers, damping=cfg.damping,
+    )
+
+
+def build_graph_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """The graph-level model of ``cfg``; molecules get OGB's ``AtomEncoder`` in front."""
+    encoder = _atom_encoder(cfg.dataset, cfg.hidden)
+    if cfg.model == "gin":
+        return GINGraphModel(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout, encoder)
+    if cfg.model not in ("gated", "implicit"):
+        raise ValueError(f"model {cfg.model!r} is not a graph-level model")
+    from pyg_rbp.nn.models import FixedPointGraphModel
+
+    return FixedPointGraphModel(
+        cfg.hidden if encoder is not None else in_channels, cfg.hidden, out_channels, cell=cfg.model,
+        grad=cfg.grad, max_iter=cfg.max_iter, backward_iter=cfg.backward_iter, tol=cfg.tol,
+        dropout=cfg.dropout, pool="mean", node_encoder=encoder, alpha=cfg.alpha, kappa=cfg.kappa,
+        damping=cfg.damping,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def fixed_point_stats(model: nn.Module) -> dict | None:
+    """The last solve's diagnostics of the model's fixed-point layer, if it has one."""
+    for module in model.modules():
+        stats = getattr(module, "stats", None)
+        if stats is not None and hasattr(stats, "as_dict"):
+            try:
+                return stats.as_dict()
+            except Exception:  # noqa: BLE001 - diagnostics must never break training
+                return None
+    return None
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch (CPU and CUDA) and numpy/random for a reproducible run."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

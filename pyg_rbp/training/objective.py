@@ -1,0 +1,43 @@
+"""The training loss that matches each dataset's metric, and "is this score better".
+
+Accuracy datasets are single-label classification (cross-entropy on class ids); ROC-AUC and AP
+datasets are multi-label/binary (binary cross-entropy on logits); RMSE datasets are regression
+(mean squared error). OGB marks missing labels with NaN: they are left out of the loss, just as
+OGB's evaluators leave them out of the score.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pyg_rbp.data.metrics import higher_is_better
+
+
+def loss_fn(metric: str, out: Tensor, y: Tensor) -> Tensor:
+    """Loss of predictions ``out`` against targets ``y`` for a dataset scored by ``metric``."""
+    if metric == "acc":
+        y = y.view(-1).long()
+        return F.cross_entropy(out, y)
+    n = out.size(0)
+    y = y.reshape(n, -1).to(out.dtype)
+    out = out.reshape(n, -1)
+    labelled = ~torch.isnan(y)
+    if not bool(labelled.any()):
+        return out.sum() * 0.0
+    if metric in ("rocauc", "ap"):
+        return F.binary_cross_entropy_with_logits(out[labelled], y[labelled])
+    if metric == "rmse":
+        return F.mse_loss(out[labelled], y[labelled])
+    raise ValueError(f"no loss for metric {metric!r}")
+
+
+def is_better(metric: str, score: float, loss: float, best: tuple[float, float] | None) -> bool:
+    """Whether (``score``, ``loss``) beats ``best``: score first, lower loss breaks ties."""
+    if best is None:
+        return True
+    best_score, best_loss = best
+    if score != best_score:
+        return score > best_score if higher_is_better(metric) else score < best_score
+    return loss < best_loss

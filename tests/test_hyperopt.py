@@ -17,7 +17,16 @@ DT = torch.float64
 T = 8
 
 
-def tiny_problem(seed: int = 0) -> MLPProblem:
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These problems are tiny: one thread avoids oversubscription on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_problem(seed: int = 0, final_full_batch: bool = True) -> MLPProblem:
     """5 inputs -> 4 tanh -> 3 classes, 24 training points, batches of 6: 47 weights."""
     g = torch.Generator().manual_seed(seed)
 
@@ -26,7 +35,7 @@ def tiny_problem(seed: int = 0) -> MLPProblem:
 
     splits = {"train": split(24), "val": split(10), "test": split(10)}
     # A larger init than the paper's e^-3 so that every weight matters within a few steps.
-    return MLPProblem(splits, hidden=(4,), batch_size=6, init_scale=0.5)
+    return MLPProblem(splits, hidden=(4,), batch_size=6, init_scale=0.5, final_full_batch=final_full_batch)
 
 
 def tiny_hyper(problem: MLPProblem):
@@ -53,7 +62,8 @@ def test_bptt_hypergradient_matches_finite_differences():
     for i in range(base.numel()):
         e = torch.zeros_like(base)
         e[i] = eps
-        fd[i] = (meta_objective_at(problem, hyper, base + e) - meta_objective_at(problem, hyper, base - e)) / (2 * eps)
+        plus, minus = meta_objective_at(problem, hyper, base + e), meta_objective_at(problem, hyper, base - e)
+        fd[i] = (plus - minus) / (2 * eps)
     hyper.load_flat(base)
     assert fd.abs().max() > 1e-3  # the check is not vacuous
     torch.testing.assert_close(hg, fd, rtol=1e-6, atol=1e-9)
@@ -74,10 +84,12 @@ def _unflat_state(vec, like):
     return (*out, like[-1])
 
 
-def test_implicit_modes_match_dense_formulas_built_by_finite_differences():
-    """Neumann/RBP/CG use the Jacobians of the LAST step (last mini-batch) only: build
-    J = d s_T / d s_{T-1} and B = d s_T / d lambda by central differences and compare."""
-    problem = tiny_problem()
+@pytest.mark.parametrize("final_full_batch", [True, False])
+def test_implicit_modes_match_dense_formulas_built_by_finite_differences(final_full_batch):
+    """Neumann/RBP/CG use the Jacobians of the LAST step (with its own data: the whole training
+    set, or the last mini-batch) only: build J = d s_T / d s_{T-1} and B = d s_T / d lambda by
+    central differences and compare."""
+    problem = tiny_problem(final_full_batch=final_full_batch)
     hyper = tiny_hyper(problem)
     base = hyper.flat().clone()
     training = InnerTraining(problem, hyper, problem.episode(0, T))
@@ -106,7 +118,8 @@ def test_implicit_modes_match_dense_formulas_built_by_finite_differences():
     s_T = _unflat_state(step_flat(x0), s_prev)
     w_T = tuple(w.detach().requires_grad_(True) for w in training.weights(s_T))
     g_w = torch.autograd.grad(problem.meta_loss(w_T), w_T)
-    g = torch.cat([*(t.reshape(-1) for t in g_w), torch.zeros(x0.numel() - sum(t.numel() for t in g_w), dtype=DT)])
+    zeros_for_momenta = torch.zeros(x0.numel() - sum(t.numel() for t in g_w), dtype=DT)
+    g = torch.cat([*(t.reshape(-1) for t in g_w), zeros_for_momenta])
 
     def neumann(k: int) -> torch.Tensor:
         z, v = g.clone(), g.clone()

@@ -30,6 +30,15 @@ if HopfieldCell is not None:
     CASES.append("hopfield")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small problems: one intra-op thread avoids OpenMP stalls on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _random_graph(n: int, seed: int, undirected: bool = False) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if undirected:  # no loops, no duplicates (HopfieldCell's requirement)
@@ -137,8 +146,7 @@ def test_gradcheck_and_gradgradcheck_of_cell_step(name):
         return cell(h, x, ei, w)
 
     assert gradcheck(step, (*inputs, *params))
-    # second order in fast mode (random projections): CG-RBP's JVPs need it, full is slow
-    assert gradgradcheck(step, (*inputs, *params), fast_mode=True)
+    assert gradgradcheck(step, (*inputs, *params))  # CG-RBP's JVPs differentiate the backward
 
 
 # ------------------------------------------------------------------ modes vs exact gradient
@@ -180,7 +188,7 @@ def test_csr_path_equals_scatter_path(name):
     scatter.load_state_dict(fused.state_dict())
     assert fused.prepare(x, ei, w).graph.csr is not None
     assert scatter.prepare(x, ei, w).graph.csr is None
-    h = torch.randn(x.size(0), 4, dtype=DT)
+    h = torch.randn(_default_h0(fused, x).shape, dtype=DT)
     outs, grads = [], []
     for cell in (fused, scatter):
         hs, ws = h.clone().requires_grad_(), w.clone().requires_grad_()
@@ -209,9 +217,9 @@ def test_max_aggregation_runs_through_scatter_path():
 @pytest.mark.parametrize("normalize", ["gcn", "none"])
 def test_implicit_projection_gives_a_contraction(normalize):
     torch.manual_seed(3)
-    n, kappa = 12, 0.8
-    ei = torch.randint(0, n, (2, 40))
-    w = torch.randn(40, dtype=DT) * 3 if normalize == "none" else torch.rand(40, dtype=DT) * 3
+    n, kappa = 10, 0.8
+    ei = torch.randint(0, n, (2, 30))
+    w = torch.randn(30, dtype=DT) * 3 if normalize == "none" else torch.rand(30, dtype=DT) * 3
     cell = ImplicitCell(5, 6, kappa=kappa, normalize=normalize, act="tanh").double()
     with torch.no_grad():
         cell.weight.normal_(0.0, 10.0)  # huge: contraction only through the projection
@@ -223,15 +231,15 @@ def test_implicit_projection_gives_a_contraction(normalize):
     adj = inputs.graph.csr.to_dense()
     lam_pf = float(torch.linalg.eigvals(adj.abs()).abs().max())
     assert lam_pf <= bound * (1 + 1e-12)
-    for seed in range(3):  # at arbitrary states, not just at the fixed point
+    for seed in range(2):  # at arbitrary states, not just at the fixed point
         h = torch.randn(n, 6, dtype=DT, generator=torch.Generator().manual_seed(seed)) * 3
         j = jacobian(lambda s: cell.step(s, inputs), h).reshape(n * 6, n * 6)
         assert float(torch.linalg.eigvals(j).abs().max()) <= kappa + 1e-12
-        power = spectral_radius(lambda s: cell.step(s, inputs), h, iters=300,
+        power = spectral_radius(lambda s: cell.step(s, inputs), h, iters=100,
                                 generator=torch.Generator().manual_seed(seed))
         assert power <= kappa + 1e-6
     # the iteration converges to one fixed point from different starts at rate <= kappa
-    conv = FixedPointConv(cell, max_iter=300)
+    conv = FixedPointConv(cell, max_iter=200)  # 0.8^200 ~ 4e-20
     with torch.no_grad():
         a = conv(x, ei, w)
         b = conv(x, ei, w, h0=torch.randn(n, 6, dtype=DT) * 10)

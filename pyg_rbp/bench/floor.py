@@ -9,13 +9,14 @@ print how close the full training step comes to it.
 
 from __future__ import annotations
 
+import statistics
 import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pyg_rbp.profiling import median_time
+from pyg_rbp.bench.timing import timed_runs
 
 
 class _BareSpMM(torch.autograd.Function):
@@ -77,7 +78,8 @@ def neumann_floor(num_nodes: int, edge_index: Tensor, channels: int, steps: int,
                   backward_iter: int, *, repeats: int = 5, warmup: int = 1,
                   dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                   aggr: str = "add") -> dict[str, float]:
-    """Median times of ``steps`` no-grad steps and of ``backward_iter`` VJPs, and their sum."""
+    """Median times of ``steps`` no-grad steps and of ``backward_iter`` VJPs, and their sum
+    (plus the minima, for load-robust cross-checks)."""
     step, h0 = bare_gated_step(num_nodes, edge_index, channels, dtype=dtype, device=device,
                                aggr=aggr)
 
@@ -98,7 +100,9 @@ def neumann_floor(num_nodes: int, edge_index: Tensor, channels: int, steps: int,
             (v,) = torch.autograd.grad(out, h_star, v, retain_graph=True)
         return v
 
-    t_forward = median_time(forward, repeats=repeats, warmup=warmup, device=device)
-    t_vjp = median_time(vjps, repeats=repeats, warmup=warmup, device=device) if backward_iter else 0.0
-    return {"forward_s": t_forward, "vjp_s": t_vjp, "floor_s": t_forward + t_vjp,
+    t_forward = timed_runs(forward, repeats=repeats, warmup=warmup, device=device)
+    t_vjp = timed_runs(vjps, repeats=repeats, warmup=warmup, device=device) if backward_iter else [0.0]
+    fwd, vjp = statistics.median(t_forward), statistics.median(t_vjp)
+    return {"forward_s": fwd, "vjp_s": vjp, "floor_s": fwd + vjp,
+            "forward_min_s": min(t_forward), "vjp_min_s": min(t_vjp),
             "steps": steps, "backward_iter": backward_iter}

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-DEMO_SETTINGS = dict(hidden=32, max_iter=30, backward_iter=10, tol=0.0, dropout=0.0, optimizer="adam",
-                     lr=0.01, weight_decay=5e-4, epochs=40, eval_every=2, patience=0)
+DEMO_SETTINGS = dict(hidden=16, max_iter=30, backward_iter=10, tol=0.0, damping=0.5, dropout=0.0,
+                     optimizer="adam", lr=0.02, weight_decay=5e-4, epochs=40, eval_every=2, patience=0)
 """The demo's budget: 30 forward steps, K = 10 backward iterations, 40 Adam epochs."""
 
 

@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="meta step at which the meta learning rate drops x0.1 (default: half)")
     p.add_argument("--meta-split", choices=["train", "val"], default=None,
                    help="loss after the inner run that is minimised (default: train for MLPs, val for GCN)")
+    p.add_argument("--minibatch-last-step", action="store_true",
+                   help="MLP tasks: the last inner step uses its mini-batch, not the whole training split")
     p.add_argument("--seed", type=int, default=0, help="seed of the meta-training episode")
     p.add_argument("--resample-episodes", action="store_true",
                    help="draw a new initialisation and batch order every meta step (seed + step)")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             inner_steps=args.inner_steps, truncation=args.truncation, meta_lr=args.meta_lr,
             lr_decay_at=args.lr_decay_at, seed=args.seed, resample=args.resample_episodes,
             eval_seeds=args.eval_seeds, batch_size=args.batch_size, meta_split=args.meta_split,
-            dtype=args.dtype, device=device,
+            final_full_batch=not args.minibatch_last_step, dtype=args.dtype, device=device,
         )
     except ValueError as exc:
         raise SystemExit(f"pyg-rbp hyperopt: {exc}") from None

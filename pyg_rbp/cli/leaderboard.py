@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=PROFILES, default="cpu",
                    help="full: the protocols' own budgets for every row; cpu: shortened expensive rows "
                         "(fewer steps/seeds, recorded on the board) (default: cpu)")
+    p.add_argument("--protocols", default=None,
+                   help="only the rows of these protocols (comma list of paper,public,official)")
     p.add_argument("--results", default="benchmarks/results", help="folder of cells/ and leaderboard.json")
     p.add_argument("--board", default="benchmarks/LEADERBOARD.md", help="markdown board to write")
     p.add_argument("--device", default="cpu")
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if not datasets:
         raise SystemExit("pyg-rbp leaderboard: --datasets is empty")
     try:
-        entries = lb.plan(datasets, seeds=args.seeds, profile=args.profile)
+        protocols = [x.strip() for x in args.protocols.split(",")] if args.protocols else None
+        entries = lb.plan(datasets, seeds=args.seeds, profile=args.profile, protocols=protocols)
     except ValueError as err:
         raise SystemExit(f"pyg-rbp leaderboard: {err}") from None
     command = (f"pyg-rbp leaderboard --datasets {shlex.quote(','.join(datasets))} --seeds {args.seeds} "

@@ -33,6 +33,7 @@ from pyg_rbp.nn.hopfield import HopfieldCell
 from pyg_rbp.tasks.hopfield_data import pixel_errors, switch_off
 
 TRAIN_INPUTS = ("clean", "corrupted")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class HopfieldMemory(torch.nn.Module):
@@ -145,7 +146,8 @@ class TrainResult:
 
 def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float = 1e-3,
                  batch_size: int = 0, train_input: str = "clean", corrupt: float = 0.5,
-                 seed: int = 0, eval_images: Tensor | None = None, eval_every: int = 0,
+                 seed: int = 0, lr_schedule: str = "constant",
+                 eval_images: Tensor | None = None, eval_every: int = 0,
                  bound: float = 0.01, progress: Callable[[int, dict[str, Any]], None] | None = None
                  ) -> TrainResult:
     """Train the memory with Adam to recall ``clean`` (``[P, D]`` binary images).
@@ -153,6 +155,9 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
     Args:
         epochs: passes over the patterns.
         lr: Adam learning rate (the paper: 1e-3).
+        lr_schedule: ``"constant"`` (the paper) or ``"cosine"`` (annealed to zero over the
+            epochs: with an L1 loss Adam's steps do not shrink near the optimum, so the
+            outputs keep jittering by about ``lr`` times the fan-in unless the rate decays).
         batch_size: patterns per Adam step; ``0`` means all of them (one step per epoch).
             The paper used 1.
         train_input: what the input neurons are clamped to in training: ``"clean"`` images
@@ -168,6 +173,8 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
     """
     if train_input not in TRAIN_INPUTS:
         raise ValueError(f"train_input must be one of {TRAIN_INPUTS}, got {train_input!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     p = clean.size(0)
@@ -177,6 +184,7 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
     device = model.cell.weight.device
     clean = clean.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1)) if lr_schedule == "cosine" else None
     gen = torch.Generator().manual_seed(seed)
     result = TrainResult()
     model.train()
@@ -200,6 +208,8 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
         except DivergenceError as err:
             result.diverged = f"epoch {epoch}: {err}"
             break
+        if sched is not None:
+            sched.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         result.epoch_time_s.append(time.perf_counter() - t0)

@@ -15,12 +15,17 @@ hyperparameter group:
 Why the counter is part of the state: mini-batches make the map time-dependent, while the
 engine's ``f`` sees only the state. Carrying ``t`` in the state makes the map autonomous, so the
 engine's no-graph loop, its single recorded step and its replays all pick the right batch without
-any hidden side effect (a closure counter would break on replays). The batch is looked up with
-``index_select`` on a pre-drawn schedule, so there is no host synchronisation per step. The
-counter is a float tensor of the weights' dtype; its Jacobian block is
-:math:`\partial t' / \partial t = 1` and it is decoupled from the weights
-(:math:`\partial w' / \partial t = 0`: indexing is piecewise constant) and the meta objective
-never depends on it, so its cotangent is zero throughout every adjoint solve.
+any hidden side effect (a closure counter would break on replays). The counter is a float tensor
+of the weights' dtype; its Jacobian block is :math:`\partial t' / \partial t = 1`, it is
+decoupled from the weights (:math:`\partial w' / \partial t = 0`: batch lookup is piecewise
+constant) and the meta objective never depends on it, so its cotangent is zero throughout every
+adjoint solve.
+
+The last step of a run may use the whole training set instead of a mini-batch
+(:attr:`Episode.full_batch_from`), as the reference implementation did for its RBP variants; we
+do it for every gradient mode, so that all modes differentiate the same forward run. It is the
+step whose Jacobians the implicit modes use: with a mini-batch, the last update (and with it
+:math:`\partial s_T / \partial \lambda`) is dominated by that one batch's noise.
 
 Inner gradients: a recorded step (BPTT, TBPTT, the one step the implicit modes record) computes
 :math:`\nabla_w \ell_t` with ``create_graph=True`` so that back-propagation through the step
@@ -58,13 +63,15 @@ class Episode:
     """What one inner run sees: the initial weights and the pre-drawn mini-batch schedule.
 
     ``batches`` is a ``[T, B]`` long tensor of training-example indices (row ``t`` is the batch of
-    step ``t``) or ``None`` for full-batch problems. Every gradient mode given the same episode
-    sees exactly the same data in the same order.
+    step ``t``) or ``None`` for full-batch problems. Steps ``t >= full_batch_from`` use the whole
+    training set (``None``: none do). Every gradient mode given the same episode sees exactly the
+    same data in the same order.
     """
 
     weights: tuple[Tensor, ...]
     batches: Tensor | None
     seed: int
+    full_batch_from: int | None = None
 
 
 class Hyperparameters:

@@ -52,6 +52,7 @@ class ExperimentConfig:
     eval_seeds: list[int] = field(default_factory=lambda: [1000, 1001, 1002])
     batch_size: int | None = None
     meta_split: str | None = None
+    final_full_batch: bool = True
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -168,7 +169,8 @@ def run_experiment(config: ExperimentConfig, *, json_path: str | Path | None = N
     t_start = time.perf_counter()
     device = torch.device(config.device)
     problem = load_task(config.task, root=root, device=device, dtype=DTYPES[config.dtype],
-                        batch_size=config.batch_size, meta_split=config.meta_split)
+                        batch_size=config.batch_size, meta_split=config.meta_split,
+                        final_full_batch=config.final_full_batch)
     hyper0 = problem.hyperparameters()
     doc = None if fresh else _load_previous(json_path, config, log)
     if doc is None:

@@ -11,8 +11,9 @@ the exact hypergradient is :math:`\sum_t B_t^\top z_{t+1}` with :math:`z_T = g`,
 * ``tbptt``: the sum over the last ``K`` steps only, :math:`t = T-K..T-1`.
 * ``neumann``: every step replaced by the last one, as if :math:`s_{T-1}` were a fixed point:
   :math:`B_{T-1}^\top \sum_{k=0}^{K} (J_{T-1}^\top)^k g` (``K`` VJPs through the last step,
-  which uses the last mini-batch). Exactly TBPTT(K+1) when the last ``K+1`` steps share the
-  Jacobians of the last one.
+  with that step's own data: the whole training split for the MLP tasks by default, else the
+  last mini-batch). Exactly TBPTT(K+1) when the last ``K+1`` steps share the Jacobians of the
+  last one.
 * ``rbp``: :math:`B_{T-1}^\top z` with ``K`` Almeida-Pineda iterations
   :math:`z \leftarrow J_{T-1}^\top z + g` from :math:`z = 0` (= Neumann with ``K-1`` terms).
 * ``cg``: :math:`B_{T-1}^\top z` with ``K`` conjugate-gradient iterations on

@@ -5,8 +5,9 @@ weights can be part of a dynamical-system state), its training loss on the mini-
 ``t``, the meta objective and accuracies. Two families:
 
 * :class:`MLPProblem`: a tanh MLP on flattened images (the paper's 784-50-50-50-10 on MNIST, or
-  64-50-50-50-10 on scikit-learn's bundled digits), mini-batch SGD, one learning rate and one
-  momentum per weight and bias tensor, weights initialised N(0, 1) * e^-3.
+  64-50-50-50-10 on scikit-learn's bundled digits), mini-batch SGD whose last step is full-batch
+  (as in the reference implementation), one learning rate and one momentum per weight and bias
+  tensor, weights and biases initialised N(0, 1) * e^-3.
 * :class:`GCNProblem`: the graph version, a two-layer GCN on a citation graph trained full-batch,
   with a learning rate, momentum and weight decay per layer; meta objective the validation loss.
 
@@ -102,11 +103,13 @@ class MLPProblem(InnerProblem):
         batch_size: mini-batch size of the inner SGD.
         init_scale: weights and biases are drawn N(0, 1) * ``init_scale`` (paper: e^-3).
         meta_split: split whose loss after the inner run is the meta objective (paper: train).
+        final_full_batch: the last inner step uses the whole training split (the reference
+            implementation's choice for its RBP variants; here for every mode).
     """
 
     def __init__(self, splits: dict[str, tuple[Tensor, Tensor]], *, hidden: Sequence[int] = (50, 50, 50),
                  batch_size: int = 200, init_scale: float = math.exp(-3), meta_split: str = "train",
-                 name: str = "mlp") -> None:
+                 final_full_batch: bool = True, name: str = "mlp") -> None:
         missing = {"train", "val", "test"} - set(splits)
         if missing:
             raise ValueError(f"splits lack {sorted(missing)}")
@@ -124,6 +127,7 @@ class MLPProblem(InnerProblem):
         self.batch_size = batch_size
         self.init_scale = float(init_scale)
         self.meta_split = meta_split
+        self.final_full_batch = bool(final_full_batch)
         sizes = [x_train.shape[1], *hidden, self.num_classes]
         self.specs = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
@@ -146,7 +150,8 @@ class MLPProblem(InnerProblem):
         return h
 
     def episode(self, seed: int, steps: int) -> Episode:
-        """Weights N(0,1)*init_scale and ``steps`` batches drawn epoch by epoch (seeded, on CPU)."""
+        """Weights N(0,1)*init_scale and ``steps`` batches drawn epoch by epoch (seeded, on CPU);
+        with ``final_full_batch`` the last step uses the whole training split instead."""
         g = torch.Generator().manual_seed(int(seed))
         ref = self.specs_reference()
         weights = tuple(
@@ -157,13 +162,17 @@ class MLPProblem(InnerProblem):
         need = steps * self.batch_size
         perms = [torch.randperm(n, generator=g) for _ in range(-(-need // n))]
         batches = torch.cat(perms)[:need].view(steps, self.batch_size).to(ref.device)
-        return Episode(weights=weights, batches=batches, seed=int(seed))
+        full_from = steps - 1 if self.final_full_batch else None
+        return Episode(weights=weights, batches=batches, seed=int(seed), full_batch_from=full_from)
 
     def inner_loss(self, weights: Sequence[Tensor], counter: Tensor, episode: Episode) -> Tensor:
         assert episode.batches is not None
+        x, y = self.splits["train"]
+        # Reading the counter on the host is needed only when some step is full-batch.
+        if episode.full_batch_from is not None and int(counter) >= episode.full_batch_from:
+            return F.cross_entropy(self.forward(weights, x), y)
         row = counter.detach().to(torch.long).view(1)
         idx = episode.batches.index_select(0, row).view(-1)
-        x, y = self.splits["train"]
         return F.cross_entropy(self.forward(weights, x.index_select(0, idx)), y.index_select(0, idx))
 
     def split_loss(self, weights: Sequence[Tensor], split: str) -> Tensor:
@@ -312,7 +321,8 @@ def _load_mnist_test(root: str | Path | None) -> tuple[Tensor, Tensor]:
 
 def load_task(task: str, *, root: str | Path | None = None, device: torch.device | str = "cpu",
               dtype: torch.dtype = torch.float32, batch_size: int | None = None,
-              meta_split: str | None = None, split_seed: int = 0) -> InnerProblem:
+              meta_split: str | None = None, final_full_batch: bool = True,
+              split_seed: int = 0) -> InnerProblem:
     """Build the inner problem of a named task (see :data:`TASKS`).
 
     Args:
@@ -321,6 +331,7 @@ def load_task(task: str, *, root: str | Path | None = None, device: torch.device
         device, dtype: where and in which precision the inner runs happen.
         batch_size: inner mini-batch size (MLP tasks; default from :data:`TASKS`).
         meta_split: ``train`` or ``val`` (default from :data:`TASKS`).
+        final_full_batch: MLP tasks: the last inner step uses the whole training split.
         split_seed: seed of the train/val/test split of MNIST and digits.
     """
     if task not in TASKS:
@@ -354,4 +365,5 @@ def load_task(task: str, *, root: str | Path | None = None, device: torch.device
     # digits), which ruins the K=50 Neumann series.
     mean = splits["train"][0].mean(0)
     splits = {k: ((x - mean).to(device=device, dtype=dtype), y.to(device)) for k, (x, y) in splits.items()}
-    return MLPProblem(splits, batch_size=batch_size, meta_split=meta_split, name=task)
+    return MLPProblem(splits, batch_size=batch_size, meta_split=meta_split,
+                      final_full_batch=final_full_batch, name=task)

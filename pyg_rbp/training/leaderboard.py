@@ -35,7 +35,7 @@ PROFILES: tuple[str, ...] = ("full", "cpu")
 UNAVAILABLE = "not run: data unavailable offline"
 
 # The `cpu` profile (what fits on a shared 2-core CPU in under an hour).
-CPU_PAPER_STEPS = 300
+CPU_PAPER_STEPS = 200
 CPU_PAPER_SEEDS = 1
 CPU_SECONDARY_SEEDS = 3
 CPU_GRAPH_EPOCHS = 30
@@ -66,8 +66,17 @@ def _seeds(n: int, cap: int | None = None) -> list[int]:
     return list(range(min(n, cap) if cap else n))
 
 
-def plan(datasets: Sequence[str], seeds: int = 10, profile: str = "cpu") -> list[Entry]:
-    """The leaderboard rows of ``datasets`` with ``seeds`` seeds under a budget ``profile``."""
+def plan(datasets: Sequence[str], seeds: int = 10, profile: str = "cpu",
+         protocols: Sequence[str] | None = None) -> list[Entry]:
+    """The leaderboard rows of ``datasets`` with ``seeds`` seeds under a budget ``profile``
+    (only the rows of ``protocols`` when given)."""
+    entries = _plan(datasets, seeds, profile)
+    if protocols is not None:
+        entries = [e for e in entries if e.config.protocol in protocols]
+    return entries
+
+
+def _plan(datasets: Sequence[str], seeds: int, profile: str) -> list[Entry]:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     if seeds < 1:
@@ -149,6 +158,9 @@ def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
 
     cells_dir = Path(out_dir) / "cells"
     todo = [(e, s) for e in entries for s in e.seeds if not e.cell_path(cells_dir, s).is_file()]
+    # Breadth first, so that a run cut short still covers every row: first seed 0 of the main
+    # rows (Neumann-RBP, BPTT, baselines), then seed 0 of the other modes, then the other seeds.
+    todo.sort(key=lambda es: (es[1] > 0, es[0].config.grad not in (None, "neumann", "bptt"), es[1]))
     counts = {"run": 0, "skipped": sum(len(e.seeds) for e in entries) - len(todo), "unavailable": 0}
     if counts["skipped"]:
         log(f"leaderboard: {counts['skipped']} finished cell(s) found, skipped")
@@ -433,8 +445,8 @@ def render(entries: Sequence[Entry], out_dir: str | Path, board_path: str | Path
            availability: dict[str, bool] | None = None) -> list[dict[str, Any]]:
     """Write ``leaderboard.json``, the markdown board and its PNG from the finished cells.
 
-    Rows of datasets that are in an existing ``leaderboard.json`` but not in ``entries`` are
-    kept, so boards built by several runs (say, one per dataset) merge instead of overwriting.
+    Rows of (dataset, protocol) groups that are in an existing ``leaderboard.json`` but not in
+    ``entries`` are kept, so boards built by several runs (say, one per protocol) merge.
     """
     from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
 
@@ -442,17 +454,17 @@ def render(entries: Sequence[Entry], out_dir: str | Path, board_path: str | Path
     board_path = Path(board_path)
     new_rows = rows(entries, out_dir, root=root, availability=availability)
     json_path = out_dir / "leaderboard.json"
-    datasets = {r["dataset"] for r in new_rows}
+    groups = {(r["dataset"], r["protocol"]) for r in new_rows}
     kept: list[dict[str, Any]] = []
     if json_path.is_file():
         try:
-            kept = [r for r in read_json(json_path) if r["dataset"] not in datasets]
+            kept = [r for r in read_json(json_path) if (r["dataset"], r["protocol"]) not in groups]
         except (ValueError, KeyError, TypeError):
             kept = []
     order = {d: i for i, d in enumerate(DEFAULT_DATASETS)}
-    all_rows = sorted(kept + new_rows, key=lambda r: (order.get(r["dataset"], 99), r["dataset"]))
-    # keep the planned order within a dataset
-    all_rows = [r for d in dict.fromkeys(r["dataset"] for r in all_rows) for r in all_rows if r["dataset"] == d]
+    proto = {p: i for i, p in enumerate(("paper", "public", "official"))}
+    all_rows = sorted(kept + new_rows, key=lambda r: (order.get(r["dataset"], 99), r["dataset"],
+                                                      proto.get(r["protocol"], 9)))
     atomic_write_json(json_path, all_rows)
     png = board_path.with_suffix(".png").with_name("leaderboard.png")
     made = render_png(all_rows, png)

@@ -1,0 +1,322 @@
+"""HopfieldCell and the Hopfield associative-memory task, against independent references."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.func import functional_call
+
+import pyg_rbp
+from pyg_rbp import GRAD_MODES
+from pyg_rbp.nn import FixedPointConv, HopfieldCell
+from pyg_rbp.tasks.hopfield import HopfieldMemory, evaluate, recall_loss, train_memory
+from pyg_rbp.tasks.hopfield_data import flip_bits, load_patterns, pixel_errors, switch_off
+from pyg_rbp.tasks.hopfield_graphs import build_topology, complete_graph, knn_graph, neuron_positions
+
+DT = torch.float64
+
+
+def small_cell(n: int = 9, clamp: int = 3, std: float = 0.3, seed: int = 0, **kwargs) -> HopfieldCell:
+    torch.manual_seed(seed)
+    return HopfieldCell(n, complete_graph(n), clamp=torch.arange(clamp), init_std=std, **kwargs).double()
+
+
+def node_input(n: int, clamp: int, cols: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, cols, dtype=DT)
+    x[:clamp] = torch.rand(clamp, cols, generator=g, dtype=DT)
+    x[clamp:] = 0.1 * torch.randn(n - clamp, cols, generator=g, dtype=DT)  # input currents
+    return x
+
+
+def dense_reference_step(cell: HopfieldCell, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The update rule written out with an explicit symmetric matrix (independent of the cell)."""
+    n = cell.num_nodes
+    W = torch.zeros(n, n, dtype=h.dtype)
+    i, j = cell.pair_index
+    W[i, j] = cell.weight.detach()
+    W[j, i] = cell.weight.detach()
+    out = (1 - cell.a) * h + W @ torch.sigmoid(cell.b * h) + x
+    mask = cell.clamp_mask.unsqueeze(-1)
+    return torch.where(mask, x, out)
+
+
+# --- the cell --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_step_matches_update_rule(dense):
+    cell = small_cell(dense=dense)
+    cell.a = 0.7
+    x = node_input(9, 3, 4)
+    h = torch.randn(9, 4, dtype=DT)
+    torch.testing.assert_close(cell(h, x, cell.edge_index), dense_reference_step(cell, h, x), rtol=0, atol=1e-14)
+    assert "path=" + ("dense" if dense else "sparse-csr") in repr(cell)
+
+
+def test_dense_and_sparse_paths_agree_on_states_and_gradients():
+    cells = [small_cell(n=12, clamp=4), small_cell(n=12, clamp=4, dense=False),
+             small_cell(n=12, clamp=4, dense=False, fused=False)]
+    assert [c.dense for c in cells] == [True, False, False]
+    x = node_input(12, 4, 3)
+    for mode in GRAD_MODES:
+        states, grads = [], []
+        for c in cells:
+            c.weight.grad = None
+            conv = FixedPointConv(c, grad=mode, max_iter=40, backward_iter=15)
+            out = conv(x, c.edge_index)
+            (out.sin().sum()).backward()
+            states.append(out.detach())
+            grads.append(c.weight.grad.clone())
+        for s, g in zip(states[1:], grads[1:]):
+            torch.testing.assert_close(s, states[0], rtol=0, atol=1e-13)
+            torch.testing.assert_close(g, grads[0], rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_gradcheck_float64(dense):
+    cell = small_cell(n=7, clamp=2, dense=dense)
+    x = node_input(7, 2, 2).requires_grad_(True)
+    h = torch.randn(7, 2, dtype=DT, requires_grad=True)
+    w = cell.weight.detach().clone().requires_grad_(True)
+
+    def step(w, h, x):
+        return functional_call(cell, {"weight": w}, (h, x, cell.edge_index))
+
+    assert torch.autograd.gradcheck(step, (w, h, x))
+    # Second order: CG-RBP's Jacobian-vector products differentiate the backward pass.
+    assert torch.autograd.gradgradcheck(step, (w, h, x))
+
+
+def test_exact_implicit_gradient_all_modes():
+    """Every mode against the dense solve of (I - J^T) z = g at a converged fixed point."""
+    cell = small_cell(n=10, clamp=3, std=0.25)
+    x = node_input(10, 3, 2).requires_grad_(True)
+    target = torch.randn(10, 2, dtype=DT)
+
+    def loss_fn(h):
+        return ((h - target) ** 2).sum()
+
+    with torch.no_grad():
+        h = x.detach().clone()
+        for _ in range(500):
+            h = cell(h, x.detach(), cell.edge_index)
+    hs = h.clone()
+    J = torch.autograd.functional.jacobian(
+        lambda v: cell(v.view_as(hs), x.detach(), cell.edge_index).reshape(-1), hs.reshape(-1))
+    assert torch.linalg.eigvals(J).abs().max() < 0.9  # a contraction: every mode converges
+    hl = hs.clone().requires_grad_(True)
+    g = torch.autograd.grad(loss_fn(hl), hl)[0].reshape(-1)
+    z = torch.linalg.solve(torch.eye(J.shape[0], dtype=DT) - J.T, g)
+    out = cell(hs, x, cell.edge_index)
+    exact_w, exact_x = torch.autograd.grad(out, [cell.weight, x], z.view_as(out))
+
+    budgets = {"bptt": 300, "tbptt": 300, "rbp": 300, "cg": 60, "neumann": 300}
+    for mode in GRAD_MODES:
+        conv = FixedPointConv(cell, grad=mode, max_iter=300, backward_iter=budgets[mode])
+        gw, gx = torch.autograd.grad(loss_fn(conv(x, cell.edge_index)), [cell.weight, x])
+        torch.testing.assert_close(gw, exact_w, rtol=1e-8, atol=1e-10, msg=f"{mode} weight gradient")
+        torch.testing.assert_close(gx, exact_x, rtol=1e-8, atol=1e-10, msg=f"{mode} input gradient")
+
+
+def test_symmetry_and_zero_diagonal_survive_optimiser_steps():
+    cell = small_cell(n=8, clamp=2, std=0.1)
+    opt = torch.optim.Adam(cell.parameters(), lr=0.05)
+    x = node_input(8, 2, 3)
+    conv = FixedPointConv(cell, grad="cg", max_iter=20, backward_iter=10)
+    for _ in range(5):
+        opt.zero_grad()
+        conv(x, cell.edge_index)[5:].pow(2).sum().backward()
+        opt.step()
+    W = cell.weight_matrix().detach()
+    assert torch.equal(W, W.T)
+    assert torch.equal(torch.diagonal(W), torch.zeros(8, dtype=DT))
+    assert W.abs().max() > 0.1  # the steps did move the weights
+    # The dense fast path computes with exactly this symmetric matrix.
+    h = torch.randn(8, 3, dtype=DT)
+    torch.testing.assert_close(cell(h, x, cell.edge_index), dense_reference_step(cell, h, x), rtol=0, atol=1e-14)
+
+
+def test_clamped_neurons_never_change():
+    cell = small_cell(n=10, clamp=4, std=0.5)
+    x = node_input(10, 4, 3)
+    h0 = torch.randn(10, 3, dtype=DT)
+    for mode in ("bptt", "neumann"):
+        conv = FixedPointConv(cell, grad=mode, max_iter=30)
+        out = conv(x, cell.edge_index, h0=h0)
+        assert torch.equal(out[:4], x[:4])
+    with torch.no_grad():
+        h = h0
+        for _ in range(10):
+            h = cell(h, x, cell.edge_index)
+            assert torch.equal(h[:4], x[:4])
+
+
+def test_energy_formula_and_descent_along_continuous_dynamics():
+    cell = small_cell(n=9, clamp=3, std=0.4)
+    x = node_input(9, 3, 2)
+    h = torch.randn(9, 2, dtype=DT)
+    # Direct formula with an explicit matrix.
+    hc = torch.where(cell.clamp_mask.unsqueeze(-1), x, h)
+    s = torch.sigmoid(cell.b * hc)
+    W = cell.weight_matrix().detach()
+    free = (~cell.clamp_mask).unsqueeze(-1).to(DT)
+    ent = s * torch.log(s) + (1 - s) * torch.log(1 - s)
+    ref = -0.5 * (s * (W @ s)).sum(0) - (free * x * s).sum(0) + cell.a / cell.b * (free * ent).sum(0)
+    torch.testing.assert_close(cell.energy(h, x), ref, rtol=1e-12, atol=1e-12)
+    # Small Euler steps of dh/dt = F(h) - h never increase the energy (symmetric weights).
+    energies = [cell.energy(h, x)]
+    with torch.no_grad():
+        for _ in range(200):
+            h = h + 0.05 * (cell(h, x, cell.edge_index) - h)
+            energies.append(cell.energy(h, x))
+    e = torch.stack(energies)
+    assert bool(((e[1:] - e[:-1]) <= 1e-12).all())
+    assert float(e[0].sum() - e[-1].sum()) > 1e-3
+
+
+def test_bad_inputs_raise_value_errors():
+    n = 5
+    full = complete_graph(n)
+    with pytest.raises(ValueError, match="undirected"):
+        HopfieldCell(n, full[:, : full.size(1) // 2])
+    with pytest.raises(ValueError, match="self-loops"):
+        HopfieldCell(n, torch.tensor([[0, 1, 1], [1, 0, 1]]))
+    with pytest.raises(ValueError, match="duplicate"):
+        HopfieldCell(n, torch.cat([full, full[:, :2]], dim=1))
+    with pytest.raises(ValueError, match="outside"):
+        HopfieldCell(3, full)
+    with pytest.raises(ValueError, match="b"):
+        HopfieldCell(n, full, b=0.0)
+    with pytest.raises(ValueError, match="clamp"):
+        HopfieldCell(n, full, clamp=torch.tensor([7]))
+    cell = HopfieldCell(n, full, clamp=torch.tensor([0]))
+    h = torch.zeros(n, 2)
+    with pytest.raises(ValueError, match="rows"):
+        cell(h, torch.zeros(n + 1, 2), full)
+    with pytest.raises(ValueError, match="graph it was built for"):
+        cell(h, torch.zeros(n, 2), complete_graph(n)[:, :4])
+    torch.testing.assert_close(cell(h, torch.zeros(n, 2), complete_graph(n)), cell(h, torch.zeros(n, 2), full))
+
+
+# --- data, graphs, task ----------------------------------------------------------------------
+
+
+def test_corruptions_are_exact_and_seeded():
+    images = (torch.rand(4, 50, generator=torch.Generator().manual_seed(0)) > 0.6).float()
+    off = switch_off(images, 0.5, seed=3)
+    assert torch.equal(off, switch_off(images, 0.5, seed=3))
+    assert bool((off <= images).all())  # only switches pixels off
+    for p in range(4):
+        n_on = int(images[p].sum())
+        assert int(images[p].sum() - off[p].sum()) == n_on // 2
+    flipped = flip_bits(images, 0.1, seed=1)
+    assert ((flipped != images).sum(dim=1) == 5).all()
+    torch.testing.assert_close(pixel_errors(flipped, images), torch.full((4,), 0.1))
+    with pytest.raises(ValueError):
+        switch_off(images, 1.5, seed=0)
+
+
+def test_topologies():
+    ei = build_topology("knn", 16, (4, 4), 8, k=3, seed=0)
+    cell = HopfieldCell(40, ei)
+    assert not cell.dense and cell.num_synapses == ei.size(1) // 2
+    pos = neuron_positions(16, (4, 4), 8, seed=0)
+    assert knn_graph(pos, 1).size(1) >= 40  # every neuron has a neighbour
+    # the input and output neuron of a pixel share a position and are wired together
+    pairs = set(map(tuple, ei.T.tolist()))
+    assert all((p, 24 + p) in pairs for p in range(16))
+    rnd = build_topology("random", 16, (4, 4), 8, avg_degree=6.0, seed=0)
+    assert abs(rnd.size(1) / 40 - 6.0) < 1.5
+    assert HopfieldCell(40, build_topology("complete", 16, (4, 4), 8)).dense
+
+
+def test_mnist_and_digits_patterns(data_root):
+    mnist = load_patterns("mnist", root=data_root)
+    assert mnist.images.shape == (10, 784) and mnist.shape == (28, 28)
+    assert mnist.labels.tolist() == list(range(10))
+    assert set(mnist.images.unique().tolist()) == {0.0, 1.0}
+    digits = load_patterns("digits")
+    assert digits.images.shape == (10, 64) and digits.labels.tolist() == list(range(10))
+
+
+def tiny_patterns() -> torch.Tensor:
+    pats = torch.zeros(3, 16)
+    pats[0, [0, 1, 2, 3, 4, 8, 12]] = 1
+    pats[1, [3, 7, 11, 12, 13, 14, 15]] = 1
+    pats[2, [0, 5, 6, 9, 10, 15]] = 1
+    return pats
+
+
+def test_tiny_training_run_improves_retrieval():
+    pats = tiny_patterns()
+    test = switch_off(pats, 0.5, seed=0)
+    torch.manual_seed(0)
+    model = HopfieldMemory(16, 8, complete_graph(40), grad="neumann")
+    before = evaluate(model, pats, test)
+    result = train_memory(model, pats, 200, lr=0.05, lr_schedule="cosine")
+    after = evaluate(model, pats, test)
+    assert result.diverged is None and result.epochs_done == 200
+    assert result.loss[-1] < 0.5 * result.loss[0]
+    assert after["pixel_error"] < 0.5 * before["pixel_error"]
+    assert after["success_rate"] > before["success_rate"]
+    assert evaluate(model, pats, pats)["success_rate"] == 1.0
+
+
+def test_batched_recall_equals_one_image_at_a_time():
+    pats = tiny_patterns()
+    torch.manual_seed(0)
+    model = HopfieldMemory(16, 8, complete_graph(40), grad="neumann", init_std=0.2)
+    together = model(pats)
+    alone = torch.cat([model(pats[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+    # the summed loss has the sum of the per-image gradients
+    g_all = torch.autograd.grad(recall_loss(model(pats), pats), model.cell.weight)[0]
+    g_sum = sum(torch.autograd.grad(recall_loss(model(pats[i:i + 1]), pats[i:i + 1]), model.cell.weight)[0]
+                for i in range(3))
+    torch.testing.assert_close(g_all, g_sum, rtol=1e-4, atol=1e-7)
+
+
+def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
+    from pyg_rbp.cli import main
+
+    out = tmp_path / "h.json"
+    png = tmp_path / "h.png"
+    argv = ["hopfield", "--images", "digits", "--grad", "neumann,cg", "--epochs", "3", "--hidden", "16",
+            "--updates", "10", "--truncation", "5", "--json", str(out), "--png", str(png), "--no-progress"]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = {r["grad"]: r for r in doc["results"]}
+    assert set(rows) == {"neumann", "cg"}
+    for r in rows.values():
+        for key in ("success_rate", "pixel_error", "epoch_time_s", "saved_bytes"):
+            assert r[key] is not None
+        assert 0 <= r["success_rate"] <= 1 and r["saved_bytes"] > 0
+        assert len(r["energy"]["per_image"]) == 10 and len(r["energy"]["per_image"][0]) == 11
+    assert png.stat().st_size > 1000 and (tmp_path / "h.md").exists()
+    assert "Neumann-RBP" in capsys.readouterr().out
+    # A rerun reuses the finished modes (same numbers) and adds only the new one.
+    assert main(argv[:4] + ["neumann,cg,tbptt"] + argv[5:]) == 0
+    doc2 = json.loads(out.read_text())
+    rows2 = {r["grad"]: r for r in doc2["results"]}
+    assert set(rows2) == {"neumann", "cg", "tbptt"}
+    assert rows2["neumann"]["epoch_time_s"] == rows["neumann"]["epoch_time_s"]
+    with pytest.raises(SystemExit, match="another configuration"):
+        main(argv[:6] + ["4"] + argv[7:])
+
+
+def test_memory_measurement_excludes_weights():
+    from pyg_rbp.tasks.hopfield_experiment import measure_saved_bytes
+
+    pats = tiny_patterns()
+    sizes = {}
+    for mode in ("bptt", "neumann"):
+        torch.manual_seed(0)
+        model = HopfieldMemory(16, 8, complete_graph(40), grad=mode, updates=30)
+        sizes[mode] = measure_saved_bytes(model, pats, pats)
+    # BPTT keeps every one of the 30 steps, Neumann-RBP one.
+    assert sizes["bptt"]["saved_bytes"] > 10 * sizes["neumann"]["saved_bytes"]
+    assert sizes["neumann"]["saved_bytes_total"] >= sizes["neumann"]["saved_bytes"] + 40 * 40 * 4
+    assert pyg_rbp.GRAD_MODES  # the package imports cleanly with the task modules

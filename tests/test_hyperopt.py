@@ -213,7 +213,8 @@ def test_cli_tiny_run_writes_outputs_and_resumes(tmp_path, capsys):
         assert len(r["curve"]) == 2
     assert rows["bptt"]["hypergrad_cosine_vs_bptt"] == pytest.approx(1.0)
     assert doc["config"]["inner_steps"] == 6 and doc["config"]["truncation"] == 3
-    assert doc["memory_scaling"]["ratio_last_to_first"]["neumann"] == pytest.approx(1.0)
+    # Equal up to a few bytes: the very first solve of a process saves one extra 4-byte scalar.
+    assert doc["memory_scaling"]["ratio_last_to_first"]["neumann"] == pytest.approx(1.0, rel=1e-4)
     assert png.stat().st_size > 0 and out.with_suffix(".md").exists()
     # Rerun with one more mode: finished modes are kept, only TBPTT runs.
     bptt_wall = rows["bptt"]["wall_s"]

@@ -105,7 +105,7 @@ def _fixed_point_by_iteration(cell, x, ei, w, iters: int = 3000) -> torch.Tensor
     raise AssertionError("reference iteration did not converge")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_case(name: str):
     """A case, its loss weights r and its exact implicit gradients (computed once per case)."""
     cell, x, ei, w = make_case(name)

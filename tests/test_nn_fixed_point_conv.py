@@ -166,3 +166,41 @@ def test_cuda_matches_cpu_in_every_mode(name):
             results.append([out, *grads])
         for a, b in zip(*results):
             torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gated", "implicit", "ppr"])
+def test_graph_without_edges(name):
+    """No edges: every node evolves alone; the CSR kernel handles an empty matrix."""
+    cell = _cell(name).double()
+    x = torch.randn(5, _in_channels(name), dtype=DT)
+    empty = torch.empty(2, 0, dtype=torch.long)
+    conv = FixedPointConv(cell, grad="cg", max_iter=100, backward_iter=30)
+    xs = x.clone().requires_grad_()
+    out = conv(xs, empty)
+    singles = torch.cat([conv(x[i:i + 1], empty) for i in range(5)])
+    torch.testing.assert_close(out, singles, rtol=1e-12, atol=1e-12)
+    out.sum().backward()
+    assert torch.isfinite(xs.grad).all()
+    if name == "ppr":  # only self loops: the fixed point of h = 0.8 h + 0.2 x is x
+        torch.testing.assert_close(out, x, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", GRAD_MODES)
+def test_adjacency_is_built_once_per_solve(mode, monkeypatch):
+    """A and its transpose are laid out once, whatever max_iter and backward_iter are."""
+    import pyg_rbp.nn.adjacency as adjacency
+
+    built = []
+    original = adjacency.CSRAdjacency.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(adjacency.CSRAdjacency, "__init__", counting_init)
+    data = _graph(15, 8, 4, dtype=torch.float32)
+    conv = FixedPointConv(_cell("gated"), grad=mode, max_iter=40, backward_iter=15)
+    w = data.edge_weight.float().requires_grad_()
+    conv(data.x, data.edge_index, w).square().sum().backward()
+    assert len(built) == 2  # A for the forward steps, A^T for every backward product
+    assert w.grad is not None and float(w.grad.abs().sum()) > 0

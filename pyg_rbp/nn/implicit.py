@@ -114,14 +114,14 @@ class ImplicitCell(FixedPointCell):
             return torch.ones((), dtype=x.dtype, device=x.device)
         graph = inputs.graph
         n = graph.num_nodes
+        if n == 0 or graph.edge_index.size(1) == 0:
+            return torch.zeros((), dtype=x.dtype, device=x.device)
         w = graph.edge_weight
         absw = (torch.ones(graph.edge_index.size(1), dtype=x.dtype, device=x.device)
                 if w is None else w.abs())
         zeros = torch.zeros(n, dtype=x.dtype, device=x.device)
         row_sums = zeros.index_add(0, graph.edge_index[1], absw)
         col_sums = zeros.index_add(0, graph.edge_index[0], absw)
-        if n == 0:
-            return torch.zeros((), dtype=x.dtype, device=x.device)
         return torch.minimum(row_sums.max(), col_sums.max())
 
     def projected_weight(self, bound: Tensor) -> Tensor:

@@ -21,7 +21,6 @@ by the training split's mean image, as in the reference implementation.
 from __future__ import annotations
 
 import math
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,11 +187,13 @@ class MLPProblem(InnerProblem):
 class GCNProblem(InnerProblem):
     r"""A two-layer GCN, :math:`\hat A\,\mathrm{relu}(\hat A X W_1 + b_1) W_2 + b_2`, full-batch.
 
-    :math:`\hat A = D^{-1/2}(A + I)D^{-1/2}` (PyG's ``gcn_norm``) as a CSR matrix; the first
-    propagation :math:`\hat A X` is linear and parameter-free, so it is computed once. One
-    hyperparameter group per layer (learning rate, momentum, weight decay on the weight matrix;
-    biases are not decayed). Weights are Glorot-initialised, biases zero. No dropout, so the inner
-    run is deterministic given its initialisation.
+    :math:`\hat A = D^{-1/2}(A + I)D^{-1/2}`. Both :math:`\hat A` and the (very sparse) feature
+    matrix :math:`X` are applied as CSR matmuls (:class:`pyg_rbp.nn.adjacency.CSRAdjacency`),
+    whose backward is again a CSR matmul, so the second- and third-order products the
+    hypergradients need stay sparse. One hyperparameter group per layer (learning rate,
+    momentum, weight decay on the weight matrix; biases are not decayed). Weights are
+    Glorot-initialised, biases zero. No dropout, so the inner run is deterministic given its
+    initialisation.
 
     Args:
         x: node features ``[N, F]`` (rows are L1-normalised here, as in the GCN paper).
@@ -206,7 +207,7 @@ class GCNProblem(InnerProblem):
 
     def __init__(self, x: Tensor, edge_index: Tensor, y: Tensor, masks: dict[str, Tensor], *,
                  hidden: int = 16, meta_split: str = "val", name: str = "gcn") -> None:
-        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+        from pyg_rbp.nn.adjacency import CSRAdjacency, gcn_normalize
 
         missing = {"train", "val", "test"} - set(masks)
         if missing:
@@ -214,16 +215,17 @@ class GCNProblem(InnerProblem):
         _check_meta_split(meta_split)
         if not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+        if x.dim() != 2 or not x.is_floating_point():
+            raise ValueError(f"x must be a float [N, F] tensor, got {tuple(x.shape)} {x.dtype}")
         n = x.shape[0]
         self.name = name
         self.meta_split = meta_split
         x = x / x.abs().sum(-1, keepdim=True).clamp_min(1e-12)
-        ei, ew = gcn_norm(edge_index, None, n, add_self_loops=True, dtype=x.dtype)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            adj = torch.sparse_coo_tensor(ei.flip(0), ew, (n, n)).coalesce().to_sparse_csr()
-        self.adj = adj
-        self.ax = torch.sparse.mm(adj, x)
+        ei, ew = gcn_normalize(edge_index, None, n, add_self_loops=True, dtype=x.dtype)
+        self.adj = CSRAdjacency(ei, ew, n, dtype=x.dtype)
+        nz = x.nonzero()  # entry (node i, feature j) is the "edge" j -> i of a [N, F] matrix
+        self.features = CSRAdjacency(nz.flip(1).t(), x[nz[:, 0], nz[:, 1]], n, x.shape[1], dtype=x.dtype)
+        self._ref = x.new_zeros(())
         self.y = y.to(x.device)
         self.index = {k: m.to(x.device).nonzero().view(-1) for k, m in masks.items()}
         self.num_classes = int(y.max()) + 1
@@ -237,13 +239,13 @@ class GCNProblem(InnerProblem):
         self.group_names = ["layer1", "layer2"]
 
     def specs_reference(self) -> Tensor:
-        return self.ax
+        return self._ref
 
     def forward(self, weights: Sequence[Tensor]) -> Tensor:
         """Logits of every node."""
         w1, b1, w2, b2 = weights
-        h = torch.relu(self.ax @ w1 + b1)
-        return torch.sparse.mm(self.adj, h @ w2) + b2
+        h = torch.relu(self.adj.matmul(self.features.matmul(w1)) + b1)
+        return self.adj.matmul(h @ w2) + b2
 
     def episode(self, seed: int, steps: int) -> Episode:
         g = torch.Generator().manual_seed(int(seed))
@@ -254,7 +256,7 @@ class GCNProblem(InnerProblem):
                 w = (torch.rand(s.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound
             else:
                 w = torch.zeros(s.shape, dtype=torch.float64)
-            weights.append(w.to(self.ax))
+            weights.append(w.to(self._ref))
         return Episode(weights=tuple(weights), batches=None, seed=int(seed))
 
     def _loss(self, logits: Tensor, split: str) -> Tensor:

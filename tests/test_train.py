@@ -1,0 +1,141 @@
+"""The training harness: per-dataset defaults, node and graph training, losses, dropout."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pyg_rbp.training.config import TrainConfig, build_config, dataset_task, defaults_for
+from pyg_rbp.training.node import SparseFeatureDropout
+from pyg_rbp.training.objective import is_better, loss_fn
+
+
+def test_paper_protocol_defaults_follow_the_brief():
+    cfg = build_config("cora", "node", protocol="paper")
+    assert (cfg.model, cfg.grad, cfg.optimizer) == ("gated", "neumann", "sgd")
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay) == (1e-3, 0.9, 5e-4)
+    assert (cfg.epochs, cfg.eval_every, cfg.max_iter, cfg.backward_iter, cfg.hidden) == (2000, 20, 100, 5, 64)
+    assert cfg.dropout == 0.0 and cfg.tol == 0.0
+    assert build_config("pubmed", "node", protocol="paper").hidden == 16
+
+
+@pytest.mark.parametrize("name,task,protocol,model", [
+    ("cora", "node", "public", "ppr"), ("citeseer", "node", "public", "ppr"),
+    ("pubmed", "node", "public", "ppr"), ("ogbn-arxiv", "node", "official", "ppr"),
+    ("ogbn-proteins", "node", "official", "ppr"), ("digits", "node", "public", "ppr"),
+    ("karate", "node", "public", "ppr"), ("ogbg-molbace", "graph", "official", "gated"),
+    ("ogbg-molesol", "graph", "official", "gated"),
+])
+def test_every_dataset_has_defaults(name, task, protocol, model):
+    assert dataset_task(name) == task
+    cfg = build_config(name, task)
+    assert (cfg.protocol, cfg.model, cfg.grad) == (protocol, model, "neumann")
+
+
+def test_public_ppr_defaults_are_appnp_literature_settings():
+    cfg = build_config("cora", "node")
+    assert (cfg.hidden, cfg.dropout, cfg.lr, cfg.weight_decay, cfg.alpha) == (64, 0.5, 0.01, 5e-3, 0.1)
+    gcn = build_config("cora", "node", model="gcn")
+    assert gcn.grad is None and gcn.hidden == 16
+
+
+def test_bad_settings_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_config("cora", "node", model="transformer")
+    with pytest.raises(ValueError, match="not a graph-level model"):
+        build_config("ogbg-molbace", "graph", model="gcn")
+    with pytest.raises(ValueError, match="only --protocol official"):
+        build_config("ogbg-molbace", "graph", protocol="paper")
+    with pytest.raises(ValueError, match="official is for OGB"):
+        build_config("cora", "node", protocol="official")
+    with pytest.raises(ValueError, match="unknown gradient mode"):
+        build_config("cora", "node", grad="adjoint")
+    with pytest.raises(ValueError, match="dropout"):
+        build_config("cora", "node", dropout=1.5)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        dataset_task("imagenet")
+    with pytest.raises(ValueError, match="needs a gradient mode"):
+        TrainConfig(dataset="cora", protocol="public", model="ppr", grad=None)
+    assert defaults_for("cora", "public", "gcn", "node")["grad"] is None
+
+
+def test_command_rebuilds_the_same_config():
+    from pyg_rbp.cli import build_parser
+    from pyg_rbp.cli.train import configs_from_args
+
+    cfg = build_config("citeseer", "node", protocol="paper", grad="cg", epochs=300)
+    argv = cfg.command().split()[1:]
+    assert argv[0] == "train"
+    (again,) = configs_from_args(build_parser().parse_args(argv))
+    assert again == cfg
+
+
+def test_losses_skip_missing_labels_and_better_respects_direction():
+    out = torch.tensor([[0.0], [2.0], [1.0]])
+    y = torch.tensor([[0.0], [float("nan")], [1.0]])
+    assert float(loss_fn("rmse", out, y)) == pytest.approx(0.0)
+    bce = float(loss_fn("rocauc", out, y))
+    assert bce == pytest.approx((math.log(2) + math.log(1 + math.exp(-1))) / 2, rel=1e-5)
+    assert float(loss_fn("acc", torch.tensor([[10.0, 0.0]]), torch.tensor([0]))) < 1e-4
+    assert is_better("acc", 0.8, 1.0, (0.7, 0.1))
+    assert not is_better("rmse", 0.8, 1.0, (0.7, 0.1))
+    assert is_better("rmse", 0.7, 0.05, (0.7, 0.1))  # tie on the score: lower loss wins
+
+
+def test_sparse_feature_dropout_matches_dense_dropout():
+    torch.manual_seed(0)
+    x = (torch.rand(200, 300) < 0.02).float() * 3.0
+    drop = SparseFeatureDropout(x, 0.5)
+    assert SparseFeatureDropout.worthwhile(x)
+    outs = torch.stack([drop() for _ in range(200)])
+    assert bool((outs[:, x == 0] == 0).all())  # zeros stay zero
+    assert set(outs[:, x != 0].unique().tolist()) <= {0.0, 6.0}  # survivors scaled by 1/(1-p)
+    assert float((outs[:, x != 0] > 0).float().mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def _tiny(grad, **kw):
+    base = dict(hidden=8, max_iter=8, backward_iter=4, epochs=6, eval_every=2, patience=0, dropout=0.0)
+    base.update(kw)
+    return build_config("karate", "node", model="gated", grad=grad, **base)
+
+
+def test_train_node_reports_every_field_and_memory_ordering():
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    loaded = load_dataset("karate")
+    rows = {g: run_one(_tiny(g), loaded, 0, progress=False) for g in ("bptt", "neumann")}
+    for r in rows.values():
+        assert 0.0 <= r["test"] <= 1.0 and 0.0 <= r["val"] <= 1.0
+        assert r["epochs_run"] == 6 and r["best_epoch"] in (2, 4, 6)
+        assert r["epoch_time_s"] > 0 and r["cuda_peak_bytes"] is None
+        assert r["metric"] == "acc" and r["dataset"] == "karate"
+        assert r["fixed_point"]["forward_iters"] == 8
+    # BPTT keeps every step's activations; Neumann-RBP keeps one step's.
+    assert rows["bptt"]["saved_bytes"] > 3 * rows["neumann"]["saved_bytes"] > 0
+    again = run_one(_tiny("neumann"), loaded, 0, progress=False)
+    assert again["test"] == rows["neumann"]["test"] and again["val"] == rows["neumann"]["val"]
+
+
+def test_early_stopping_and_baselines():
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    loaded = load_dataset("karate")
+    cfg = build_config("karate", "node", model="gcn", epochs=200, patience=3, lr=1e-6)
+    r = run_one(cfg, loaded, 0, progress=False)
+    assert r["grad"] is None and r["epochs_run"] < 200  # patience stopped it
+    lin = run_one(build_config("karate", "node", model="linear-pca"), loaded, 0, progress=False)
+    assert lin["saved_bytes"] == 0 and 0.0 <= lin["test"] <= 1.0
+
+
+def test_train_graph_on_molecules(data_root):
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    loaded = load_dataset("ogbg-molesol", data_root)
+    for model in ("gin", "gated"):
+        cfg = build_config("ogbg-molesol", "graph", model=model, epochs=1, max_iter=3, backward_iter=2,
+                           batch_size=128)
+        r = run_one(cfg, loaded, 0, progress=False)
+        assert r["metric"] == "rmse" and r["test"] > 0 and math.isfinite(r["val"])
+        assert r["saved_bytes"] > 0 and r["epochs_run"] == 1

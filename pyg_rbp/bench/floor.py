@@ -51,7 +51,7 @@ def bare_gated_step(num_nodes: int, edge_index: Tensor, channels: int, *,
 
     ``aggr="mean"`` divides each row of ``A`` by the in-degree (same kernels, other values).
     """
-    from pyg_rbp.nn.gated import gru_update
+    from pyg_rbp.nn import gated
 
     gen = torch.Generator().manual_seed(seed)
     edge_index = edge_index.to(device)
@@ -67,8 +67,12 @@ def bare_gated_step(num_nodes: int, edge_index: Tensor, channels: int, *,
     gru = torch.nn.GRUCell(channels, channels).to(device=device, dtype=dtype)
     h0 = (torch.randn(num_nodes, channels, generator=gen, dtype=dtype) * 0.1).to(device)
 
+    # The layer's GRU arithmetic, with the weights split by gate once, as the layer does once
+    # per solve (older versions of the cell took the GRUCell itself).
+    weights: Any = gated.gru_weights(gru) if hasattr(gated, "gru_weights") else gru
+
     def step(h: Tensor) -> Tensor:
-        return gru_update(_BareSpMM.apply(h, a, a_t), h, gru)
+        return gated.gru_update(_BareSpMM.apply(h, a, a_t), h, weights)
 
     step.gru = gru  # type: ignore[attr-defined]  # exposed so tests can compare with the layer
     return step, h0

@@ -50,7 +50,7 @@ K_INDEPENDENT = ("bptt", "pyg_gatedgraphconv")
 
 SCHEMA = "pyg_rbp.bench.scaling/1"
 
-REDO_PARTS = ("grid", "targets", "accuracy")
+REDO_PARTS = ("grid", "floors", "targets", "accuracy")
 """Parts of a saved run that ``redo`` re-measures (the rest is reused)."""
 
 
@@ -272,8 +272,6 @@ class ScalingRun:
         old = _load_previous(self.json_path, cfg)
         for part in redo:
             old.pop({"grid": "results"}.get(part, part), None)
-            if part == "grid":
-                old.pop("floors", None)
         self.rows: dict[str, dict[str, Any]] = {
             _key(r["grad"], r["steps"], r["backward_iter"], r.get("tol") or 0.0): r
             for r in old.get("results", [])
@@ -478,12 +476,18 @@ class ScalingRun:
             times("neumann", "tbptt")[1])
         add(f"neumann step / floor (T no-grad steps + K VJPs on bare kernels, T={T}, K={K})",
             times("neumann", "floor")[0], 1.25, how, times("neumann", "floor")[1])
-        add(f"neumann/torchdeq step time at the same T={T}, K={K}", times("neumann", "torchdeq")[0],
-            1.0, how, times("neumann", "torchdeq")[1])
         acc = self.accuracy or {}
+        errors = {(r["grad"], r["backward_iter"]): r.get("rel_error") for r in acc.get("rows", [])
+                  if not r.get("tol") and r["steps"] == T}
+        e_ours, e_td = errors.get(("neumann", K)), errors.get(("torchdeq", K))
+        acc_note = "" if e_ours is None or e_td is None else (
+            f"; gradient rel.err neumann {e_ours:.2e} vs torchdeq {e_td:.2e}")
+        add(f"neumann/torchdeq step time, same T={T}, K={K}{acc_note}", times("neumann", "torchdeq")[0],
+            1.0, how, times("neumann", "torchdeq")[1])
         for cmp in acc.get("torchdeq_comparison", []):
-            add(f"neumann/torchdeq time at equal-or-better gradient accuracy "
-                f"(torchdeq K={cmp['torchdeq_k']}, rel.err {cmp['torchdeq_rel_error']:.2e})",
+            add(f"neumann/torchdeq time at equal-or-better gradient accuracy, grid timings "
+                f"(torchdeq K={cmp['torchdeq_k']}, rel.err {cmp['torchdeq_rel_error']:.2e}; "
+                f"neumann K={cmp['neumann_k']}, rel.err {_num(cmp['neumann_rel_error'])})",
                 cmp.get("time_ratio"), 1.0, cmp.get("how", ""))
         return out
 

@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="gated | implicit | ppr | linear-pca | gcn (node) ; gated | implicit | gin (graph)")
     p.add_argument("--grad", default=None,
-                   help="gradient mode(s): bptt,tbptt,rbp,cg,neumann, a comma list or 'all' (default neumann)")
+                   help="gradient mode(s): bptt,tbptt,rbp,cg,neumann, a comma list or 'all' "
+                        "(default neumann)")
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
     p.add_argument("--seeds", default="0", help="seeds: 0,1,2 or a range 0-9 (default: 0)")
@@ -73,7 +74,8 @@ def parse_seeds(spec: str) -> list[int]:
             else:
                 seeds.append(int(part))
     except ValueError:
-        raise SystemExit(f"--seeds must be integers, a comma list or a range like 0-9; got {spec!r}") from None
+        raise SystemExit(
+            f"--seeds must be integers, a comma list or a range like 0-9; got {spec!r}") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise SystemExit(f"--seeds must list distinct non-negative integers, got {spec!r}")
     return seeds

@@ -3,9 +3,9 @@ r"""The gated graph neural network cell of Liao et al. (2018): :class:`GatedCell
 The paper's citation-network model runs this cell 100 times: every node sums its neighbours'
 states and feeds the sum into one weight-tied GRU cell. It is the cell the paper trains with
 BPTT, TBPTT and the RBP variants, so its step is written for speed: the aggregation is one CSR
-sparse-dense matmul and the GRU is evaluated with fused in-place kernels (the recurrent
-products accumulate straight into the gate buffer), about 1.2x the cost of its bare matmuls
-where ``torch.nn.GRUCell`` costs about 2x on CPU.
+sparse-dense matmul and the GRU is evaluated with in-place kernels (the recurrent products
+accumulate straight into the gate buffer, the weights are split by gate once per solve), which
+on CPU costs about half of ``torch.nn.GRUCell`` (see ``benchmarks/kernel_ratio.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,27 @@ from torch import Tensor
 from pyg_rbp.nn.cell import CellInputs, FixedPointCell
 
 
-def gru_update(m: Tensor, h: Tensor, gru: torch.nn.GRUCell) -> Tensor:
-    r"""``gru(m, h)`` with the same math as :class:`torch.nn.GRUCell`, in fewer memory passes.
+def gru_weights(gru: torch.nn.GRUCell) -> dict[str, Tensor]:
+    """The GRU's weights split by gate and transposed, once per solve (views: differentiable).
+
+    Keys: ``w_ih_rz``, ``w_hh_rz`` (reset/update gates), ``w_ih_n``, ``w_hh_n`` (new gate),
+    and with biases ``b_rz`` (input and state biases of r, z summed), ``b_in``, ``b_hn``.
+    """
+    c = gru.hidden_size
+    w_ih, w_hh = gru.weight_ih, gru.weight_hh
+    weights = {
+        "w_ih_rz": w_ih[: 2 * c].t(), "w_hh_rz": w_hh[: 2 * c].t(),
+        "w_ih_n": w_ih[2 * c:].t(), "w_hh_n": w_hh[2 * c:].t(),
+    }
+    if gru.bias:
+        weights["b_rz"] = gru.bias_ih[: 2 * c] + gru.bias_hh[: 2 * c]
+        weights["b_in"] = gru.bias_ih[2 * c:]
+        weights["b_hn"] = gru.bias_hh[2 * c:]
+    return weights
+
+
+def gru_update(m: Tensor, h: Tensor, weights: dict[str, Tensor]) -> Tensor:
+    r"""``torch.nn.GRUCell(m, h)``, same math, in fewer memory passes (``weights``: :func:`gru_weights`).
 
     .. math::
         r, z = \sigma(W_{ir} m + W_{hr} h + b_r),\ \sigma(W_{iz} m + W_{hz} h + b_z) \\
@@ -31,17 +50,15 @@ def gru_update(m: Tensor, h: Tensor, gru: torch.nn.GRUCell) -> Tensor:
     differentiable twice, as the double-VJP trick of CG-RBP needs.
     """
     c = h.size(-1)
-    w_ih, w_hh = gru.weight_ih, gru.weight_hh
-    if gru.bias:
-        b_ih, b_hh = gru.bias_ih, gru.bias_hh
-        rz = torch.addmm(b_ih[: 2 * c] + b_hh[: 2 * c], m, w_ih[: 2 * c].t())
-        gate_hn = torch.addmm(b_hh[2 * c:], h, w_hh[2 * c:].t())
-        gate_in = torch.addmm(b_ih[2 * c:], m, w_ih[2 * c:].t())
+    if "b_rz" in weights:
+        rz = torch.addmm(weights["b_rz"], m, weights["w_ih_rz"])
+        gate_hn = torch.addmm(weights["b_hn"], h, weights["w_hh_n"])
+        gate_in = torch.addmm(weights["b_in"], m, weights["w_ih_n"])
     else:
-        rz = torch.mm(m, w_ih[: 2 * c].t())
-        gate_hn = torch.mm(h, w_hh[2 * c:].t())
-        gate_in = torch.mm(m, w_ih[2 * c:].t())
-    rz = rz.addmm_(h, w_hh[: 2 * c].t()).sigmoid_()
+        rz = torch.mm(m, weights["w_ih_rz"])
+        gate_hn = torch.mm(h, weights["w_hh_n"])
+        gate_in = torch.mm(m, weights["w_ih_n"])
+    rz = rz.addmm_(h, weights["w_hh_rz"]).sigmoid_()
     r, z = rz[:, :c], rz[:, c:]
     n = gate_in.addcmul_(r, gate_hn).tanh_()
     return torch.lerp(n, h, z)
@@ -109,11 +126,14 @@ class GatedCell(FixedPointCell):
         return super()._prepare_graph(edge_index, edge_weight, num_nodes, x,
                                       mean=self.aggr == "mean")
 
+    def _prepare_extra(self, inputs: CellInputs) -> dict[str, Tensor]:
+        return gru_weights(self.gru)
+
     def step(self, h: Tensor, inputs: CellInputs) -> Tensor:
         m = self.aggregate_neighbours(h, inputs.graph)
         if self.inject_input:
             m = m + inputs.x
-        return gru_update(m, h, self.gru)
+        return gru_update(m, h, inputs.extra)
 
     def initial_state(self, inputs: CellInputs) -> Tensor:
         return inputs.x

@@ -12,21 +12,23 @@ the exact hypergradient is :math:`\sum_t B_t^\top z_{t+1}` with :math:`z_T = g`,
 * ``neumann``: every step replaced by the last one, as if :math:`s_{T-1}` were a fixed point:
   :math:`B_{T-1}^\top \sum_{k=0}^{K} (J_{T-1}^\top)^k g` (``K`` VJPs through the last step,
   with that step's own data: the whole training split for the MLP tasks by default, else the
-  last mini-batch). Exactly TBPTT(K+1) when the last ``K+1`` steps share the Jacobians of the
-  last one.
+  last mini-batch). Exactly TBPTT(K+1) when the last ``K+1`` steps share the last one's
+  Jacobians :math:`J` and :math:`B`.
 * ``rbp``: :math:`B_{T-1}^\top z` with ``K`` Almeida-Pineda iterations
   :math:`z \leftarrow J_{T-1}^\top z + g` from :math:`z = 0` (= Neumann with ``K-1`` terms).
 * ``cg``: :math:`B_{T-1}^\top z` with ``K`` conjugate-gradient iterations on
   :math:`(I - J_{T-1})(I - J_{T-1}^\top) z = (I - J_{T-1}) g`. It needs products with
   :math:`J_{T-1}`, which the engine forms by the double-VJP trick; since the step already
   contains an inner gradient, that is a third-order derivative of the inner loss. PyTorch
-  supports it for every op used here (tanh, relu, cross-entropy, dense and CSR matmuls) and it
-  costs about 1.7x a Neumann hypergradient of the same ``K``. It aims at the exact implicit
-  adjoint :math:`(I - J^\top)^{-1} g`, which is only meaningful at a fixed point: after a
-  100-step run :math:`J_{T-1}` typically has eigenvalues above 1 (the run is still leaving the
-  small-initialisation saddle), where that solution flips sign. It is not among the default
-  modes of ``pyg-rbp hyperopt`` (the paper's comparison is BPTT, TBPTT, RBP, Neumann-RBP);
-  ``--grad cg`` or ``--grad all`` runs it.
+  supports it for every op used here (tanh, relu, cross-entropy, CSR matmuls), and it costs
+  about 1.7x a Neumann hypergradient of the same ``K``. It aims at the exact implicit adjoint
+  :math:`(I - J^\top)^{-1} g`, which is only meaningful at a fixed point: after a 100-step run
+  :math:`J_{T-1}` has eigenvalues at or slightly above 1 (flat and slightly negative-curvature
+  directions of the inner loss), where :math:`I - J` is nearly singular and that solution is
+  dominated by directions the truncated series weighs only ``K + 1`` times. Its hypergradients
+  are therefore further from BPTT's than Neumann's (see the README's numbers); with the extra
+  cost, that is why it is not among the default modes of ``pyg-rbp hyperopt`` (the paper's
+  comparison is BPTT, TBPTT, RBP, Neumann-RBP). ``--grad cg`` or ``--grad all`` runs it.
 
 Every mode sees the same :class:`~pyg_rbp.tasks.hyperopt_dynamics.Episode` (initial weights and
 mini-batch sequence, seeded) at the same meta step, so their hypergradients at the first meta

@@ -112,7 +112,8 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
                 since_best = 0
             else:
                 since_best += cfg.eval_every
-            bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{best[0]:.4f}", test=f"{best_test:.4f}")
+            bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{best[0]:.4f}",
+                            test=f"{best_test:.4f}")
             if cfg.patience and since_best >= cfg.patience:
                 break
     bar.close()

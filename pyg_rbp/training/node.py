@@ -172,7 +172,8 @@ def _linear_baseline(loaded: LoadedDataset, data: Data, seed: int) -> dict[str, 
     from pyg_rbp.data import linear_pca_baseline
 
     if loaded.metric != "acc":
-        raise ValueError(f"linear-pca is a single-label classifier; {loaded.name} is scored by {loaded.metric}")
+        raise ValueError(
+            f"linear-pca is a single-label classifier; {loaded.name} is scored by {loaded.metric}")
     t0 = time.perf_counter()
     res = linear_pca_baseline(data)
     return {

@@ -1,0 +1,100 @@
+"""The leaderboard: interrupted and resumed, it loses nothing and repeats nothing; the board says
+what ran, what did not and how to reproduce each row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyg_rbp.training import leaderboard as lb
+from pyg_rbp.training import runner
+from pyg_rbp.training.config import build_config
+
+TINY = dict(epochs=3, eval_every=1, patience=0, max_iter=5, backward_iter=3, hidden=8)
+
+
+def _entries():
+    return [
+        lb.Entry(build_config("karate", "node", model="ppr", grad="neumann", **TINY), [0, 1, 2]),
+        lb.Entry(build_config("karate", "node", model="gcn", **TINY), [0, 1, 2]),
+    ]
+
+
+def test_interrupted_run_resumes_without_loss_or_repeats(tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    calls: list[tuple[str, int]] = []
+    real = runner.run_one
+
+    def flaky(cfg, loaded, seed, **kw):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the 4th cell is interrupted mid-way
+        calls.append((cfg.model, seed))
+        return real(cfg, loaded, seed, **kw)
+
+    monkeypatch.setattr(runner, "run_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        lb.run(_entries(), out, progress=False, log=lambda s: None)
+    cells = sorted((out / "cells").rglob("*.json"))
+    assert len(cells) == 3  # every finished cell is on disk
+    stamps = {p: p.stat().st_mtime_ns for p in cells}
+
+    calls_before = list(calls)
+    calls.clear()
+    monkeypatch.setattr(runner, "run_one", lambda cfg, loaded, seed, **kw: (calls.append((cfg.model, seed)),
+                                                                            real(cfg, loaded, seed, **kw))[1])
+    counts = lb.run(_entries(), out, progress=False, log=lambda s: None)
+    assert counts == {"run": 3, "skipped": 3, "unavailable": 0}
+    assert set(calls).isdisjoint(calls_before)  # nothing repeated
+    assert sorted(calls + calls_before) == sorted((m, s) for m in ("ppr", "gcn") for s in (0, 1, 2))
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished cells untouched
+    assert lb.run(_entries(), out, progress=False, log=lambda s: None)["run"] == 0
+
+    board = tmp_path / "LEADERBOARD.md"
+    rows = lb.render(_entries(), out, board, command="pyg-rbp leaderboard --datasets karate", profile="cpu")
+    data = json.loads((out / "leaderboard.json").read_text())
+    assert data == json.loads(json.dumps(rows))
+    for row in data:
+        assert {"dataset", "protocol", "model", "grad", "metric", "test_mean", "test_std", "seeds",
+                "command"} <= set(row)
+        assert row["seeds"] == [0, 1, 2] and row["status"] == "ok"
+        assert 0.0 <= row["test_mean"] <= 1.0 and row["test_std"] >= 0.0
+        assert row["command"].startswith("pyg-rbp train --dataset karate --protocol public")
+    # the stored mean is the mean of the cells, not a typed-in number
+    cell_tests = [json.loads(p.read_text())["result"]["test"] for p in (out / "cells").rglob("*ppr*.json")]
+    assert data[0]["test_mean"] == pytest.approx(sum(cell_tests) / 3)
+    text = board.read_text()
+    assert "| ppr/neumann |" in text and "| gcn |" in text and "--seeds 0,1,2" in text
+    assert (tmp_path / "leaderboard.png").is_file()
+
+
+def test_unavailable_dataset_rows_are_kept_with_their_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYG_RBP_SHARED", str(tmp_path / "no-mirror"))
+    monkeypatch.delenv("PYG_RBP_DOWNLOAD", raising=False)
+    entries = lb.plan(["pubmed", "ogbn-arxiv"], seeds=2, profile="cpu")
+    counts = lb.run(entries, tmp_path / "res", root=tmp_path / "empty", progress=False, log=lambda s: None)
+    assert counts["run"] == 0 and counts["unavailable"] > 0
+    rows = lb.render(entries, tmp_path / "res", tmp_path / "LB.md", command="x", profile="cpu",
+                     root=tmp_path / "empty")
+    assert {r["dataset"] for r in rows} == {"pubmed", "ogbn-arxiv"}
+    assert all(r["status"] == lb.UNAVAILABLE and r["test_mean"] is None for r in rows)
+    assert {r["metric"] for r in rows} == {"acc"}
+    arxiv = "pyg-rbp train --dataset ogbn-arxiv --protocol official"
+    assert any(r["command"].startswith(arxiv) for r in rows)
+    assert "not run: data unavailable offline" in (tmp_path / "LB.md").read_text()
+
+
+def test_plan_covers_the_issue_matrix():
+    entries = lb.plan(["cora", "ogbg-molbace"], seeds=10, profile="full")
+    keys = {(e.config.protocol, e.config.model, e.config.grad) for e in entries}
+    assert {("paper", "gated", g) for g in ("bptt", "tbptt", "rbp", "cg", "neumann")} <= keys
+    assert {("paper", "linear-pca", None), ("public", "ppr", "neumann"), ("public", "gcn", None),
+            ("official", "gin", None), ("official", "gated", "neumann")} <= keys
+    assert all(e.seeds == list(range(10)) for e in entries)
+    paper = [e for e in entries if e.config.protocol == "paper" and e.config.grad]
+    assert all(e.config.epochs == 2000 for e in paper)
+    cpu = lb.plan(["cora"], seeds=10, profile="cpu")
+    short = [e for e in cpu if e.config.protocol == "paper" and e.config.grad]
+    assert all(e.config.epochs == lb.CPU_PAPER_STEPS and "cpu budget" in e.note for e in short)
+    with pytest.raises(ValueError, match="profile"):
+        lb.plan(["cora"], profile="huge")

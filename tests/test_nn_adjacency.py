@@ -65,11 +65,17 @@ def test_gradcheck_and_gradgradcheck_values_and_features():
     w = torch.rand(ei.size(1), dtype=DT, requires_grad=True)
     x = torch.randn(n, 3, dtype=DT, requires_grad=True)
 
-    def f(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return CSRAdjacency(ei, w, n, dtype=DT).matmul(x)
+    b = torch.randn(n, 3, dtype=DT, requires_grad=True)
 
-    assert gradcheck(f, (w, x))
-    assert gradgradcheck(f, (w, x))  # CG-RBP's double-VJP trick differentiates the backward
+    def f(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        adj = CSRAdjacency(ei, w, n, dtype=DT)
+        return adj.matmul(x), adj.matmul(x, bias=b)
+
+    assert gradcheck(f, (w, x, b))
+    assert gradgradcheck(f, (w, x, b))  # CG-RBP's double-VJP trick differentiates the backward
+    with torch.no_grad():  # the fused no-grad kernel computes the same bias + A x
+        adj = CSRAdjacency(ei, w, n, dtype=DT)
+        torch.testing.assert_close(adj.matmul(x, bias=b), b + _dense_reference(ei, w, n) @ x)
 
 
 def test_gradient_matches_dense_reference():

@@ -112,25 +112,30 @@ def _index_dtype(num_nodes: int, num_edges: int, device: torch.device) -> torch.
 
 
 class _CSRMatmul(torch.autograd.Function):
-    """``A @ x`` with a prebuilt CSR ``A`` whose backward is again a CSR matmul (differentiable)."""
+    """``bias + A @ x`` with a prebuilt CSR ``A``; the backward is again a CSR matmul, so it is
+    itself differentiable (double backward, as CG-RBP's JVPs need)."""
 
     @staticmethod
-    def forward(ctx: Any, value: Tensor, x: Tensor, adj: CSRAdjacency) -> Tensor:
+    def forward(ctx: Any, value: Tensor, x: Tensor, bias: Tensor | None, adj: CSRAdjacency) -> Tensor:
         ctx.adj = adj
         ctx.save_for_backward(x if value.requires_grad else None)
-        return torch.sparse.mm(adj.matrix, x)
+        if bias is None:
+            return torch.sparse.mm(adj.matrix, x)
+        return torch.addmm(bias, adj.matrix, x)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         adj: CSRAdjacency = ctx.adj
         (x,) = ctx.saved_tensors
-        grad_value = grad_x = None
+        grad_value = grad_x = grad_bias = None
         if ctx.needs_input_grad[1]:
             grad_x = adj.t().matmul(grad_out)
         if ctx.needs_input_grad[0]:
             row, col = adj.coo_indices()
             grad_value = (grad_out.index_select(0, row) * x.index_select(0, col)).sum(-1)
-        return grad_value, grad_x, None
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_out
+        return grad_value, grad_x, grad_bias, None
 
 
 class CSRAdjacency:
@@ -196,11 +201,14 @@ class CSRAdjacency:
             self._transposed._transposed = self
         return self._transposed
 
-    def matmul(self, x: Tensor) -> Tensor:
-        r""":math:`A x` for ``x`` of shape ``[num_sources, C]``; differentiable in ``x`` and weights."""
-        if self.value.requires_grad or x.requires_grad:
-            return _CSRMatmul.apply(self.value, x, self)
-        return torch.sparse.mm(self.matrix, x)
+    def matmul(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        r""":math:`A x` (or ``bias`` :math:`+ A x`, fused in one kernel) for ``x`` of shape
+        ``[num_sources, C]``; differentiable in ``x``, ``bias`` and the weights."""
+        if self.value.requires_grad or x.requires_grad or (bias is not None and bias.requires_grad):
+            return _CSRMatmul.apply(self.value, x, bias, self)
+        if bias is None:
+            return torch.sparse.mm(self.matrix, x)
+        return torch.addmm(bias, self.matrix, x)
 
     def to_dense(self) -> Tensor:
         """Dense ``[num_targets, num_sources]`` matrix (for tests and small problems)."""
@@ -230,6 +238,8 @@ def gcn_normalize(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int
     device = edge_index.device
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1), dtype=dtype, device=device)
+    elif edge_weight.numel() and bool((edge_weight.detach() < 0).any()):
+        raise ValueError("GCN normalisation needs non-negative edge weights; got negative ones")
     if add_self_loops:
         has_loop = torch.zeros(num_nodes, dtype=torch.bool, device=device)
         is_loop = edge_index[0] == edge_index[1]

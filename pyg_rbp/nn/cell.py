@@ -110,10 +110,6 @@ class FixedPointCell(MessagePassing):
         its in-degree (the scatter path divides itself, through PyG's mean aggregation).
         """
         if normalize == "gcn":
-            if edge_weight is not None and bool((edge_weight.detach() < 0).any()):
-                raise ValueError(
-                    f"{self.__class__.__name__}: GCN normalisation needs non-negative edge weights"
-                )
             edge_index, edge_weight = gcn_normalize(
                 edge_index, edge_weight, num_nodes, add_self_loops=add_self_loops, dtype=x.dtype
             )
@@ -142,12 +138,17 @@ class FixedPointCell(MessagePassing):
         """The default ``h0`` of a solve."""
         raise NotImplementedError
 
-    def aggregate_neighbours(self, h: Tensor, graph: PreparedGraph) -> Tensor:
-        r"""Aggregated messages :math:`\bigoplus_{j \to i} w_{ji} h_j` for every node ``i``."""
+    def aggregate_neighbours(self, h: Tensor, graph: PreparedGraph,
+                             bias: Tensor | None = None) -> Tensor:
+        r"""Aggregated messages :math:`\bigoplus_{j \to i} w_{ji} h_j` for every node ``i``
+        (plus ``bias``, fused into the CSR kernel, when given)."""
         if graph.csr is not None:
+            if bias is not None:
+                return graph.csr.matmul(h, bias)
             return self.message_and_aggregate(graph.csr, h)
-        return self.propagate(graph.edge_index, x=h, edge_weight=graph.edge_weight,
-                              size=(graph.num_nodes, graph.num_nodes))
+        out = self.propagate(graph.edge_index, x=h, edge_weight=graph.edge_weight,
+                             size=(graph.num_nodes, graph.num_nodes))
+        return out if bias is None else bias + out
 
     def message(self, x_j: Tensor, edge_weight: Tensor | None) -> Tensor:
         return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j

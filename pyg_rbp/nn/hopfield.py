@@ -30,31 +30,35 @@ from pyg_rbp.nn.cell import CellInputs, FixedPointCell
 __all__ = ["HopfieldCell"]
 
 
-class _DenseSymmetricWeight(torch.autograd.Function):
-    r"""The symmetric ``[N, N]`` matrix of a cell's per-pair weights.
+class _WeightBlock(torch.autograd.Function):
+    r"""A dense block ``W[rows][:, cols]`` of the symmetric matrix held as one weight per pair.
 
-    Built with one scatter (no autograd graph of its own); the backward gathers
-    :math:`\partial L / \partial w_{ij} = G_{ij} + G_{ji}` with differentiable ops, so double
-    backward (CG-RBP's Jacobian-vector products) works. The product ``W @ s`` that follows is
+    ``flat`` lists, for every entry the block holds, its position in the flattened block and
+    ``pair`` the synapse it reads (``None``: the block holds every synapse in order, once per
+    orientation: ``flat = [upper; lower]``). Built with one scatter, without an autograd graph
+    of its own; the backward sums the block's gradient back onto the synapses
+    (:math:`\partial L/\partial w_{ij} = G_{ij} + G_{ji}`) with differentiable ops, so double
+    backward (CG-RBP's Jacobian-vector products) works. The matrix product that follows is
     PyTorch's, which skips the :math:`g s^\top` outer product whenever only state gradients are
     asked for (every vector-Jacobian product of the adjoint solvers).
     """
 
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, cell: HopfieldCell) -> Tensor:
-        ctx.cell = cell
-        n = cell.num_nodes
-        upper, lower = cell._flat_pair_index()
-        W = weight.new_zeros(n * n)
-        W[upper] = weight
-        W[lower] = weight
-        return W.view(n, n)
+    def forward(ctx: Any, weight: Tensor, pair: Tensor | None, flat: Tensor,
+                shape: tuple[int, int]) -> Tensor:
+        ctx.index = (pair, flat)  # graph structure, not activations: kept off the saved tensors
+        ctx.num_pairs = weight.numel()
+        block = weight.new_zeros(shape[0] * shape[1])
+        block[flat] = weight.repeat(2) if pair is None else weight[pair]
+        return block.view(shape)
 
     @staticmethod
-    def backward(ctx: Any, grad_W: Tensor) -> tuple[Tensor, None]:
-        upper, lower = ctx.cell._flat_pair_index()
-        flat = grad_W.reshape(-1)
-        return flat[upper] + flat[lower], None
+    def backward(ctx: Any, grad_block: Tensor) -> tuple[Tensor, None, None, None]:
+        pair, flat = ctx.index
+        g = grad_block.reshape(-1)[flat]
+        if pair is None:
+            return g[: ctx.num_pairs] + g[ctx.num_pairs:], None, None, None
+        return g.new_zeros(ctx.num_pairs).index_add(0, pair, g), None, None, None
 
 
 class HopfieldCell(FixedPointCell):
@@ -69,7 +73,9 @@ class HopfieldCell(FixedPointCell):
 
     with :math:`\sigma` the logistic sigmoid and one learned weight per undirected synapse,
     :math:`w_{ij} = w_{ji}`, no self-connections. ``x`` is the external input: clamped neurons
-    are held at it, free neurons receive it as a constant input current (zero in the paper's
+    are held at it (they are read at :math:`h_j = x_j` whatever the incoming state holds, so the
+    step does not depend on their entries of ``h``), free neurons receive it as a constant input
+    current (zero in the paper's
     protocol, where ``x`` is the image padded with zeros). The default initial state (in
     :class:`~pyg_rbp.nn.FixedPointConv`) is :math:`h^{(0)} = x`, the paper's "image padded with
     zeros". All five gradient modes work, CG-RBP included (every op supports double backward).
@@ -137,9 +143,46 @@ class HopfieldCell(FixedPointCell):
         self.register_buffer("pair_index", pair_index, persistent=False)
         self.register_buffer("edge_pair", edge_pair, persistent=False)
         self.register_buffer("clamp_mask", _clamp_mask(clamp, num_nodes), persistent=False)
+        self._register_dense_blocks()
         self.weight = torch.nn.Parameter(torch.empty(pair_index.size(1)))
         self._checked_graphs: dict[tuple, bool] = {}
+        # Storages of the weight blocks built by the latest prepare(): weights, not activations,
+        # for memory accounting (see pyg_rbp.tasks.hopfield_experiment.measure_saved_bytes).
+        self.weight_storages: set[int] = set()
         self.reset_parameters()
+
+    def _register_dense_blocks(self) -> None:
+        r"""Index the blocks the dense path multiplies with: free x free and free x clamped.
+
+        Clamped neurons never change, so their rows are never computed and their constant
+        input :math:`W_{fc}\,\sigma(b x_c)` is computed once per solve: each step multiplies
+        by the ``F x F`` block only (``F`` free neurons).
+        """
+        n = self.num_nodes
+        i, j = self.pair_index
+        if not self.dense or self.clamp_mask is None:
+            self.free_index = None
+            self.clamp_index = None
+            return
+        free = ~self.clamp_mask
+        free_index = torch.nonzero(free).flatten()
+        clamp_index = torch.nonzero(self.clamp_mask).flatten()
+        pos = torch.full((n,), -1, dtype=torch.long, device=free.device)
+        pos[free_index] = torch.arange(free_index.numel(), device=free.device)
+        pos[clamp_index] = torch.arange(clamp_index.numel(), device=free.device)
+        nf, nc = free_index.numel(), clamp_index.numel()
+        fi, fj = free[i], free[j]
+        ids = torch.arange(i.numel(), device=i.device)
+        both = fi & fj  # free-free synapses, both orientations in W_ff
+        ff_pair = torch.cat([ids[both], ids[both]])
+        ff_flat = torch.cat([pos[i[both]] * nf + pos[j[both]], pos[j[both]] * nf + pos[i[both]]])
+        a_free, b_free = fi & ~fj, fj & ~fi  # one end clamped: rows free, columns clamped
+        fc_pair = torch.cat([ids[a_free], ids[b_free]])
+        fc_flat = torch.cat([pos[i[a_free]] * nc + pos[j[a_free]], pos[j[b_free]] * nc + pos[i[b_free]]])
+        for name, value in (("free_index", free_index), ("clamp_index", clamp_index),
+                            ("ff_pair", ff_pair), ("ff_flat", ff_flat),
+                            ("fc_pair", fc_pair), ("fc_flat", fc_flat)):
+            self.register_buffer(name, value, persistent=False)
 
     def reset_parameters(self) -> None:
         """Draw every synapse from :math:`\\mathcal{N}(0, \\text{init\\_std}^2)`."""
@@ -156,13 +199,14 @@ class HopfieldCell(FixedPointCell):
     def num_clamped(self) -> int:
         return 0 if self.clamp_mask is None else int(self.clamp_mask.sum())
 
-    def _flat_pair_index(self) -> tuple[Tensor, Tensor]:
-        i, j = self.pair_index
-        return i * self.num_nodes + j, j * self.num_nodes + i
-
     def weight_matrix(self) -> Tensor:
         """The symmetric ``[N, N]`` weight matrix (zero diagonal), differentiable."""
-        return _DenseSymmetricWeight.apply(self.weight, self)
+        n = self.num_nodes
+        i, j = self.pair_index
+        flat = torch.cat([i * n + j, j * n + i])
+        W = _WeightBlock.apply(self.weight, None, flat, (n, n))
+        self.weight_storages.add(W.untyped_storage().data_ptr())
+        return W
 
     # --- once per solve --------------------------------------------------------------------
 
@@ -203,8 +247,19 @@ class HopfieldCell(FixedPointCell):
                              f"({self.weight.dtype}, {self.weight.device})")
         self._check_graph(edge_index)
         extra: dict[str, Tensor] = {}
+        self.weight_storages = set()
         if self.dense and edge_weight is None:
-            extra["W"] = self.weight_matrix()
+            if self.free_index is None:
+                extra["W"] = self.weight_matrix()
+            else:
+                nf, nc = self.free_index.numel(), self.clamp_index.numel()
+                W_ff = _WeightBlock.apply(self.weight, self.ff_pair, self.ff_flat, (nf, nf))
+                W_fc = _WeightBlock.apply(self.weight, self.fc_pair, self.fc_flat, (nf, nc))
+                x_c = x.index_select(0, self.clamp_index)
+                extra["W_ff"] = W_ff
+                self.weight_storages = {W_ff.untyped_storage().data_ptr(), W_fc.untyped_storage().data_ptr()}
+                # Constant over the solve: input from the clamped neurons plus input currents.
+                extra["drive"] = W_fc @ torch.sigmoid(self.b * x_c) + x.index_select(0, self.free_index)
             graph = PreparedGraph(num_nodes=self.num_nodes, edge_index=self.edge_index, edge_weight=None)
         else:
             w = self.weight.index_select(0, self.edge_pair)
@@ -224,12 +279,24 @@ class HopfieldCell(FixedPointCell):
 
     def _synaptic_input(self, s: Tensor, inputs: CellInputs) -> Tensor:
         r""":math:`\sum_j w_{ij} s_j` for every neuron."""
+        if "W_ff" in inputs.extra and "W" not in inputs.extra:
+            # Only the energy needs every row of a clamped dense cell: build it once per solve.
+            inputs.extra["W"] = self.weight_matrix()
         W = inputs.extra.get("W")
         if W is not None:
             return W @ s
         return self.aggregate_neighbours(s, inputs.graph)
 
     def step(self, h: Tensor, inputs: CellInputs) -> Tensor:
+        W_ff = inputs.extra.get("W_ff")
+        if W_ff is not None:  # dense path with clamped neurons: only free rows change
+            h_f = h.index_select(0, self.free_index)
+            out_f = W_ff @ torch.sigmoid(self.b * h_f) + inputs.extra["drive"]
+            if self.a != 1.0:
+                out_f = out_f + (1.0 - self.a) * h_f
+            return inputs.x.index_put((self.free_index,), out_f)
+        if self.clamp_mask is not None:
+            h = torch.where(self.clamp_mask.unsqueeze(-1), inputs.x, h)
         s = torch.sigmoid(self.b * h)
         out = self._synaptic_input(s, inputs) + inputs.x
         if self.a != 1.0:

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch_geometric.utils import add_remaining_self_loops
 
+from pyg_rbp.nn.adjacency import gcn_normalize
 from pyg_rbp.nn.cell import CellInputs, FixedPointCell
 
 
@@ -68,10 +70,17 @@ class PPRCell(FixedPointCell):
 
     def _prepare_graph(self, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
                        x: Tensor, **kwargs: Any) -> Any:
-        return super()._prepare_graph(
-            edge_index, edge_weight, num_nodes, x,
-            normalize="gcn" if self.normalize else "none", add_self_loops=self.add_self_loops,
-        )
+        # (1 - alpha) is folded into the weights, so a step is one fused kernel: alpha x + A' h
+        if self.normalize:
+            edge_index, edge_weight = gcn_normalize(edge_index, edge_weight, num_nodes,
+                                                    add_self_loops=self.add_self_loops,
+                                                    dtype=x.dtype)
+        elif self.add_self_loops:
+            edge_index, edge_weight = add_remaining_self_loops(edge_index, edge_weight, 1.0,
+                                                               num_nodes)
+        if edge_weight is None:
+            edge_weight = torch.ones(edge_index.size(1), dtype=x.dtype, device=x.device)
+        return super()._prepare_graph(edge_index, (1.0 - self.alpha) * edge_weight, num_nodes, x)
 
     def _prepare_extra(self, inputs: CellInputs) -> dict[str, Tensor]:
         return {"injection": self.alpha * inputs.x}
@@ -80,8 +89,7 @@ class PPRCell(FixedPointCell):
         return inputs.x.size(1)
 
     def step(self, h: Tensor, inputs: CellInputs) -> Tensor:
-        ah = self.aggregate_neighbours(h, inputs.graph)
-        return torch.add(inputs.extra["injection"], ah, alpha=1.0 - self.alpha)
+        return self.aggregate_neighbours(h, inputs.graph, bias=inputs.extra["injection"])
 
     def initial_state(self, inputs: CellInputs) -> Tensor:
         return inputs.x

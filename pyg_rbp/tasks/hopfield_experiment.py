@@ -31,6 +31,7 @@ from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, r
 from pyg_rbp.tasks.hopfield import (
     TRAIN_INPUTS,
     HopfieldMemory,
+    allowed_wrong_pixels,
     evaluate,
     fixed_point_diagnostics,
     gradient_agreement,
@@ -122,23 +123,23 @@ class HopfieldConfig:
 
 class _WeightAwareSavedBytes(SavedTensorBytes):
     """:class:`~pyg_rbp.profiling.SavedTensorBytes` that also sums the bytes of saved tensors
-    that are weights (the memory's parameters and buffers, and the ``N x N`` matrix built from
-    the parameters), so activation memory can be reported without them."""
+    that are weights (the memory's parameters and buffers, and the dense weight blocks the cell
+    builds from the parameters once per solve), so activation memory can be reported without
+    them."""
 
     def __init__(self, model: HopfieldMemory) -> None:
         super().__init__()
         self.weight_bytes = 0
-        n = model.num_nodes
-        self._square = (n, n)
+        self._cell = model.cell
         self._owned = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
 
     def _pack(self, t: Tensor) -> Tensor:
         before = self.bytes
         super()._pack(t)
-        if self.bytes > before and t.layout == torch.strided and (
-            t.untyped_storage().data_ptr() in self._owned or tuple(t.shape) == self._square
-        ):
-            self.weight_bytes += self.bytes - before
+        if self.bytes > before and t.layout == torch.strided:
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in self._owned or ptr in self._cell.weight_storages:
+                self.weight_bytes += self.bytes - before
         return t
 
 
@@ -297,7 +298,9 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
                      "labels": patterns.labels.tolist(), "clean": _bits(patterns.images),
                      "corrupted": _bits(tests["off"]), "flipped": _bits(tests["flip"])},
         "metrics": {
-            "success_rate": f"fraction of images whose pixel error is at most bound={cfg.bound} "
+            "success_rate": "fraction of images recalled with at most "
+                            f"{allowed_wrong_pixels(patterns.num_pixels, cfg.bound)} wrong pixels "
+                            f"(bound={cfg.bound} of the {patterns.num_pixels} pixels, at least one) "
                             "after thresholding the output neurons at 0.5",
             "pixel_error": "fraction of the image's pixels that are wrong, averaged over images",
             "test": f"{cfg.corrupt:.0%} of each image's on pixels switched off (seed {cfg.test_seed}); "

@@ -48,7 +48,7 @@ def results_table(doc: dict[str, Any]) -> str:
     head = (f"Hopfield memory, {doc['patterns']['source']}: {cfg['hidden']} hidden neurons, "
             f"{cfg['topology']} synapses, T={cfg['updates']} updates, K={cfg['truncation']}, "
             f"{cfg['epochs']} epochs (batch {cfg['batch_size'] or 'all'}), Adam lr {cfg['lr']:g}, "
-            f"trained on {cfg['train_input']} inputs. Success: pixel error <= {cfg['bound']}.\n\n")
+            f"trained on {cfg['train_input']} inputs. Success: {doc['metrics']['success_rate']}.\n\n")
     return head + markdown_table(rows, columns, headers, digits=4)
 
 

@@ -380,10 +380,13 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
                 f"{human_bytes(r['saved_bytes']) if r['saved_bytes'] is not None else '-'} | "
                 f"{human_bytes(r['cuda_peak_bytes']) if r['cuda_peak_bytes'] is not None else '-'} | "
                 f"{r['status']} |")
-        notes = sorted({r["note"] for r in rs if r["note"]})
+        notes: dict[str, list[str]] = {}
+        for r in rs:
+            if r["note"]:
+                notes.setdefault(r["note"], []).append(_row_label(r))
         out.append("")
-        for n in notes:
-            out.append(f"Note: {n}.")
+        for n, labels in notes.items():
+            out.append(f"Note ({', '.join(labels)}): {n}.")
         out.append("")
         out.append("Commands:")
         out.append("")

@@ -83,6 +83,8 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         raise ValueError("the split has an empty train, validation or test set")
     if cfg.model == "linear-pca":
         return _linear_baseline(loaded, data, seed)
+    if data.x is None:
+        raise ValueError(f"{loaded.name}: the graph has no node features (data.x is None)")
     data = data.to(device)
     x = data.x.float()
     y = data.y

@@ -25,6 +25,7 @@ Writes ``benchmarks/results/kernel_ratio.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # GatedCell is not a contraction: an unsettled 50-step state is expected here, not news.
     warnings.simplefilter("ignore", ConvergenceWarning)
 
+    load_before = os.getloadavg()
     rows = []
     for graph in args.graphs.split(","):
         edge_index, num_nodes = load_graph(graph.strip())
@@ -201,7 +203,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{row['ratio_wall']:.2f}  training-forward ratio(cpu) "
                   f"{row['train_ratio_cpu']:.2f}", flush=True)
 
+    load_after = os.getloadavg()
     result = {"benchmark": "kernel_ratio", "threads": args.threads, "device": str(device),
+              "load_average_1min": {"before": load_before[0], "after": load_after[0]},
               "environment": environment(device), "rows": rows}
     if args.out:
         atomic_write_json(args.out + ".json", result)
@@ -217,13 +221,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "# Kernel ratio: one step inside a solve / its bare kernels\n\n"
             f"`python benchmarks/kernel_ratio.py` ({args.channels} channels, {args.max_iter} "
             f"steps per solve, {args.rounds} alternating rounds, {args.threads} thread(s), "
-            f"{device}). Bare kernels: GatedCell = SpMM + the GRU's two addmm; ImplicitCell = "
-            "SpMM + one addmm; PPRCell = SpMM. The scatter-path and torch.nn.GRUCell rows "
-            "divide by the same bare kernels as GatedCell. Times per step; the ratio is the "
-            "median over rounds of (solve time / bare-kernel time), both timed as loops of "
-            "the same length in the same round. Primary: this thread's CPU time (robust to "
-            "other processes on a shared machine); wall-clock ratio beside it. "
-            "Target for GatedCell: <= 1.3.\n\n"
+            f"{device}; 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
+            f"after, on {os.cpu_count()} cores). Bare kernels: GatedCell = SpMM + the GRU's "
+            "two addmm; ImplicitCell = SpMM + one addmm; PPRCell = SpMM. The scatter-path "
+            "and torch.nn.GRUCell rows divide by the same bare kernels as GatedCell. Times "
+            "per step; the ratio is the median over rounds of (solve time / bare-kernel "
+            "time), both timed as loops of the same length in the same round. Primary: this "
+            "thread's CPU time (robust to other processes on a shared machine); wall-clock "
+            "ratio beside it. Target for GatedCell: <= 1.3.\n\n"
             + table + "\n"
         ))
     return result

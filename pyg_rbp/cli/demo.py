@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the demo's matrices are small, extra threads "
+                        "only add synchronisation, which is ruinous on a busy machine)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -42,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("pyg-rbp demo: --device cuda requested but CUDA is not available")
+    if args.threads and args.threads > 0:
+        torch.set_num_threads(args.threads)
     try:
         grads = parse_grad_modes(args.grad)
         settings = {**DEMO_SETTINGS, "epochs": args.epochs, "max_iter": args.max_iter}

@@ -26,10 +26,12 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "b": (float, "sigmoid gain b (default 0.5)"),
     "init_std": (float, "initial weight std (default 1e-3)"),
     "lr": (float, "Adam learning rate"),
+    "lr_schedule": (str, "constant (the paper) or cosine (annealed to 0 over the epochs)"),
     "epochs": (int, "training epochs (passes over the patterns)"),
     "batch_size": (int, "patterns per Adam step (0: all, the default; the paper used 1)"),
     "train_input": (str, "clean (the reference code) or corrupted (fresh random switch-offs)"),
-    "corrupt": (float, "fraction of on pixels switched off at test (default 0.5)"),
+    "corrupt": (float, "fraction of on pixels switched off at test and in corrupted training "
+                       "(default: 0.5 mnist, 0.25 digits)"),
     "flip": (float, "fraction of pixels flipped in the bit-flip test (default 0.05)"),
     "bound": (float, "success: pixel error at most this fraction (default 0.01)"),
     "test_seed": (int, "seed of the test corruptions (default 1234)"),

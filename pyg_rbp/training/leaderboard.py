@@ -160,9 +160,9 @@ def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
     cells_dir = Path(out_dir) / "cells"
     todo = [(e, s) for e in entries for s in e.seeds if not e.cell_path(cells_dir, s).is_file()]
     # Breadth first, so that a run cut short still covers every row: seed 0 of every row before
-    # any other seed; within a seed the baselines, then Neumann-RBP, then BPTT, then the rest.
+    # seed 1 of any; within a seed the baselines, then Neumann-RBP, then BPTT, then the rest.
     rank = {None: 0, "neumann": 1, "bptt": 2}
-    todo.sort(key=lambda es: (es[1] > 0, rank.get(es[0].config.grad, 3), es[1]))
+    todo.sort(key=lambda es: (es[1], rank.get(es[0].config.grad, 3)))
     counts = {"run": 0, "skipped": sum(len(e.seeds) for e in entries) - len(todo), "unavailable": 0}
     if counts["skipped"]:
         log(f"leaderboard: {counts['skipped']} finished cell(s) found, skipped")

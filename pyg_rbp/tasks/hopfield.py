@@ -318,8 +318,9 @@ def gradient_agreement(model: HopfieldMemory, inputs: Tensor, clean: Tensor,
         z = torch.empty_like(g)
         eye = torch.eye(cell.num_nodes, dtype=torch.float64, device=h.device)
         for p in range(h.size(1)):
-            # J = diag(free) [(1 - a) I + W diag(slope_p)]
-            J = free.unsqueeze(1) * (W * slope[:, p].unsqueeze(0) + (1 - cell.a) * eye)
+            # J = diag(free) [(1 - a) I + W diag(slope_p)] diag(free): clamped neurons are
+            # held at x, so they neither change nor pass on a change of their state.
+            J = free.unsqueeze(1) * (W * slope[:, p].unsqueeze(0) + (1 - cell.a) * eye) * free.unsqueeze(0)
             z[:, p] = torch.linalg.solve(eye - J.T, g[:, p])
     hs2 = h.clone().requires_grad_(False)
     with torch.enable_grad():

@@ -50,7 +50,7 @@ from pyg_rbp.tasks.hopfield_graphs import TOPOLOGIES, build_topology
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {"hidden": 1024, "epochs": 300, "lr": 1e-3, "lr_schedule": "cosine",
               "train_input": "corrupted", "corrupt": 0.5},
-    "digits": {"hidden": 128, "epochs": 2000, "lr": 1e-2, "lr_schedule": "cosine",
+    "digits": {"hidden": 128, "epochs": 2000, "lr": 3e-2, "lr_schedule": "cosine",
                "train_input": "corrupted", "corrupt": 0.25},
 }
 

@@ -11,7 +11,13 @@ from torch.func import functional_call
 import pyg_rbp
 from pyg_rbp import GRAD_MODES
 from pyg_rbp.nn import FixedPointConv, HopfieldCell
-from pyg_rbp.tasks.hopfield import HopfieldMemory, evaluate, recall_loss, train_memory
+from pyg_rbp.tasks.hopfield import (
+    HopfieldMemory,
+    allowed_wrong_pixels,
+    evaluate,
+    recall_loss,
+    train_memory,
+)
 from pyg_rbp.tasks.hopfield_data import flip_bits, load_patterns, pixel_errors, switch_off
 from pyg_rbp.tasks.hopfield_graphs import build_topology, complete_graph, knn_graph, neuron_positions
 
@@ -221,6 +227,9 @@ def test_corruptions_are_exact_and_seeded():
     torch.testing.assert_close(pixel_errors(flipped, images), torch.full((4,), 0.1))
     with pytest.raises(ValueError):
         switch_off(images, 1.5, seed=0)
+    # success bound: 1% of the pixels, at least one
+    assert allowed_wrong_pixels(784) == 7 and allowed_wrong_pixels(64) == 1
+    assert allowed_wrong_pixels(784, 0.0) == 1
 
 
 def test_topologies():

@@ -25,7 +25,10 @@ The last step of a run may use the whole training set instead of a mini-batch
 (:attr:`Episode.full_batch_from`), as the reference implementation did for its RBP variants; we
 do it for every gradient mode, so that all modes differentiate the same forward run. It is the
 step whose Jacobians the implicit modes use: with a mini-batch, the last update (and with it
-:math:`\partial s_T / \partial \lambda`) is dominated by that one batch's noise.
+:math:`\partial s_T / \partial \lambda`) is dominated by that one batch's noise. Mini-batches
+are looked up with ``index_select`` on the counter, on the device; telling the full-batch step
+apart reads the counter on the host once per step (a synchronisation on CUDA, negligible next to
+a training step).
 
 Inner gradients: a recorded step (BPTT, TBPTT, the one step the implicit modes record) computes
 :math:`\nabla_w \ell_t` with ``create_graph=True`` so that back-propagation through the step

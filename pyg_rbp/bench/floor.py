@@ -68,8 +68,8 @@ def bare_gated_step(num_nodes: int, edge_index: Tensor, channels: int, *,
     h0 = (torch.randn(num_nodes, channels, generator=gen, dtype=dtype) * 0.1).to(device)
 
     # The layer's GRU arithmetic, with the weights split by gate once, as the layer does once
-    # per solve (older versions of the cell took the GRUCell itself).
-    weights: Any = gated.gru_weights(gru) if hasattr(gated, "gru_weights") else gru
+    # per solve.
+    weights = gated.gru_weights(gru)
 
     def step(h: Tensor) -> Tensor:
         return gated.gru_update(_BareSpMM.apply(h, a, a_t), h, weights)

@@ -34,6 +34,7 @@ from pyg_rbp.tasks.hopfield_data import pixel_errors, switch_off
 
 TRAIN_INPUTS = ("clean", "corrupted")
 LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "sgd")
 
 
 class HopfieldMemory(torch.nn.Module):
@@ -146,15 +147,20 @@ class TrainResult:
 
 def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float = 1e-3,
                  batch_size: int = 0, train_input: str = "clean", corrupt: float = 0.5,
-                 seed: int = 0, lr_schedule: str = "constant",
+                 seed: int = 0, lr_schedule: str = "constant", optimizer: str = "adam",
                  eval_images: Tensor | None = None, eval_every: int = 0,
                  bound: float = 0.01, progress: Callable[[int, dict[str, Any]], None] | None = None
                  ) -> TrainResult:
-    """Train the memory with Adam to recall ``clean`` (``[P, D]`` binary images).
+    r"""Train the memory to recall ``clean`` (``[P, D]`` binary images).
 
     Args:
         epochs: passes over the patterns.
         lr: Adam learning rate (the paper: 1e-3).
+        optimizer: ``"adam"`` (the paper) or ``"sgd"`` (momentum 0.9). Adam scales every
+            synapse's step to about ``lr``; an output neuron has ~``N`` nearly constant inputs
+            (idle hidden neurons sit at :math:`\sigma(0) = 1/2`), so its state moves by about
+            ``lr * N / 2`` per step whatever the gradient says. SGD steps in proportion to
+            the gradient instead.
         lr_schedule: ``"constant"`` (the paper) or ``"cosine"`` (annealed to zero over the
             epochs: with an L1 loss Adam's steps do not shrink near the optimum, so the
             outputs keep jittering by about ``lr`` times the fan-in unless the rate decays).
@@ -173,6 +179,8 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
     """
     if train_input not in TRAIN_INPUTS:
         raise ValueError(f"train_input must be one of {TRAIN_INPUTS}, got {train_input!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     if not isinstance(epochs, int) or epochs < 0:
@@ -183,7 +191,10 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
         raise ValueError(f"batch_size must be >= 0, got {batch_size!r}")
     device = model.cell.weight.device
     clean = clean.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     sched = None
     if lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))

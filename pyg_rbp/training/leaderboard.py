@@ -349,8 +349,9 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
         f"torch {env.get('torch')}, torch_geometric {env.get('torch_geometric')}, device {env.get('device')}",
         "- test and validation: mean ± sample std over the seeds listed; accuracy and ROC-AUC in %, RMSE in "
         "the target's units. Test is taken at the best validation epoch.",
-        "- s/epoch: median seconds of one training epoch (full-graph step for node tasks), on the "
-        "shared CPU; "
+        "- s/epoch: median over seeds of each run's median seconds per training epoch (full-graph step "
+        "for node tasks). On a shared CPU whose load changes during the run these times are only "
+        "indicative; compare modes by the demo or `pyg-rbp bench`, measured in one run. "
         "saved: bytes autograd keeps for backward in one training forward (deterministic on any device); "
         "CUDA peak only on CUDA.",
         "",

@@ -125,8 +125,8 @@ def test_grid_cells_measure_k_independent_rows_once():
     (["--steps", "a"], "comma-separated integers"),
     (["--grads", "bptt,adam"], "unknown gradient mode"),
     (["--peers", "jax"], "unknown peers"),
-    (["--redo", "everything", "--dataset", "random", "--nodes", "5", "--edges", "5"],
-     "unknown parts to redo"),
+    (["--redo", "everything", "--dataset", "random", "--nodes", "5", "--edges", "5",
+      "--peers", "pyg_gatedgraphconv"], "unknown parts to redo"),
 ])
 def test_bad_arguments_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -47,7 +47,8 @@ def results_table(doc: dict[str, Any]) -> str:
                "final train L1"]
     head = (f"Hopfield memory, {doc['patterns']['source']}: {cfg['hidden']} hidden neurons, "
             f"{cfg['topology']} synapses, T={cfg['updates']} updates, K={cfg['truncation']}, "
-            f"{cfg['epochs']} epochs (batch {cfg['batch_size'] or 'all'}), Adam lr {cfg['lr']:g}, "
+            f"{cfg['epochs']} epochs (batch {cfg['batch_size'] or 'all'}), "
+            f"{cfg['optimizer']} lr {cfg['lr']:g} ({cfg['lr_schedule']}), "
             f"trained on {cfg['train_input']} inputs. Success: {doc['metrics']['success_rate']}.\n\n")
     return head + markdown_table(rows, columns, headers, digits=4)
 

@@ -143,3 +143,18 @@ def test_train_graph_on_molecules(data_root):
         r = run_one(cfg, loaded, 0, progress=False)
         assert r["metric"] == "rmse" and r["test"] > 0 and math.isfinite(r["val"])
         assert r["saved_bytes"] > 0 and r["epochs_run"] == 1
+
+
+def test_aggr_reaches_the_gated_cell_and_the_command():
+    from pyg_rbp.nn.models import FixedPointNodeClassifier
+    from pyg_rbp.training.config import build_config
+
+    model = FixedPointNodeClassifier(8, 8, 3, cell="gated", aggr="mean")
+    assert model.conv.cell.aggr == "mean"
+    mean_cfg = build_config("digits", "node", protocol="public", model="gated", grad="neumann",
+                            aggr="mean")
+    assert "--aggr mean" in mean_cfg.command()
+    add_cfg = build_config("digits", "node", protocol="public", model="gated", grad="neumann")
+    assert "--aggr" not in add_cfg.command()  # the default keeps existing commands unchanged
+    with pytest.raises(ValueError, match="aggr"):
+        build_config("digits", "node", protocol="public", model="gated", grad="neumann", aggr="max")

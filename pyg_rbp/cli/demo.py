@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 
-DEMO_SETTINGS = dict(hidden=16, max_iter=20, backward_iter=10, tol=0.0, damping=0.5, dropout=0.0,
-                     optimizer="adam", lr=0.02, weight_decay=5e-4, epochs=30, eval_every=5, patience=0)
-"""The demo's budget: 20 forward steps damped by 0.5 (the undamped GRU map does not settle on this
-graph), K = 10 backward iterations, 30 Adam epochs, validation every 5 epochs."""
+DEMO_SETTINGS = dict(hidden=32, max_iter=50, backward_iter=10, tol=0.0, damping=1.0, aggr="mean",
+                     dropout=0.0, optimizer="adam", lr=0.02, weight_decay=5e-4, epochs=100,
+                     eval_every=5, patience=0)
+"""The demo's budget: 50 forward steps of the gated cell with mean aggregation, K = 10 backward
+iterations, 100 Adam epochs, validation every 5 epochs. With the paper's sum aggregation the GRU
+map does not settle on this k-NN graph (every node has >= 10 neighbours, so the summed message
+is large and the spectral radius of the step exceeds one); mean aggregation keeps it contractive
+(the state settles to a relative residual of about 1e-5), which is where the implicit gradients
+are exact."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -18,6 +18,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "backward_iter": (int, "TBPTT truncation / iterations of the RBP, CG and Neumann backward"),
     "tol": (float, "forward tolerance on the relative residual (0: always max-iter steps)"),
     "damping": (float, "damping beta of h <- (1-beta) h + beta F(h)"),
+    "aggr": (str, "neighbour aggregation of the gated cell: add (the paper) or mean"),
     "dropout": (float, "dropout before/after the fixed point (never inside it)"),
     "alpha": (float, "teleport probability of the ppr model"),
     "kappa": (float, "contraction bound of the implicit cell"),

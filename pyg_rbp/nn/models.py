@@ -60,13 +60,15 @@ class FixedPointNodeClassifier(torch.nn.Module):
         encoder (bool): ``"gated"`` only, see above.
         alpha (float): ``"ppr"`` teleport probability. kappa (float): ``"implicit"`` bound.
         num_mlp_layers (int): ``"ppr"`` MLP depth.
+        aggr (str): ``"gated"`` neighbour aggregation; ``"add"`` is the paper's, ``"mean"``
+            keeps the map contractive on graphs with large degrees.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
                  cell: str = "gated", grad: str = "neumann", max_iter: int = 100,
                  backward_iter: int = 20, tol: float = 0.0, dropout: float = 0.0,
                  encoder: bool = True, alpha: float = 0.1, kappa: float = 0.95,
-                 num_mlp_layers: int = 2, damping: float = 1.0) -> None:
+                 num_mlp_layers: int = 2, damping: float = 1.0, aggr: str = "add") -> None:
         super().__init__()
         self.cell_name = _check_cell_name(cell)
         self.dropout = float(dropout)
@@ -83,7 +85,8 @@ class FixedPointNodeClassifier(torch.nn.Module):
                     "with encoder=False the features are the initial state: in_channels "
                     f"({in_channels}) must equal hidden_channels ({hidden_channels})"
                 )
-            self.conv = FixedPointConv(GatedCell(hidden_channels, inject_input=encoder), **solver)
+            self.conv = FixedPointConv(
+                GatedCell(hidden_channels, aggr=aggr, inject_input=encoder), **solver)
             self.decoder = torch.nn.Linear(hidden_channels, out_channels)
         elif self.cell_name == "implicit":
             self.conv = FixedPointConv(ImplicitCell(in_channels, hidden_channels, kappa=kappa),
@@ -132,7 +135,8 @@ class FixedPointGraphModel(torch.nn.Module):
                  cell: str = "gated", grad: str = "neumann", max_iter: int = 100,
                  backward_iter: int = 20, tol: float = 0.0, dropout: float = 0.0,
                  pool: str = "mean", node_encoder: torch.nn.Module | None = None,
-                 alpha: float = 0.1, kappa: float = 0.95, damping: float = 1.0) -> None:
+                 alpha: float = 0.1, kappa: float = 0.95, damping: float = 1.0,
+                 aggr: str = "add") -> None:
         super().__init__()
         self.cell_name = _check_cell_name(cell)
         if pool not in _POOLS:
@@ -144,7 +148,7 @@ class FixedPointGraphModel(torch.nn.Module):
         self.encoder = node_encoder if node_encoder is not None else torch.nn.Linear(
             in_channels, hidden_channels)
         if self.cell_name == "gated":
-            cell_module: torch.nn.Module = GatedCell(hidden_channels, inject_input=True)
+            cell_module: torch.nn.Module = GatedCell(hidden_channels, aggr=aggr, inject_input=True)
         elif self.cell_name == "implicit":
             cell_module = ImplicitCell(hidden_channels, hidden_channels, kappa=kappa)
         else:

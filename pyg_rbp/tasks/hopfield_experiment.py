@@ -53,7 +53,7 @@ from pyg_rbp.tasks.hopfield_graphs import TOPOLOGIES, build_topology
 # trained on fresh random corruptions of that level (a denoising objective), with a larger,
 # annealed learning rate that suits the smaller network.
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist": {"hidden": 1024, "epochs": 300, "lr": 1e-3, "lr_schedule": "constant",
+    "mnist": {"hidden": 1024, "epochs": 1000, "lr": 1e-3, "lr_schedule": "constant",
               "optimizer": "adam", "train_input": "clean", "corrupt": 0.5},
     "digits": {"hidden": 128, "epochs": 2000, "lr": 3e-2, "lr_schedule": "cosine",
                "optimizer": "adam", "train_input": "corrupted", "corrupt": 0.25},

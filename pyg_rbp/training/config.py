@@ -49,6 +49,7 @@ class TrainConfig:
     backward_iter: int = 20
     tol: float = 0.0
     damping: float = 1.0
+    aggr: str = "add"
     dropout: float = 0.0
     alpha: float = 0.1
     kappa: float = 0.95
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODELS)}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if self.aggr not in ("add", "mean"):
+            raise ValueError(f"aggr must be 'add' or 'mean', got {self.aggr!r}")
         if self.model in FIXED_POINT_MODELS:
             if self.grad is None:
                 raise ValueError(f"model {self.model!r} needs a gradient mode (--grad)")
@@ -107,10 +110,15 @@ class TrainConfig:
         parts = ["pyg-rbp", "train"]
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or _OMIT_AT_DEFAULT.get(f.name, object()) == value:
                 continue
             parts += ["--" + f.name.replace("_", "-"), _flag_value(value)]
         return " ".join(shlex.quote(p) for p in parts)
+
+
+# Fields added after the committed leaderboard was computed: omitted from the command at their
+# default, so the commands (and the cell names hashed from them) of existing rows stay valid.
+_OMIT_AT_DEFAULT: dict[str, Any] = {"aggr": "add"}
 
 
 def _flag_value(value: Any) -> str:

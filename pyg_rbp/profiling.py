@@ -89,9 +89,13 @@ def synchronize(device: torch.device | str | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
-                device: torch.device | str | None = None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+def timed_runs(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
+               device: torch.device | str | None = None) -> list[float]:
+    """Wall times in seconds of ``repeats`` runs of ``fn()`` after ``warmup`` runs.
+
+    The device is synchronised before every clock read. Benchmarks keep every run so they can
+    report the median (the figure) and the minimum (least disturbed by other load).
+    """
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -101,7 +105,13 @@ def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
+                device: torch.device | str | None = None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    return statistics.median(timed_runs(fn, repeats=repeats, warmup=warmup, device=device))
 
 
 class CudaPeakMemory:

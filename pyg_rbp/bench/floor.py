@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyg_rbp.bench.timing import timed_runs
+from pyg_rbp.profiling import timed_runs
 
 
 class _BareSpMM(torch.autograd.Function):

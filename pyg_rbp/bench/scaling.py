@@ -40,9 +40,8 @@ from torch import Tensor
 
 from pyg_rbp.bench.graphs import BenchGraph, load_bench_graph
 from pyg_rbp.bench.peers import PEERS, peer_model
-from pyg_rbp.bench.timing import timed_runs
 from pyg_rbp.engine import GRAD_MODES
-from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
+from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize, timed_runs
 from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, human_bytes, markdown_table
 
 K_INDEPENDENT = ("bptt", "pyg_gatedgraphconv")

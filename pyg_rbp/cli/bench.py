@@ -12,15 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+from pyg_rbp.cli._args import int_list
 
 
 def _grads(text: str) -> list[str]:
@@ -68,8 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--aggr", default="mean", choices=("mean", "add"),
                    help="GatedCell aggregation; 'add' (the paper's) is not contractive on Cora at "
                         "init, so Neumann/RBP diverge there (default: mean)")
-    s.add_argument("--steps", type=_int_list, default=[10, 50, 100], help="forward steps T, e.g. 10,25,50")
-    s.add_argument("--backward-iter", type=_int_list, default=[5, 20], dest="backward_iters",
+    s.add_argument("--steps", type=int_list, default=[10, 50, 100], help="forward steps T, e.g. 10,25,50")
+    s.add_argument("--backward-iter", type=int_list, default=[5, 20], dest="backward_iters",
                    help="truncations / adjoint iterations K, e.g. 5,10,20,50")
     s.add_argument("--grads", type=_grads, default=None, help="'all' or a comma-separated list of modes")
     s.add_argument("--peers", type=_peers, default=None,

@@ -11,17 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from pyg_rbp.cli._args import int_list
+
 DEFAULT_GRADS = "bptt,tbptt,rbp,neumann"
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the meta-training episode")
     p.add_argument("--resample-episodes", action="store_true",
                    help="draw a new initialisation and batch order every meta step (seed + step)")
-    p.add_argument("--eval-seeds", type=_int_list, default=[1000, 1001, 1002],
+    p.add_argument("--eval-seeds", type=int_list, default=[1000, 1001, 1002],
                    help="fresh episodes on which accuracies before/after tuning are averaged")
     p.add_argument("--json", default=None, help="JSON results file (resumes finished modes)")
     p.add_argument("--png", default=None, help="meta-objective curves (PNG)")
@@ -59,9 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--memory-steps", type=_int_list, default=None,
+    p.add_argument("--memory-steps", type=int_list, default=None,
                    help="also count saved bytes per mode at these inner-step counts, e.g. 100,400")
-    p.add_argument("--cosine-sweep", type=_int_list, default=None,
+    p.add_argument("--cosine-sweep", type=int_list, default=None,
                    help="also measure Neumann(K)/TBPTT(K) cosine with BPTT for these K, e.g. 1,5,10,20,50")
     p.add_argument("--fresh", action="store_true", help="ignore results already in --json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

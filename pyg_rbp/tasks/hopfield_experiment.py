@@ -65,8 +65,11 @@ class HopfieldConfig:
     """Everything that defines a Hopfield benchmark run (and decides whether results resume).
 
     ``None`` fields take the per-source defaults of :data:`SOURCE_DEFAULTS`. The paper's
-    setting is ``images="mnist"`` with the defaults here except the training budget: 1000
-    epochs of batch 1 (10,000 Adam steps) in the paper.
+    setting (:data:`PAPER_SETTING`) is ``images="mnist"`` with these defaults except the
+    optimiser budget: all ten images form one batch (one Adam step per epoch, 1000 steps),
+    where the paper took 1000 epochs of batch 1 (10,000 steps), and the digits come from the
+    MNIST test split (the offline copy) rather than the training split.
+    :func:`paper_deviations` lists the differences of any configuration in its JSON.
     """
 
     images: str = "digits"

@@ -176,8 +176,8 @@ def test_energy_formula_and_descent_along_continuous_dynamics():
     ref = -0.5 * (s * (W @ s)).sum(0) - (free * x * s).sum(0) + cell.a / cell.b * (free * ent).sum(0)
     torch.testing.assert_close(cell.energy(h, x), ref, rtol=1e-12, atol=1e-12)
     # Small Euler steps of dh/dt = F(h) - h never increase the energy (symmetric weights).
-    energies = [cell.energy(h, x)]
     with torch.no_grad():
+        energies = [cell.energy(h, x)]
         for _ in range(200):
             h = h + 0.05 * (cell(h, x, cell.edge_index) - h)
             energies.append(cell.energy(h, x))

@@ -4,9 +4,9 @@ Liao et al. (2018) test recurrent back-propagation on associative memory: a cont
 network whose neurons settle to a fixed point. A Hopfield network *is* a graph problem: neurons
 are nodes, synapses are undirected edges with one symmetric weight each, and one update of the
 dynamics is one round of message passing. Expressing it as a
-:class:`~pyg_rbp.nn.cell.FixedPointCell` (a PyG ``MessagePassing``) lets :class:`pyg_rbp.nn.FixedPointConv`
-(or :func:`pyg_rbp.fixed_point`) run it with any of the five gradient modes, on the paper's fully
-connected network and on sparse topologies alike.
+:class:`~pyg_rbp.nn.cell.FixedPointCell` (a PyG ``MessagePassing``) lets
+:class:`pyg_rbp.nn.FixedPointConv` (or :func:`pyg_rbp.fixed_point`) run it with any of the five
+gradient modes, on the paper's fully connected network and on sparse topologies alike.
 
 Symmetry is structural, not a penalty: the cell stores one parameter per *undirected* synapse
 and reads it for both directions, so :math:`w_{ij} = w_{ji}` holds after any optimiser step.
@@ -75,10 +75,10 @@ class HopfieldCell(FixedPointCell):
     :math:`w_{ij} = w_{ji}`, no self-connections. ``x`` is the external input: clamped neurons
     are held at it (they are read at :math:`h_j = x_j` whatever the incoming state holds, so the
     step does not depend on their entries of ``h``), free neurons receive it as a constant input
-    current (zero in the paper's
-    protocol, where ``x`` is the image padded with zeros). The default initial state (in
-    :class:`~pyg_rbp.nn.FixedPointConv`) is :math:`h^{(0)} = x`, the paper's "image padded with
-    zeros". All five gradient modes work, CG-RBP included (every op supports double backward).
+    current (zero in the paper's protocol, where ``x`` is the image padded with zeros). The
+    default initial state (in :class:`~pyg_rbp.nn.FixedPointConv`) is :math:`h^{(0)} = x`, the
+    paper's "image padded with zeros". All five gradient modes work, CG-RBP included (every
+    op supports double backward).
 
     The dynamics have the Lyapunov function of :meth:`energy` in continuous time
     (:math:`\dot h = F(h) - h`); the synchronous discrete update with :math:`a = 1` is not
@@ -86,9 +86,11 @@ class HopfieldCell(FixedPointCell):
 
     The cell owns the synapses, so it is built for one graph and checks that it is given that
     graph. A complete graph (every pair of distinct neurons connected, as in the paper's
-    784 + 1024 + 784 network) runs as a dense symmetric matrix product, the matrix built once
-    per solve in :meth:`prepare`; other graphs run as sparse message passing (the CSR kernel
-    when ``fused``, else PyG's gather/scatter). Both paths give the same states.
+    784 + 1024 + 784 network) runs as a dense matrix product over the free neurons, the
+    free x free weight block and the clamped neurons' constant input built once per solve in
+    :meth:`prepare`; other graphs run as sparse message passing (the CSR kernel when ``fused``,
+    else PyG's gather/scatter). Both paths give the same states (on the paper's network: equal
+    to 1.5e-6 in float32, about 30x faster dense).
 
     Args:
         num_nodes (int): number of neurons :math:`N`.

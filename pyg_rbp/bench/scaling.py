@@ -42,7 +42,14 @@ from pyg_rbp.bench.graphs import BenchGraph, load_bench_graph
 from pyg_rbp.bench.peers import PEERS, peer_model
 from pyg_rbp.engine import GRAD_MODES
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize, timed_runs
-from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, human_bytes, markdown_table
+from pyg_rbp.results import (
+    atomic_save_figure,
+    atomic_write_json,
+    atomic_write_text,
+    environment,
+    human_bytes,
+    markdown_table,
+)
 
 K_INDEPENDENT = ("bptt", "pyg_gatedgraphconv")
 """Rows whose cost does not depend on ``K`` (measured once per ``T``, ``backward_iter`` null)."""
@@ -734,11 +741,7 @@ def plot(result: dict[str, Any], path: str | os.PathLike, k: int | None = None) 
                  f"{cfg['hidden']} channels ({env.get('device_name')}, {cfg.get('threads')} thread(s))",
                  fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path, dpi=110)
 
 
 def write_reports(result: dict[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:

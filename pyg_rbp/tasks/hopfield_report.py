@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pyg_rbp.results import human_bytes, markdown_table
+from pyg_rbp.results import atomic_save_figure, human_bytes, markdown_table
 
 METHOD_NAMES = {"bptt": "BPTT", "tbptt": "TBPTT", "rbp": "RBP", "cg": "CG-RBP", "neumann": "Neumann-RBP"}
 
@@ -85,10 +85,4 @@ def plot_grid(doc: dict[str, Any], path: str | os.PathLike) -> Path:
         spine.set_visible(False)
     ax.set_title(f"Hopfield recall, {doc['patterns']['source']} (success rate in brackets)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_figure(fig, path, dpi=120)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pyg_rbp.results import human_bytes, markdown_table
+from pyg_rbp.results import atomic_save_figure, human_bytes, markdown_table
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -129,8 +129,4 @@ def plot_curves(doc: dict[str, Any], path: str | Path) -> Path:
     axes[0].legend()
     fig.suptitle(f"{doc.get('task')}: T={cfg.get('inner_steps')} inner steps, K={cfg.get('truncation')}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path, dpi=110)

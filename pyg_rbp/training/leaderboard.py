@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pyg_rbp.engine import GRAD_MODES
+from pyg_rbp.results import atomic_save_figure
 from pyg_rbp.training.config import PLANETOID, TrainConfig, build_config, dataset_task
 from pyg_rbp.training.runner import mean_std
 
@@ -439,13 +440,7 @@ def render_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path, dpi=110)
 
 
 def render(entries: Sequence[Entry], out_dir: str | Path, board_path: str | Path, *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,10 @@ class SavedTensorBytes:
     """Context manager counting the bytes autograd saves for backward inside it.
 
     Each distinct storage is counted once (a parameter saved by 100 steps is one tensor in
-    memory), so the figure is the activation memory the backward pass keeps alive.
+    memory), and a tensor stops counting when autograd frees it: ``bytes`` is the peak, over the
+    block, of the saved tensors alive at once. That is the activation memory the backward pass
+    keeps alive, and it does not depend on how the allocator reuses the addresses of temporary
+    graphs built and freed inside the block (an inner gradient inside a training step, say).
 
     Example::
 
@@ -49,17 +53,32 @@ class SavedTensorBytes:
     """
 
     def __init__(self) -> None:
-        self.bytes = 0
+        self.bytes = 0  # peak of `current`
+        self.current = 0
         self.count = 0
-        self._seen: set[tuple] = set()
+        self._live: dict[tuple, list[int]] = {}  # storage key -> [nbytes, tensors alive]
         self._ctx: Any = None
+
+    def _release(self, key: tuple) -> None:
+        entry = self._live.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._live[key]
+            self.current -= entry[0]
 
     def _pack(self, t: Tensor) -> Tensor:
         key, nbytes = _tensor_key_and_bytes(t)
-        if key not in self._seen:
-            self._seen.add(key)
-            self.bytes += nbytes
+        entry = self._live.get(key)
+        if entry is None:
+            self._live[key] = [nbytes, 1]
+            self.current += nbytes
             self.count += 1
+            self.bytes = max(self.bytes, self.current)
+        else:
+            entry[1] += 1
+        weakref.finalize(t, self._release, key)
         return t
 
     @staticmethod
@@ -73,7 +92,6 @@ class SavedTensorBytes:
 
     def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
-        self._seen.clear()
 
 
 def saved_bytes(fn: Callable[[], Any]) -> int:

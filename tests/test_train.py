@@ -119,12 +119,12 @@ def test_train_node_reports_every_field_and_memory_ordering():
 
 
 def test_early_stopping_and_baselines(monkeypatch):
-    import pyg_rbp.training.node as node
+    import pyg_rbp.training.objective as objective
     from pyg_rbp.training.runner import load_dataset, run_one
 
     loaded = load_dataset("karate")
     # only the first validation counts as an improvement: patience 3 stops at epoch 1 + 3
-    monkeypatch.setattr(node, "is_better", lambda metric, score, loss, best: best is None)
+    monkeypatch.setattr(objective, "is_better", lambda metric, score, loss, best: best is None)
     cfg = build_config("karate", "node", model="gcn", epochs=50, patience=3)
     r = run_one(cfg, loaded, 0, progress=False)
     assert r["grad"] is None and r["epochs_run"] == 4 and r["best_epoch"] == 1

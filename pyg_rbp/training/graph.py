@@ -20,7 +20,7 @@ from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_graph_model, count_parameters, fixed_point_stats, set_seed
 from pyg_rbp.training.node import make_optimizer
-from pyg_rbp.training.objective import is_better, loss_fn
+from pyg_rbp.training.objective import ModelSelection, loss_fn
 
 
 def _forward(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -63,10 +63,7 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
     opt = make_optimizer(cfg, model.parameters())
     metric = loaded.metric
 
-    best: tuple[float, float] | None = None
-    best_test = float("nan")
-    best_epoch = 0
-    since_best = 0
+    selection = ModelSelection(metric, cfg.patience)
     epoch_times: list[float] = []
     saved = None
     t_start = time.perf_counter()
@@ -104,24 +101,19 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
             y_val, out_val = _predict(model, val_loader, device)
             val = evaluate(loaded, y_val, out_val)
             val_loss = float(loss_fn(metric, out_val, y_val))
-            if is_better(metric, val, val_loss, best):
-                best = (val, val_loss)
-                y_test, out_test = _predict(model, test_loader, device)
-                best_test = evaluate(loaded, y_test, out_test)
-                best_epoch = epoch
-                since_best = 0
-            else:
-                since_best += cfg.eval_every
-            bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{best[0]:.4f}",
-                            test=f"{best_test:.4f}")
-            if cfg.patience and since_best >= cfg.patience:
+            stop = selection.update(epoch, val, val_loss,
+                                    lambda: evaluate(loaded, *_predict(model, test_loader, device)),
+                                    cfg.eval_every)
+            bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{selection.val:.4f}",
+                            test=f"{selection.test:.4f}")
+            if stop:
                 break
     bar.close()
     return {
         "seed": seed,
-        "val": best[0] if best else None,
-        "test": best_test,
-        "best_epoch": best_epoch,
+        "val": selection.val,
+        "test": selection.test,
+        "best_epoch": selection.epoch,
         "epochs_run": epoch,
         "epoch_time_s": statistics.median(epoch_times) if epoch_times else None,
         "train_time_s": time.perf_counter() - t_start,

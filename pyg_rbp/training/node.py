@@ -21,7 +21,7 @@ from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_node_model, count_parameters, fixed_point_stats, set_seed
-from pyg_rbp.training.objective import is_better, loss_fn
+from pyg_rbp.training.objective import ModelSelection, loss_fn
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -104,10 +104,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         m = mask.detach().cpu()
         return evaluate(loaded, y_cpu[m], out.detach().cpu()[m])
 
-    best: tuple[float, float] | None = None
-    best_test = float("nan")
-    best_epoch = 0
-    since_best = 0
+    selection = ModelSelection(metric, cfg.patience)
     step_times: list[float] = []
     saved = None
     t_start = time.perf_counter()
@@ -143,22 +140,18 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
                 out = model(x, data.edge_index, edge_weight)
                 val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
             val = score(out, val_mask)
-            if is_better(metric, val, val_loss, best):
-                best = (val, val_loss)
-                best_test = score(out, test_mask)
-                best_epoch = epoch
-                since_best = 0
-            else:
-                since_best += cfg.eval_every
-            bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{best[0]:.4f}", test=f"{best_test:.4f}")
-            if cfg.patience and since_best >= cfg.patience:
+            stop = selection.update(epoch, val, val_loss, lambda out=out: score(out, test_mask),
+                                    cfg.eval_every)
+            bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{selection.val:.4f}",
+                            test=f"{selection.test:.4f}")
+            if stop:
                 break
     bar.close()
     return {
         "seed": seed,
-        "val": best[0] if best else None,
-        "test": best_test,
-        "best_epoch": best_epoch,
+        "val": selection.val,
+        "test": selection.test,
+        "best_epoch": selection.epoch,
         "epochs_run": epoch,
         "epoch_time_s": statistics.median(step_times) if step_times else None,
         "train_time_s": time.perf_counter() - t_start,

@@ -8,6 +8,8 @@ OGB's evaluators leave them out of the score.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,3 +43,33 @@ def is_better(metric: str, score: float, loss: float, best: tuple[float, float] 
     if score != best_score:
         return score > best_score if higher_is_better(metric) else score < best_score
     return loss < best_loss
+
+
+class ModelSelection:
+    """Early stopping on validation: keeps the best (score, loss), the test score at that
+    evaluation and the epoch, and says when ``patience`` epochs passed without improvement."""
+
+    def __init__(self, metric: str, patience: int = 0) -> None:
+        self.metric = metric
+        self.patience = patience
+        self.best: tuple[float, float] | None = None
+        self.test = float("nan")
+        self.epoch = 0
+        self.since_best = 0
+
+    def update(self, epoch: int, score: float, loss: float, test_score: Callable[[], float],
+               epochs_since_last: int) -> bool:
+        """Record one validation; ``test_score()`` is called only on improvement. Returns
+        whether training should stop."""
+        if is_better(self.metric, score, loss, self.best):
+            self.best = (score, loss)
+            self.test = test_score()
+            self.epoch = epoch
+            self.since_best = 0
+        else:
+            self.since_best += epochs_since_last
+        return bool(self.patience) and self.since_best >= self.patience
+
+    @property
+    def val(self) -> float | None:
+        return self.best[0] if self.best else None

@@ -123,3 +123,21 @@ def test_accuracy_and_metric_direction(cora):
     assert higher_is_better("acc") and higher_is_better("rocauc") and not higher_is_better("rmse")
     with pytest.raises(ValueError, match="unknown metric 'mae'"):
         higher_is_better("mae")
+
+
+def test_row_normalized_features(cora):
+    from pyg_rbp.data import row_normalize
+
+    raw = apply_protocol(cora, "public", seed=0)
+    norm = apply_protocol(cora, "public", seed=0, features="row-normalized")
+    sums = norm.x.sum(dim=1)
+    nonzero = raw.x.sum(dim=1) > 0
+    assert torch.allclose(sums[nonzero], torch.ones(int(nonzero.sum())), atol=1e-5)
+    # same sparsity pattern, rescaled rows
+    assert torch.equal(norm.x > 0, raw.x > 0)
+    assert torch.equal(row_normalize(torch.tensor([[0.0, 0.0], [1.0, 3.0]])),
+                       torch.tensor([[0.0, 0.0], [0.25, 0.75]]))
+    with pytest.raises(ValueError, match="unknown features 'l2'"):
+        apply_protocol(cora, "public", seed=0, features="l2")
+    with pytest.raises(ValueError, match="PCA features"):
+        apply_protocol(cora, "paper", seed=0, features="row-normalized")

@@ -314,3 +314,36 @@ def test_spectral_radius_estimate():
     A = torch.diag(torch.tensor([0.9, -0.3, 0.1], dtype=DT))
     est = pyg_rbp.spectral_radius(lambda h: A @ h, torch.zeros(3, 1, dtype=DT), iters=200)
     assert abs(est - 0.9) < 1e-3
+
+
+def test_neumann_stops_once_its_terms_underflow():
+    # J = 1e-20 I in float32: the third term (1e-40 g) is subnormal, so the series stops there
+    # and returns the same z as the full series would (the rest is below working precision).
+    from pyg_rbp.engine.adjoint import StepLinearization, neumann_solve
+
+    h = torch.ones(4, 3, requires_grad=True)
+    out = h * 1e-20
+    lin = StepLinearization((out,), (h,))
+    g = (torch.full((4, 3), 2.0),)
+    z, used = neumann_solve(lin, g, iters=20)
+    assert used == 2
+    assert torch.equal(z[0], torch.full((4, 3), 2.0))  # 2 + 2e-20 rounds to 2 in float32
+    # float64 represents 1e-40: no early stop, all 20 terms are taken
+    h64 = torch.ones(4, 3, dtype=torch.float64, requires_grad=True)
+    lin64 = StepLinearization((h64 * 1e-20,), (h64,))
+    _, used64 = neumann_solve(lin64, (torch.full((4, 3), 2.0, dtype=torch.float64),), iters=20)
+    assert used64 == 16  # (1e-20)^16 = 1e-320 is subnormal in float64 too
+
+
+def test_flush_denormals_context_flushes_and_restores():
+    from pyg_rbp.numerics import flush_denormals
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
+    assert float(tiny * 1.0) != 0.0
+    with flush_denormals() as on:
+        inside = float(tiny * 1.0)
+    assert float(tiny * 1.0) != 0.0  # restored
+    if on:
+        assert inside == 0.0
+    with flush_denormals(enabled=False) as on:
+        assert on is False and float(tiny * 1.0) != 0.0

@@ -158,3 +158,18 @@ def test_aggr_reaches_the_gated_cell_and_the_command():
     assert "--aggr" not in add_cfg.command()  # the default keeps existing commands unchanged
     with pytest.raises(ValueError, match="aggr"):
         build_config("digits", "node", protocol="public", model="gated", grad="neumann", aggr="max")
+
+
+def test_features_option_reaches_the_command_and_round_trips():
+    from pyg_rbp.cli import build_parser
+    from pyg_rbp.cli.train import configs_from_args
+
+    cfg = build_config("cora", "node", features="row-normalized")
+    assert "--features row-normalized" in cfg.command()
+    (again,) = configs_from_args(build_parser().parse_args(cfg.command().split()[1:]))
+    assert again == cfg
+    assert "--features" not in build_config("cora", "node").command()  # raw: existing rows unchanged
+    with pytest.raises(ValueError, match="features"):
+        build_config("cora", "node", features="tfidf")
+    with pytest.raises(ValueError, match="PCA features"):
+        build_config("cora", "node", protocol="paper", features="row-normalized")

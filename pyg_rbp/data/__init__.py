@@ -16,18 +16,21 @@ from pyg_rbp.data.manifest import dataset_names, manifest
 from pyg_rbp.data.metrics import evaluate, higher_is_better
 from pyg_rbp.data.mnist import load_mnist, read_idx
 from pyg_rbp.data.protocols import (
+    FEATURES,
     PAPER_HIDDEN,
     PROTOCOLS,
     apply_protocol,
     paper_hidden,
     paper_split,
     pca_features,
+    row_normalize,
     split_sizes,
 )
 from pyg_rbp.data.registry import load
 from pyg_rbp.data.storage import configured_root, default_root
 
 __all__ = [
+    "FEATURES",
     "PAPER_HIDDEN",
     "PROTOCOLS",
     "ChecksumError",
@@ -47,6 +50,7 @@ __all__ = [
     "paper_hidden",
     "paper_split",
     "pca_features",
+    "row_normalize",
     "read_idx",
     "split_sizes",
 ]

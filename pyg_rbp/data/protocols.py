@@ -7,6 +7,10 @@
 - ``public``: the dataset's own fixed split with its raw features (Planetoid's public split
   20 per class / 500 / 1000; digits' and karate's fixed splits).
 - ``official``: OGB's official split (ogbn-* node datasets).
+
+Under ``public`` and ``official`` the features can be used ``raw`` or ``row-normalized``
+(each row divided by its sum, as PyG's ``NormalizeFeatures``, which GCN's and APPNP's published
+Planetoid numbers used); the ``paper`` protocol always takes PCA features.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch_geometric.utils import subgraph
 from pyg_rbp.data.loaded import LoadedDataset
 
 PROTOCOLS = ("paper", "public", "official")
+FEATURES = ("raw", "row-normalized")
 PAPER_HIDDEN = {"cora": 64, "citeseer": 64, "pubmed": 16}
 DEFAULT_HIDDEN = 64
 
@@ -94,16 +99,29 @@ def paper_hidden(name: str) -> int:
     return PAPER_HIDDEN.get(name, DEFAULT_HIDDEN)
 
 
-def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: int | None = None) -> Data:
+def row_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its sum (rows that sum to 0 stay 0), as PyG's ``NormalizeFeatures``."""
+    x = x.to_dense() if x.is_sparse else x
+    total = x.sum(dim=1, keepdim=True)
+    return x / torch.where(total == 0, torch.ones_like(total), total)
+
+
+def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: int | None = None,
+                   features: str = "raw") -> Data:
     """The training graph of a node dataset under ``protocol`` ("paper", "public", "official").
 
     ``paper`` needs ``hidden`` (the PCA width); ``None`` means the paper's size for the dataset
     (:data:`PAPER_HIDDEN`: Cora 64, CiteSeer 64, PubMed 16; 64 otherwise). ``seed`` draws the
     paper split and seeds the PCA; ``public``/``official`` ignore it and return a copy of the
-    dataset's graph with its fixed split.
+    dataset's graph with its fixed split, its features ``raw`` or ``row-normalized``
+    (:func:`row_normalize`).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
+    if protocol == "paper" and features != "raw":
+        raise ValueError("the paper protocol uses PCA features; features must be 'raw' there")
     if loaded.task != "node" or loaded.data is None:
         raise ValueError(
             f"{loaded.name} is a graph-level dataset: use loaded.dataset with loaded.split_idx "
@@ -117,7 +135,10 @@ def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: 
     if protocol == "public" and is_ogb:
         raise ValueError(f"{loaded.name} has no Planetoid public split; use protocol 'official'")
     if protocol in ("public", "official"):
-        return loaded.data.clone()
+        data = loaded.data.clone()
+        if features == "row-normalized":
+            data.x = row_normalize(data.x)
+        return data
     data = paper_split(loaded.data, seed)
     width = paper_hidden(loaded.name) if hidden is None else int(hidden)
     data.x = pca_features(data.x, width, seed=seed)

@@ -109,17 +109,31 @@ def neumann_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0
     r"""Truncated Neumann series :math:`z = \sum_{k=0}^{K} (J^\top)^k g` with ``K = iters`` VJPs.
 
     With ``tol > 0`` the series stops once a term is smaller than ``tol * ||g||``.
+    On the CPU it also stops once every entry of a term has underflowed below the smallest
+    normal float (``torch.finfo(dtype).tiny``): the remaining terms are smaller still and
+    cannot change ``z`` at working precision, while x86 CPUs process such subnormal numbers
+    many times slower (a strongly contracting map, e.g. a Hopfield memory at its small initial
+    weights, reaches them in a few terms). The check reads a value, which is free on the CPU;
+    on CUDA (subnormals at full speed, reading would synchronise) it is skipped.
     Returns the approximation and the number of VJPs spent.
     """
     v = g
     z = tuple(gi.clone() for gi in g)
     g_norm = norm(g) if tol > 0 else None
+    check_underflow = all(gi.device.type == "cpu" and gi.is_floating_point() for gi in g)
     for k in range(iters):
         v = lin.vjp(v)
         z = tuple(zi + vi for zi, vi in zip(z, v))
         if tol > 0 and _converged(norm(v), g_norm, tol):
             return z, k + 1
+        if check_underflow and _underflowed(v):
+            return z, k + 1
     return z, iters
+
+
+def _underflowed(v: Sequence[Tensor]) -> bool:
+    """Whether every entry of ``v`` is below the smallest normal number of its dtype."""
+    return all(vi.numel() == 0 or bool(vi.abs().max() < torch.finfo(vi.dtype).tiny) for vi in v)
 
 
 def rbp_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0) -> tuple[State, int]:

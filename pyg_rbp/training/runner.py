@@ -38,7 +38,7 @@ def run_one(cfg: TrainConfig, loaded: Any, seed: int, *, device: str = "cpu",
         from pyg_rbp.data import apply_protocol
         from pyg_rbp.training.node import train_node
 
-        data = apply_protocol(loaded, cfg.protocol, seed, hidden=cfg.hidden)
+        data = apply_protocol(loaded, cfg.protocol, seed, hidden=cfg.hidden, features=cfg.features)
         res = train_node(cfg, loaded, data, seed, device=device, progress=progress)
     row = {"dataset": cfg.dataset, "protocol": cfg.protocol, "model": cfg.model, "grad": cfg.grad,
            "metric": loaded.metric, "device": str(device)}

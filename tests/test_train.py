@@ -173,3 +173,27 @@ def test_features_option_reaches_the_command_and_round_trips():
         build_config("cora", "node", features="tfidf")
     with pytest.raises(ValueError, match="PCA features"):
         build_config("cora", "node", protocol="paper", features="row-normalized")
+
+
+def test_pool_option_reaches_both_graph_models():
+    from pyg_rbp.training.models import build_graph_model
+
+    for model in ("gated", "gin"):
+        cfg = build_config("ogbg-molesol", "graph", model=model, pool="add")
+        assert "--pool add" in cfg.command()
+        net = build_graph_model(cfg, 9, 1)
+        assert net.pool == "add"
+    assert "--pool" not in build_config("ogbg-molbace", "graph").command()  # mean: unchanged rows
+    assert build_config("ogbg-molesol", "graph").pool == "add"  # picked on validation
+    with pytest.raises(ValueError, match="pool"):
+        build_config("ogbg-molesol", "graph", pool="attention")
+    # add pooling sums node states: a graph and its disjoint double give doubled GIN read-outs
+    torch.manual_seed(0)
+    cfg = build_config("ogbg-molesol", "graph", model="gin", pool="add", dropout=0.0)
+    gin = build_graph_model(cfg, 9, 1).eval()
+    x = torch.zeros(3, 9, dtype=torch.long)
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    one = gin(x, ei, torch.zeros(3, dtype=torch.long))
+    two = gin(torch.cat([x, x]), torch.cat([ei, ei + 3], dim=1), torch.zeros(6, dtype=torch.long))
+    bias = gin.head.bias
+    assert torch.allclose(two - bias, 2 * (one - bias), atol=1e-5)

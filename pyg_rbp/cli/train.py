@@ -20,6 +20,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "damping": (float, "damping beta of h <- (1-beta) h + beta F(h)"),
     "aggr": (str, "neighbour aggregation of the gated cell: add (the paper) or mean"),
     "features": (str, "node features under public/official: raw or row-normalized"),
+    "pool": (str, "graph read-out of graph models: mean, add or max"),
     "dropout": (float, "dropout before/after the fixed point (never inside it)"),
     "alpha": (float, "teleport probability of the ppr model"),
     "kappa": (float, "contraction bound of the implicit cell"),

@@ -9,6 +9,7 @@ Each model's :attr:`conv` is its :class:`~pyg_rbp.nn.FixedPointConv`, whose ``gr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -119,6 +120,13 @@ class FixedPointNodeClassifier(torch.nn.Module):
         return f"{self.__class__.__name__}(cell={self.cell_name!r}, conv={self.conv})"
 
 
+def graph_pool(name: str) -> Callable[..., Tensor]:
+    """The PyG global pooling function called ``name`` (``"mean"``, ``"add"``/``"sum"``, ``"max"``)."""
+    if name not in _POOLS:
+        raise ValueError(f"pool must be one of {tuple(_POOLS)}, got {name!r}")
+    return _POOLS[name]
+
+
 class FixedPointGraphModel(torch.nn.Module):
     r"""Graph classifier/regressor: encoder, fixed-point layer, global pooling, MLP head.
 
@@ -139,8 +147,7 @@ class FixedPointGraphModel(torch.nn.Module):
                  aggr: str = "add") -> None:
         super().__init__()
         self.cell_name = _check_cell_name(cell)
-        if pool not in _POOLS:
-            raise ValueError(f"pool must be one of {tuple(_POOLS)}, got {pool!r}")
+        graph_pool(pool)  # validates the name
         self.pool = pool
         self.dropout = float(dropout)
         solver: dict[str, Any] = dict(grad=grad, max_iter=max_iter, backward_iter=backward_iter,

@@ -49,17 +49,22 @@ class GCNNodeClassifier(nn.Module):
 
 
 class GINGraphModel(nn.Module):
-    """PyG's :class:`~torch_geometric.nn.models.GIN`, mean pooling and a linear read-out.
+    """PyG's :class:`~torch_geometric.nn.models.GIN`, global pooling and a linear read-out.
 
     ``node_encoder`` (OGB's ``AtomEncoder`` for molecules) maps the raw node features to
-    ``hidden`` channels first; without it the raw features go in directly.
+    ``hidden`` channels first; without it the raw features go in directly. ``pool``: ``"mean"``,
+    ``"add"`` or ``"max"`` over each graph's nodes.
     """
 
     def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
-                 dropout: float, node_encoder: nn.Module | None = None) -> None:
+                 dropout: float, node_encoder: nn.Module | None = None, pool: str = "mean") -> None:
         super().__init__()
         from torch_geometric.nn.models import GIN
 
+        from pyg_rbp.nn.models import graph_pool
+
+        self._pool_fn = graph_pool(pool)
+        self.pool = pool
         self.node_encoder = node_encoder
         gin_in = hidden if node_encoder is not None else in_channels
         self.gin = GIN(gin_in, hidden, num_layers=num_layers, dropout=dropout, norm="batch_norm")
@@ -68,12 +73,10 @@ class GINGraphModel(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
                 edge_weight: Tensor | None = None) -> Tensor:
-        from torch_geometric.nn import global_mean_pool
-
         h = self.node_encoder(x) if self.node_encoder is not None else x.float()
         h = self.gin(h, edge_index)
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        return self.head(self.dropout(global_mean_pool(h, batch, size=num_graphs)))
+        return self.head(self.dropout(self._pool_fn(h, batch, size=num_graphs)))
 
 
 def _atom_encoder(dataset: str, hidden: int) -> nn.Module | None:
@@ -114,7 +117,8 @@ def build_graph_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> 
     """The graph-level model of ``cfg``; molecules get OGB's ``AtomEncoder`` in front."""
     encoder = _atom_encoder(cfg.dataset, cfg.hidden)
     if cfg.model == "gin":
-        return GINGraphModel(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout, encoder)
+        return GINGraphModel(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout, encoder,
+                             pool=cfg.pool)
     if cfg.model not in ("gated", "implicit"):
         raise ValueError(f"model {cfg.model!r} is not a graph-level model")
     from pyg_rbp.nn.models import FixedPointGraphModel
@@ -122,7 +126,7 @@ def build_graph_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> 
     return FixedPointGraphModel(
         cfg.hidden if encoder is not None else in_channels, cfg.hidden, out_channels, cell=cfg.model,
         grad=cfg.grad, max_iter=cfg.max_iter, backward_iter=cfg.backward_iter, tol=cfg.tol,
-        dropout=cfg.dropout, pool="mean", node_encoder=encoder, alpha=cfg.alpha, kappa=cfg.kappa,
+        dropout=cfg.dropout, pool=cfg.pool, node_encoder=encoder, alpha=cfg.alpha, kappa=cfg.kappa,
         damping=cfg.damping, aggr=cfg.aggr,
     )
 

@@ -46,17 +46,24 @@ from pyg_rbp.tasks.hopfield_graphs import TOPOLOGIES, build_topology
 
 # Defaults that depend on the pattern source: the paper's network for MNIST, a small one for
 # the embedded 8x8 digits. `None` in a HopfieldConfig field means "take it from here".
-# MNIST: the paper's network and optimiser (Adam, lr 1e-3, L1, trained on the clean images as
-# in the reference code); only the budget differs (see HopfieldConfig).
+# MNIST: the paper's network, loss, optimiser (Adam, L1), test (50% of on pixels off), T = 50
+# and K = 20, with a training recipe that makes the memory complete erased digits (the paper's
+# recipe, clean inputs at lr 1e-3 for 1000 steps, recalls 0 of 10; see README):
+#   - train_input "corrupted": fresh random switch-offs at the test's level (a denoising
+#     objective); on clean inputs the best map is a copy of the input, which never completes.
+#   - a = 0.5: the damped update h <- h/2 + W s(bh) has the same fixed points as the paper's
+#     a = 1 with W doubled, but converges where the undamped synchronous update starts to
+#     oscillate once the weights grow (measured: relative residual 0.06 after 50 updates).
+#   - Adam lr 1.5e-3 with cosine annealing over 3000 epochs (one step per epoch).
 # Digits: the 8x8 images have only about 25 "on" pixels: with half of them switched off, the
 # nearest stored pattern is already the wrong one for 2 of the 10 test images, so their default
 # test switches off 25% (every image then still has a unique nearest pattern); the memory is
 # trained on fresh random corruptions of that level (a denoising objective), with a larger,
 # annealed learning rate that suits the smaller network.
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist": {"hidden": 1024, "epochs": 1000, "lr": 1e-3, "lr_schedule": "constant",
-              "optimizer": "adam", "train_input": "clean", "corrupt": 0.5},
-    "digits": {"hidden": 128, "epochs": 2000, "lr": 3e-2, "lr_schedule": "cosine",
+    "mnist": {"hidden": 1024, "epochs": 3000, "lr": 1.5e-3, "lr_schedule": "cosine", "a": 0.5,
+              "optimizer": "adam", "train_input": "corrupted", "corrupt": 0.5},
+    "digits": {"hidden": 128, "epochs": 2000, "lr": 3e-2, "lr_schedule": "cosine", "a": 1.0,
                "optimizer": "adam", "train_input": "corrupted", "corrupt": 0.25},
 }
 
@@ -66,11 +73,11 @@ class HopfieldConfig:
     """Everything that defines a Hopfield benchmark run (and decides whether results resume).
 
     ``None`` fields take the per-source defaults of :data:`SOURCE_DEFAULTS`. The paper's
-    setting (:data:`PAPER_SETTING`) is ``images="mnist"`` with these defaults except the
-    optimiser budget: all ten images form one batch (one Adam step per epoch, 1000 steps),
-    where the paper took 1000 epochs of batch 1 (10,000 steps), and the digits come from the
-    MNIST test split (the offline copy) rather than the training split.
-    :func:`paper_deviations` lists the differences of any configuration in its JSON.
+    setting (:data:`PAPER_SETTING`) is ``images="mnist"`` with the paper's network, loss, test,
+    ``T`` and ``K``; the MNIST defaults change the training recipe (corrupted inputs, ``a =
+    0.5``, an annealed learning rate, 3000 epochs), batch all ten images (one Adam step per
+    epoch; the paper took batch 1), and take the digits from the MNIST test split (the offline
+    copy). :func:`paper_deviations` lists the differences of any configuration in its JSON.
     """
 
     images: str = "digits"
@@ -82,7 +89,7 @@ class HopfieldConfig:
     avg_degree: float = 32.0
     updates: int = 50
     truncation: int = 20
-    a: float = 1.0
+    a: float | None = None
     b: float = 0.5
     init_std: float = 1e-3
     lr: float | None = None
@@ -152,13 +159,23 @@ PAPER_SETTING: dict[str, Any] = {
 digits from the MNIST training split and trained on the clean images)."""
 
 
+_DEVIATION_REASONS: dict[str, str] = {
+    "a": "h <- (1-a) h + W s(bh) with a = 0.5 has the fixed points of a = 1 with W doubled; the "
+         "damped update converges where the undamped synchronous one oscillates as weights grow",
+    "train_input": "fresh random switch-offs of the test's fraction at every step (denoising): "
+                   "on clean inputs the optimal map copies the input and never completes a digit",
+    "split": "the MNIST test split is the offline copy here; the loader also reads the training files",
+}
+
+
 def paper_deviations(cfg: HopfieldConfig) -> list[str]:
     """Every way ``cfg`` differs from :data:`PAPER_SETTING`, in words, for the JSON record."""
     notes = []
     for key, paper in PAPER_SETTING.items():
         ours = getattr(cfg, key)
         if ours != paper:
-            notes.append(f"{key}: {ours!r} (paper: {paper!r})")
+            why = _DEVIATION_REASONS.get(key)
+            notes.append(f"{key}: {ours!r} (paper: {paper!r})" + (f"; {why}" if why else ""))
     if cfg.batch_size != 1:
         steps = cfg.epochs * (1 if cfg.batch_size in (0, None) else -(-10 * cfg.per_class // cfg.batch_size))
         notes.append(f"Adam steps: {steps} (paper: 1000 epochs x 10 images = 10000 steps of batch 1); "

@@ -335,3 +335,18 @@ def test_memory_measurement_excludes_weights():
     assert sizes["neumann"]["saved_bytes_total"] >= sizes["neumann"]["saved_bytes"] + 24 * 24 * 4
     assert sizes["neumann"]["saved_bytes"] < 24 * 24 * 4
     assert pyg_rbp.GRAD_MODES  # the package imports cleanly with the task modules
+
+
+def test_mnist_defaults_and_their_documented_deviations():
+    from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, paper_deviations
+
+    cfg = HopfieldConfig(images="mnist").resolved()
+    assert (cfg.hidden, cfg.updates, cfg.truncation, cfg.b, cfg.corrupt) == (1024, 50, 20, 0.5, 0.5)
+    assert (cfg.a, cfg.train_input, cfg.lr_schedule, cfg.epochs) == (0.5, "corrupted", "cosine", 3000)
+    notes = paper_deviations(cfg)
+    assert any(n.startswith("a: 0.5 (paper: 1.0); ") and "fixed points" in n for n in notes)
+    assert any(n.startswith("train_input: 'corrupted'") and "copies the input" in n for n in notes)
+    paper = HopfieldConfig(images="mnist", a=1.0, lr=1e-3, lr_schedule="constant", epochs=1000,
+                           train_input="clean", batch_size=1, split="train").resolved()
+    assert [n.split(":")[0] for n in paper_deviations(paper)] == ["weights"]
+    assert HopfieldConfig(images="digits").resolved().a == 1.0

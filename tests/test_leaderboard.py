@@ -99,3 +99,17 @@ def test_plan_covers_the_issue_matrix():
     assert all(e.config.epochs == steps and e.seeds == [0] and "1 of 10 seeds" in e.note for e in short)
     with pytest.raises(ValueError, match="profile"):
         lb.plan(["cora"], profile="huge")
+
+
+def test_paper_claim_verdict_is_computed_or_says_what_is_missing():
+    def row(grad, test):
+        return {"dataset": "cora", "protocol": "paper", "model": "gated", "grad": grad, "metric": "acc",
+                "test_mean": test, "test_std": 0.0, "val_mean": test, "status": "ok",
+                "seeds": [0], "epochs": 2000, "note": ""}
+
+    both = lb.target_checks([row("neumann", 0.43), row("bptt", 0.39)])
+    assert any("**holds** here: Neumann 43.00% vs BPTT 39.00%" in line for line in both)
+    worse = lb.target_checks([row("neumann", 0.38), row("bptt", 0.39)])
+    assert any("**does not hold**" in line for line in worse)
+    missing = lb.target_checks([row("neumann", 0.43), row("bptt", None)])
+    assert any("**not checked yet**: no finished BPTT run" in line for line in missing)

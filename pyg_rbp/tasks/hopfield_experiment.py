@@ -160,8 +160,8 @@ digits from the MNIST training split and trained on the clean images)."""
 
 
 _DEVIATION_REASONS: dict[str, str] = {
-    "a": "h <- (1-a) h + W s(bh) with a = 0.5 has the fixed points of a = 1 with W doubled; the "
-         "damped update converges where the undamped synchronous one oscillates as weights grow",
+    "a": "h <- (1-a) h + W s(bh) with a < 1 has the fixed points of a = 1 with W scaled by 1/a; "
+         "the damped update converges where the undamped synchronous one oscillates as weights grow",
     "train_input": "fresh random switch-offs of the test's fraction at every step (denoising): "
                    "on clean inputs the optimal map copies the input and never completes a digit",
     "split": "the MNIST test split is the offline copy here; the loader also reads the training files",

@@ -95,7 +95,7 @@ def test_plan_covers_the_issue_matrix():
     assert all(e.config.epochs == 2000 for e in paper)
     cpu = lb.plan(["cora"], seeds=10, profile="cpu")
     short = [e for e in cpu if e.config.protocol == "paper" and e.config.grad]
-    steps = lb.CPU_PAPER_STEPS or 2000
+    steps = 2000  # the cpu profile keeps the protocol's steps and cuts seeds
     assert all(e.config.epochs == steps and e.seeds == [0] and "1 of 10 seeds" in e.note for e in short)
     with pytest.raises(ValueError, match="profile"):
         lb.plan(["cora"], profile="huge")

@@ -120,20 +120,20 @@ def neumann_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0
     v = g
     z = tuple(gi.clone() for gi in g)
     g_norm = norm(g) if tol > 0 else None
-    check_underflow = all(gi.device.type == "cpu" and gi.is_floating_point() for gi in g)
+    # smallest normal number per tensor; None on CUDA, where the check is skipped
+    tiny = ([torch.finfo(gi.dtype).tiny for gi in g]
+            if all(gi.device.type == "cpu" for gi in g) else None)
     for k in range(iters):
         v = lin.vjp(v)
         z = tuple(zi + vi for zi, vi in zip(z, v))
         if tol > 0 and _converged(norm(v), g_norm, tol):
             return z, k + 1
-        if check_underflow and _underflowed(v):
-            return z, k + 1
+        if tiny is not None and all(
+            vi.numel() == 0 or float(torch.linalg.vector_norm(vi, float("inf"))) < t
+            for vi, t in zip(v, tiny)
+        ):
+            return z, k + 1  # every entry underflowed: later terms cannot change z
     return z, iters
-
-
-def _underflowed(v: Sequence[Tensor]) -> bool:
-    """Whether every entry of ``v`` is below the smallest normal number of its dtype."""
-    return all(vi.numel() == 0 or bool(vi.abs().max() < torch.finfo(vi.dtype).tiny) for vi in v)
 
 
 def rbp_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0) -> tuple[State, int]:

@@ -25,6 +25,8 @@ from pyg_rbp.nn.ppr import PPRCell
 CELL_NAMES = ("gated", "implicit", "ppr")
 """Names accepted by the ``cell`` argument of the models."""
 
+POOLS: tuple[str, ...] = ("mean", "add", "max")
+"""Global read-outs of the graph models (``"sum"`` is accepted as an alias of ``"add"``)."""
 _POOLS = {"mean": global_mean_pool, "add": global_add_pool, "sum": global_add_pool,
           "max": global_max_pool}
 
@@ -177,7 +179,7 @@ class FixedPointGraphModel(torch.nn.Module):
         h = self.conv(h, edge_index, edge_weight)
         if batch is None:
             batch = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
-        return self.head(_POOLS[self.pool](h, batch))
+        return self.head(graph_pool(self.pool)(h, batch))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(cell={self.cell_name!r}, pool={self.pool!r}, conv={self.conv})"

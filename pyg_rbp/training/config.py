@@ -74,12 +74,16 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODELS)}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
-        if self.features not in ("raw", "row-normalized"):
-            raise ValueError(f"features must be 'raw' or 'row-normalized', got {self.features!r}")
+        # imported here: the config module stays free of torch_geometric for fast CLI parsing
+        from pyg_rbp.data.protocols import FEATURES
+        from pyg_rbp.nn.models import POOLS
+
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if self.protocol == "paper" and self.features != "raw":
             raise ValueError("the paper protocol takes PCA features: features must be 'raw'")
-        if self.pool not in ("mean", "add", "max"):
-            raise ValueError(f"pool must be 'mean', 'add' or 'max', got {self.pool!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.aggr not in ("add", "mean"):
             raise ValueError(f"aggr must be 'add' or 'mean', got {self.aggr!r}")
         if self.model in FIXED_POINT_MODELS:

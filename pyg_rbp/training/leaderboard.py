@@ -37,7 +37,6 @@ UNAVAILABLE = "not run: data unavailable offline"
 
 # The `cpu` profile (what fits on a shared 2-core CPU in a working session): the paper rows get
 # the protocol's full 2000 SGD steps but one seed (BPTT alone takes ~30 min per Cora seed here).
-CPU_PAPER_STEPS: int | None = None  # None: the protocol's own number of steps
 CPU_PAPER_SEEDS = 1
 CPU_SECONDARY_SEEDS = 3
 CPU_GRAPH_EPOCHS = 30
@@ -90,21 +89,12 @@ def _plan(datasets: Sequence[str], seeds: int, profile: str) -> list[Entry]:
         task = dataset_task(name)
         if name in PLANETOID:
             # paper protocol: gated GNN in the five modes + the linear-PCA baseline
-            paper_over: dict[str, Any] = {}
-            paper_seeds = _seeds(seeds)
-            note = ""
-            if cpu:
-                paper_seeds = _seeds(seeds, CPU_PAPER_SEEDS)
-                parts = []
-                if CPU_PAPER_STEPS is not None:
-                    paper_over = {"epochs": CPU_PAPER_STEPS}
-                    parts.append(f"{CPU_PAPER_STEPS} of the protocol's 2000 SGD steps")
-                if len(paper_seeds) < seeds:
-                    parts.append(f"{len(paper_seeds)} of {seeds} seeds")
-                note = f"cpu budget: {', '.join(parts)}" if parts else ""
+            paper_seeds = _seeds(seeds, CPU_PAPER_SEEDS) if cpu else _seeds(seeds)
+            note = (f"cpu budget: {len(paper_seeds)} of {seeds} seeds"
+                    if len(paper_seeds) < seeds else "")
             for g in GRAD_MODES:
-                entries.append(Entry(build_config(name, task, protocol="paper", model="gated", grad=g,
-                                                  **paper_over), paper_seeds, note))
+                entries.append(Entry(build_config(name, task, protocol="paper", model="gated", grad=g),
+                                     paper_seeds, note))
             entries.append(Entry(build_config(name, task, protocol="paper", model="linear-pca"),
                                  _seeds(seeds)))
             # public split: APPNP-style fixed point (Neumann-RBP) vs GCN, plus other modes

@@ -63,7 +63,7 @@ class GINGraphModel(nn.Module):
 
         from pyg_rbp.nn.models import graph_pool
 
-        self._pool_fn = graph_pool(pool)
+        graph_pool(pool)  # validates the name
         self.pool = pool
         self.node_encoder = node_encoder
         gin_in = hidden if node_encoder is not None else in_channels
@@ -73,10 +73,12 @@ class GINGraphModel(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
                 edge_weight: Tensor | None = None) -> Tensor:
+        from pyg_rbp.nn.models import graph_pool
+
         h = self.node_encoder(x) if self.node_encoder is not None else x.float()
         h = self.gin(h, edge_index)
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        return self.head(self.dropout(self._pool_fn(h, batch, size=num_graphs)))
+        return self.head(self.dropout(graph_pool(self.pool)(h, batch, size=num_graphs)))
 
 
 def _atom_encoder(dataset: str, hidden: int) -> nn.Module | None:

@@ -113,3 +113,47 @@ def test_paper_claim_verdict_is_computed_or_says_what_is_missing():
     assert any("**does not hold**" in line for line in worse)
     missing = lb.target_checks([row("neumann", 0.43), row("bptt", None)])
     assert any("**not checked yet**: no finished BPTT run" in line for line in missing)
+
+
+def test_paper_claim_reports_the_paired_difference_over_shared_seeds():
+    def row(grad, tests):
+        vals = list(tests.values())
+        return {"dataset": "cora", "protocol": "paper", "model": "gated", "grad": grad, "metric": "acc",
+                "test_mean": sum(vals) / len(vals), "test_std": 0.0, "val_mean": 0.5, "status": "ok",
+                "seeds": sorted(int(s) for s in tests), "epochs": 2000, "note": "",
+                "test_by_seed": tests}
+
+    # seeds 0-2 in both rows; seed 3 only in Neumann's and left out of the pairs
+    nm = row("neumann", {"0": 0.43, "1": 0.40, "2": 0.45, "3": 0.10})
+    bp = row("bptt", {"0": 0.39, "1": 0.41, "2": 0.42})
+    line = next(x for x in lb.target_checks([nm, bp]) if "Paper claim" in x)
+    # differences +4, -1, +3 points: mean 2.00, sample std 2.65, standard error 1.53
+    assert "Paired by seed (3 seeds): Neumann − BPTT = +2.00 ± 2.65 points" in line
+    assert "standard error 1.53; within two standard errors of zero" in line
+    assert "Neumann >= BPTT on 2 of 3 seeds" in line
+    clear = lb.target_checks([row("neumann", {"0": 0.50, "1": 0.51}), row("bptt", {"0": 0.40, "1": 0.40})])
+    assert any("Neumann ahead by more than two standard errors" in x for x in clear)
+    one = lb.target_checks([row("neumann", {"0": 0.5}), row("bptt", {"0": 0.4})])
+    assert not any("Paired by seed" in x for x in one)  # one pair is no spread
+
+
+def test_parallel_workers_write_the_same_cells_as_one_process(tmp_path):
+    entries = [lb.Entry(build_config("karate", "node", model="ppr", grad="neumann", **TINY), [0, 1]),
+               lb.Entry(build_config("karate", "node", model="gcn", **TINY), [0, 1])]
+    serial = lb.run(entries, tmp_path / "serial", progress=False, log=lambda s: None)
+    done: list[int] = []
+    parallel = lb.run(entries, tmp_path / "parallel", progress=False, log=lambda s: None, jobs=2, threads=1,
+                      on_cell=lambda: done.append(1))
+    assert serial == parallel == {"run": 4, "skipped": 0, "unavailable": 0} and len(done) == 4
+
+    def results(folder):
+        cells = (tmp_path / folder / "cells").rglob("*.json")
+        return {p.name: json.loads(p.read_text())["result"] for p in cells}
+
+    a, b = results("serial"), results("parallel")
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for name in a:  # same seeds, same single-threaded kernels: the same numbers
+        assert a[name]["test"] == b[name]["test"] and a[name]["val"] == b[name]["val"]
+    assert lb.run(entries, tmp_path / "parallel", progress=False, log=lambda s: None, jobs=2)["run"] == 0
+    with pytest.raises(ValueError, match="jobs"):
+        lb.run(entries, tmp_path / "x", jobs=0)

@@ -3,7 +3,8 @@
 Thin wrapper over :mod:`pyg_rbp.training.leaderboard`. Resumable: every finished (row, seed)
 cell is its own JSON file under ``<results>/cells/`` and is skipped on a rerun; the board
 (``benchmarks/LEADERBOARD.md``, ``benchmarks/leaderboard.png``,
-``benchmarks/results/leaderboard.json``) is re-rendered after every cell.
+``benchmarks/results/leaderboard.json``) is re-rendered after every cell. ``--jobs N`` trains N
+cells at once in worker processes (a many-core machine, or several small runs sharing a GPU).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA or ./datasets)")
     p.add_argument("--render-only", action="store_true", help="only re-render the board from finished cells")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (per worker with --jobs; default: the cores divided among them)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="cells trained at once, each in its own worker process (default: 1)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     from pyg_rbp.training import leaderboard as lb
 
+    if args.jobs < 1:
+        raise SystemExit(f"pyg-rbp leaderboard: --jobs must be >= 1, got {args.jobs}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
@@ -65,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.render_only:
         counts = lb.run(entries, args.results, device=args.device, root=args.root,
-                        progress=not args.no_progress, on_cell=render)
+                        progress=not args.no_progress, on_cell=render, jobs=args.jobs,
+                        threads=args.threads)
         print(f"leaderboard: {counts['run']} cell(s) run, {counts['skipped']} already finished, "
               f"{counts['unavailable']} not run (data unavailable)")
     render()

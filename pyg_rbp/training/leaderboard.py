@@ -141,18 +141,24 @@ def _expected_metric(dataset: str) -> str:
 
 def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
         root: str | Path | None = None, progress: bool = True,
-        on_cell: Callable[[], None] | None = None, log: Callable[[str], None] = print) -> dict[str, int]:
+        on_cell: Callable[[], None] | None = None, log: Callable[[str], None] = print,
+        jobs: int = 1, threads: int | None = None) -> dict[str, int]:
     """Train every unfinished (entry, seed) cell; each result is written atomically when done.
 
     Returns counts ``{"run", "skipped", "unavailable"}``. A cell whose file exists (same
     command, same seed) is skipped. Datasets whose files are missing are skipped with a note.
+    With ``jobs > 1`` the cells run in that many worker processes (``threads`` torch threads
+    each; default: the cores divided among the workers), in the same breadth-first order; a cell
+    is written by the worker that trained it, so an interrupted parallel run loses only the
+    cells in flight.
     """
     from tqdm.auto import tqdm
 
     from pyg_rbp.data import DataUnavailableError
-    from pyg_rbp.results import atomic_write_json, environment
-    from pyg_rbp.training.runner import load_dataset, run_one
+    from pyg_rbp.training.runner import load_dataset
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     cells_dir = Path(out_dir) / "cells"
     todo = [(e, s) for e in entries for s in e.seeds if not e.cell_path(cells_dir, s).is_file()]
     # Breadth first, so that a run cut short still covers every row: seed 0 of every row before
@@ -162,35 +168,99 @@ def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
     counts = {"run": 0, "skipped": sum(len(e.seeds) for e in entries) - len(todo), "unavailable": 0}
     if counts["skipped"]:
         log(f"leaderboard: {counts['skipped']} finished cell(s) found, skipped")
-    loaded_cache: dict[str, Any] = {}
-    unavailable: set[str] = set()
-    bar = tqdm(todo, desc="leaderboard cells", disable=not progress, dynamic_ncols=True)
-    for entry, seed in bar:
-        cfg = entry.config
-        if cfg.dataset in unavailable:
-            counts["unavailable"] += 1
-            continue
-        if cfg.dataset not in loaded_cache:
-            try:
-                loaded_cache[cfg.dataset] = load_dataset(cfg.dataset, root)
-            except DataUnavailableError as err:
-                log(f"leaderboard: {cfg.dataset}: {UNAVAILABLE} ({str(err).splitlines()[0]})")
-                unavailable.add(cfg.dataset)
-                counts["unavailable"] += 1
-                continue
-        bar.set_postfix_str(f"{cfg.dataset}/{cfg.protocol}/{cfg.model}/{cfg.grad or '-'}/s{seed}")
-        t0 = time.perf_counter()
-        row = run_one(cfg, loaded_cache[cfg.dataset], seed, device=device, progress=progress)
-        atomic_write_json(entry.cell_path(cells_dir, seed), {
-            "command": cfg.command(), "config": cfg.as_dict(), "seed": seed, "result": row,
-            "wall_s": time.perf_counter() - t0, "env": environment(device),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+    # Load every dataset once here: finds the unavailable ones, and processes each dataset's files
+    # before any worker reads them (PyG/OGB write `processed/` non-atomically).
+    loaded: dict[str, Any] = {}
+    for name in dict.fromkeys(e.config.dataset for e, _ in todo):
+        try:
+            loaded[name] = load_dataset(name, root)
+        except DataUnavailableError as err:
+            log(f"leaderboard: {name}: {UNAVAILABLE} ({str(err).splitlines()[0]})")
+    runnable = [(e, s) for e, s in todo if e.config.dataset in loaded]
+    counts["unavailable"] = len(todo) - len(runnable)
+    bar = tqdm(total=len(runnable), desc="leaderboard cells", disable=not progress, dynamic_ncols=True)
+
+    def finished(entry: Entry, seed: int) -> None:
         counts["run"] += 1
+        bar.update()
+        bar.set_postfix_str(_cell_label(entry, seed))
         if on_cell is not None:
             on_cell()
-    bar.close()
+
+    try:
+        if jobs == 1:
+            for entry, seed in runnable:
+                bar.set_postfix_str(_cell_label(entry, seed))
+                _train_cell(entry, seed, cells_dir, loaded[entry.config.dataset], device, progress)
+                finished(entry, seed)
+        else:
+            _run_parallel(runnable, cells_dir, jobs=jobs, threads=threads, device=device, root=root,
+                          finished=finished)
+    finally:
+        bar.close()
     return counts
+
+
+def _cell_label(entry: Entry, seed: int) -> str:
+    c = entry.config
+    return f"{c.dataset}/{c.protocol}/{c.model}/{c.grad or '-'}/s{seed}"
+
+
+def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: str,
+                progress: bool) -> None:
+    """Train one cell and write its JSON atomically."""
+    from pyg_rbp.results import atomic_write_json, environment
+    from pyg_rbp.training import runner
+
+    cfg = entry.config
+    t0 = time.perf_counter()
+    row = runner.run_one(cfg, loaded, seed, device=device, progress=progress)
+    atomic_write_json(entry.cell_path(cells_dir, seed), {
+        "command": cfg.command(), "config": cfg.as_dict(), "seed": seed, "result": row,
+        "wall_s": time.perf_counter() - t0, "env": environment(device),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+
+
+_WORKER_DATA: dict[str, Any] = {}
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_cell(entry: Entry, seed: int, cells_dir: Path, device: str, root: str | Path | None) -> None:
+    """One cell in a worker process (each worker loads a dataset once)."""
+    from pyg_rbp.training.runner import load_dataset
+
+    name = entry.config.dataset
+    if name not in _WORKER_DATA:
+        _WORKER_DATA[name] = load_dataset(name, root)
+    _train_cell(entry, seed, cells_dir, _WORKER_DATA[name], device, progress=False)
+
+
+def _run_parallel(cells: Sequence[tuple[Entry, int]], cells_dir: Path, *, jobs: int, threads: int | None,
+                  device: str, root: str | Path | None, finished: Callable[[Entry, int], None]) -> None:
+    """Run ``cells`` in ``jobs`` spawned worker processes, first submitted first started."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+    try:
+        futures = {pool.submit(_worker_cell, e, s, cells_dir, device, root): (e, s) for e, s in cells}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                fut.result()  # a failed cell raises here; the finally below stops the rest
+                finished(*futures[fut])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _is_unavailable(dataset: str, root: str | Path | None) -> bool:
@@ -246,6 +316,7 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
             "metric": results[0]["metric"] if results else _expected_metric(c.dataset),
             "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
             "seeds": sorted(r["seed"] for r in results), "seeds_planned": list(e.seeds),
+            "test_by_seed": {str(r["seed"]): r["test"] for r in sorted(results, key=lambda r: r["seed"])},
             "epochs": c.epochs, "epochs_run_mean": (sum(r["epochs_run"] for r in results) / len(results)
                                                     if results else None),
             "max_iter": c.max_iter if c.grad else None, "backward_iter": c.backward_iter if c.grad else None,
@@ -280,6 +351,23 @@ def _mean(rows_: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
     return None
 
 
+def _paired_difference(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> str:
+    """``a - b`` test difference over the seeds both rows finished (a seed fixes the split and the
+    initialisation, so the pairs share their data): mean, sample std and standard error."""
+    common = sorted(set(a.get("test_by_seed", {})) & set(b.get("test_by_seed", {})), key=int)
+    if len(common) < 2:
+        return ""
+    diffs = [100 * (a["test_by_seed"][s] - b["test_by_seed"][s]) for s in common]
+    mean, std = mean_std(diffs)
+    assert mean is not None and std is not None
+    se = std / len(diffs) ** 0.5
+    verdict = ("within two standard errors of zero" if abs(mean) <= 2 * se
+               else f"{name_a} {'ahead' if mean > 0 else 'behind'} by more than two standard errors")
+    wins = sum(d >= 0 for d in diffs)
+    return (f" Paired by seed ({len(diffs)} seeds): {name_a} − {name_b} = {mean:+.2f} ± {std:.2f} points "
+            f"(standard error {se:.2f}; {verdict}); {name_a} >= {name_b} on {wins} of {len(diffs)} seeds.")
+
+
 def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
     """Plain-language verdicts on the issue's targets, computed from the rows (never typed in)."""
     lines = []
@@ -291,8 +379,9 @@ def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"- Paper claim on {ds} (paper protocol, Neumann-RBP at least as accurate as BPTT): "
                 f"**{'holds' if holds else 'does not hold'}** here: Neumann {100 * nm['test_mean']:.2f}% vs "
-                f"BPTT {100 * bp['test_mean']:.2f}% test ({len(nm['seeds'])} seed(s), "
-                f"{nm['epochs']} steps)." + (f" {nm['note']}." if nm["note"] else ""))
+                f"BPTT {100 * bp['test_mean']:.2f}% test ({len(nm['seeds'])} and {len(bp['seeds'])} seed(s), "
+                f"{nm['epochs']} steps)." + _paired_difference(nm, bp, "Neumann", "BPTT")
+                + (f" {nm['note']}." if nm["note"] else ""))
         elif any(r["dataset"] == ds and r["protocol"] == "paper" for r in rows_):
             missing = [g for g, r in (("Neumann-RBP", nm), ("BPTT", bp)) if r is None]
             lines.append(f"- Paper claim on {ds} (paper protocol, Neumann-RBP at least as accurate as "

@@ -94,9 +94,13 @@ def test_plan_covers_the_issue_matrix():
     paper = [e for e in entries if e.config.protocol == "paper" and e.config.grad]
     assert all(e.config.epochs == 2000 for e in paper)
     cpu = lb.plan(["cora"], seeds=10, profile="cpu")
-    short = [e for e in cpu if e.config.protocol == "paper" and e.config.grad]
-    steps = 2000  # the cpu profile keeps the protocol's steps and cuts seeds
-    assert all(e.config.epochs == steps and e.seeds == [0] and "1 of 10 seeds" in e.note for e in short)
+    paper_cpu = [e for e in cpu if e.config.protocol == "paper" and e.config.grad]
+    # the cpu profile keeps the paper protocol whole: its steps and every seed (the issue's target)
+    assert len(paper_cpu) == 5
+    assert all(e.config.epochs == 2000 and e.seeds == list(range(10)) and not e.note for e in paper_cpu)
+    assert {e.key for e in paper_cpu} == {e.key for e in paper}  # same cells as the full profile
+    secondary = [e for e in cpu if e.config.protocol == "public" and e.config.grad == "bptt"]
+    assert secondary[0].seeds == [0, 1, 2] and "3 of 10 seeds" in secondary[0].note
     with pytest.raises(ValueError, match="profile"):
         lb.plan(["cora"], profile="huge")
 

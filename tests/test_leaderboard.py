@@ -161,3 +161,15 @@ def test_parallel_workers_write_the_same_cells_as_one_process(tmp_path):
     assert lb.run(entries, tmp_path / "parallel", progress=False, log=lambda s: None, jobs=2)["run"] == 0
     with pytest.raises(ValueError, match="jobs"):
         lb.run(entries, tmp_path / "x", jobs=0)
+
+
+def test_a_failing_cell_in_a_worker_stops_the_parallel_run_with_its_error(tmp_path):
+    import multiprocessing
+
+    bad = build_config("karate", "node", model="ppr", grad="neumann", **TINY)
+    bad.model = "not-a-model"  # passes planning, fails in the worker
+    entries = [lb.Entry(bad, [0])]
+    with pytest.raises(ValueError, match="not-a-model"):
+        lb.run(entries, tmp_path, progress=False, log=lambda s: None, jobs=2, threads=1)
+    assert not multiprocessing.active_children()  # no worker left behind
+    assert not list((tmp_path / "cells").rglob("*.json"))

@@ -224,41 +224,47 @@ _WORKER_DATA: dict[str, Any] = {}
 
 
 def _init_worker(threads: int) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group: the parent handles it and terminates the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
-def _worker_cell(entry: Entry, seed: int, cells_dir: Path, device: str, root: str | Path | None) -> None:
-    """One cell in a worker process (each worker loads a dataset once)."""
+def _worker_cell(task: tuple[int, Entry, int, Path, str, str | Path | None]) -> int:
+    """One cell in a worker process (each worker loads a dataset once); returns the cell's index."""
     from pyg_rbp.training.runner import load_dataset
 
+    index, entry, seed, cells_dir, device, root = task
     name = entry.config.dataset
     if name not in _WORKER_DATA:
         _WORKER_DATA[name] = load_dataset(name, root)
     _train_cell(entry, seed, cells_dir, _WORKER_DATA[name], device, progress=False)
+    return index
 
 
 def _run_parallel(cells: Sequence[tuple[Entry, int]], cells_dir: Path, *, jobs: int, threads: int | None,
                   device: str, root: str | Path | None, finished: Callable[[Entry, int], None]) -> None:
-    """Run ``cells`` in ``jobs`` spawned worker processes, first submitted first started."""
+    """Run ``cells`` in ``jobs`` spawned worker processes, first submitted first started.
+
+    A failed cell or an interrupt stops the workers at once (the cells in flight are lost, every
+    finished cell is already on disk) and re-raises.
+    """
     import multiprocessing
     import os
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=(threads,))
     try:
-        futures = {pool.submit(_worker_cell, e, s, cells_dir, device, root): (e, s) for e, s in cells}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for fut in done:
-                fut.result()  # a failed cell raises here; the finally below stops the rest
-                finished(*futures[fut])
+        tasks = [(i, e, s, cells_dir, device, root) for i, (e, s) in enumerate(cells)]
+        for index in pool.imap_unordered(_worker_cell, tasks, chunksize=1):
+            finished(*cells[index])
+        pool.close()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.terminate()
+        pool.join()
 
 
 def _is_unavailable(dataset: str, root: str | Path | None) -> bool:

@@ -173,3 +173,23 @@ def test_a_failing_cell_in_a_worker_stops_the_parallel_run_with_its_error(tmp_pa
         lb.run(entries, tmp_path, progress=False, log=lambda s: None, jobs=2, threads=1)
     assert not multiprocessing.active_children()  # no worker left behind
     assert not list((tmp_path / "cells").rglob("*.json"))
+
+
+def test_a_cell_another_run_finished_meanwhile_is_skipped_not_repeated(tmp_path, monkeypatch):
+    entries = _entries()
+    real = runner.run_one
+    calls: list[tuple[str, int]] = []
+    other = entries[0].cell_path(tmp_path / "cells", 2)  # ppr seed 2, the last in the order
+
+    def sharing(cfg, loaded, seed, **kw):
+        calls.append((cfg.model, seed))
+        if len(calls) == 1:  # while the first cell trains, another run finishes ppr seed 2
+            other.parent.mkdir(parents=True, exist_ok=True)
+            other.write_text(json.dumps({"result": {"test": 0.5}}))
+        return real(cfg, loaded, seed, **kw)
+
+    monkeypatch.setattr(runner, "run_one", sharing)
+    counts = lb.run(entries, tmp_path, progress=False, log=lambda s: None)
+    assert counts == {"run": 5, "skipped": 1, "unavailable": 0}
+    assert ("ppr", 2) not in calls and len(calls) == 5
+    assert json.loads(other.read_text()) == {"result": {"test": 0.5}}  # left as the other run wrote it

@@ -148,7 +148,8 @@ def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
     With ``jobs > 1`` the cells run in that many worker processes (``threads`` torch threads
     each; default: the cores divided among the workers), in the same breadth-first order; a cell
     is written by the worker that trained it, so an interrupted parallel run loses only the
-    cells in flight.
+    cells in flight. Each cell's file is checked again just before it starts, so several runs
+    sharing one results folder skip what the others finished meanwhile.
     """
     from tqdm.auto import tqdm
 
@@ -178,19 +179,19 @@ def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
     counts["unavailable"] = len(todo) - len(runnable)
     bar = tqdm(total=len(runnable), desc="leaderboard cells", disable=not progress, dynamic_ncols=True)
 
-    def finished(entry: Entry, seed: int) -> None:
-        counts["run"] += 1
+    def finished(entry: Entry, seed: int, trained: bool) -> None:
+        counts["run" if trained else "skipped"] += 1
         bar.update()
         bar.set_postfix_str(_cell_label(entry, seed))
-        if on_cell is not None:
+        if trained and on_cell is not None:
             on_cell()
 
     try:
         if jobs == 1:
             for entry, seed in runnable:
                 bar.set_postfix_str(_cell_label(entry, seed))
-                _train_cell(entry, seed, cells_dir, loaded[entry.config.dataset], device, progress)
-                finished(entry, seed)
+                trained = _train_cell(entry, seed, cells_dir, loaded[entry.config.dataset], device, progress)
+                finished(entry, seed, trained)
         else:
             _run_parallel(runnable, cells_dir, jobs=jobs, threads=threads, device=device, root=root,
                           finished=finished)
@@ -205,11 +206,14 @@ def _cell_label(entry: Entry, seed: int) -> str:
 
 
 def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: str,
-                progress: bool) -> None:
-    """Train one cell and write its JSON atomically."""
+                progress: bool) -> bool:
+    """Train one cell and write its JSON atomically; False (nothing done) when the cell was
+    finished meanwhile, by another process sharing the results folder."""
     from pyg_rbp.results import atomic_write_json, environment
     from pyg_rbp.training import runner
 
+    if entry.cell_path(cells_dir, seed).is_file():
+        return False
     cfg = entry.config
     t0 = time.perf_counter()
     row = runner.run_one(cfg, loaded, seed, device=device, progress=progress)
@@ -218,6 +222,7 @@ def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: s
         "wall_s": time.perf_counter() - t0, "env": environment(device),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
+    return True
 
 
 _WORKER_DATA: dict[str, Any] = {}
@@ -233,20 +238,20 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _worker_cell(task: tuple[int, Entry, int, Path, str, str | Path | None]) -> int:
-    """One cell in a worker process (each worker loads a dataset once); returns the cell's index."""
+def _worker_cell(task: tuple[int, Entry, int, Path, str, str | Path | None]) -> tuple[int, bool]:
+    """One cell in a worker process (each worker loads a dataset once): the cell's index and
+    whether it was trained."""
     from pyg_rbp.training.runner import load_dataset
 
     index, entry, seed, cells_dir, device, root = task
     name = entry.config.dataset
     if name not in _WORKER_DATA:
         _WORKER_DATA[name] = load_dataset(name, root)
-    _train_cell(entry, seed, cells_dir, _WORKER_DATA[name], device, progress=False)
-    return index
+    return index, _train_cell(entry, seed, cells_dir, _WORKER_DATA[name], device, progress=False)
 
 
 def _run_parallel(cells: Sequence[tuple[Entry, int]], cells_dir: Path, *, jobs: int, threads: int | None,
-                  device: str, root: str | Path | None, finished: Callable[[Entry, int], None]) -> None:
+                  device: str, root: str | Path | None, finished: Callable[[Entry, int, bool], None]) -> None:
     """Run ``cells`` in ``jobs`` spawned worker processes, first submitted first started.
 
     A failed cell or an interrupt stops the workers at once (the cells in flight are lost, every
@@ -259,8 +264,8 @@ def _run_parallel(cells: Sequence[tuple[Entry, int]], cells_dir: Path, *, jobs: 
     pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=(threads,))
     try:
         tasks = [(i, e, s, cells_dir, device, root) for i, (e, s) in enumerate(cells)]
-        for index in pool.imap_unordered(_worker_cell, tasks, chunksize=1):
-            finished(*cells[index])
+        for index, trained in pool.imap_unordered(_worker_cell, tasks, chunksize=1):
+            finished(*cells[index], trained)
         pool.close()
     finally:
         pool.terminate()

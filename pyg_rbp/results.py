@@ -26,8 +26,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "w") as fh:
+            try:  # mkstemp makes 0600; give the file what open() would
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            except OSError:  # a filesystem without permissions (vfat, some network mounts)
+                pass
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -40,7 +43,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux allows (os.umask sets it too)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

@@ -133,33 +133,46 @@ def test_paper_claim_reports_the_paired_difference_over_shared_seeds():
     line = next(x for x in lb.target_checks([nm, bp]) if "Paper claim" in x)
     # the verdict compares the shared seeds, not Neumann's 4 seeds with BPTT's 3
     assert "**holds** here: Neumann 42.67% vs BPTT 40.67% test (mean over the 3 seed(s) both finished" in line
-    # differences +4, -1, +3 points: mean 2.00, sample std 2.65, standard error 1.53
+    # differences +4, -1, +3 points: mean 2.00, sample std 2.65, standard error 1.53, t(0.975, 2) = 4.303
     assert "Paired by seed (3 seeds): Neumann − BPTT = +2.00 ± 2.65 points" in line
-    assert "standard error 1.53; within two standard errors of zero" in line
+    assert "95 % interval of the mean -4.57 to +8.57 (includes zero)" in line
     assert "Neumann >= BPTT on 2 of 3 seeds" in line
+    # +10 and +11 points: half-width t(0.975, 1) = 12.706 times 0.5
     clear = lb.target_checks([row("neumann", {"0": 0.50, "1": 0.51}), row("bptt", {"0": 0.40, "1": 0.40})])
-    assert any("Neumann ahead by more than two standard errors" in x for x in clear)
+    assert any("interval of the mean +4.15 to +16.85 (excludes zero: Neumann ahead)" in x for x in clear)
     one = lb.target_checks([row("neumann", {"0": 0.5}), row("bptt", {"0": 0.4})])
     assert not any("Paired by seed" in x for x in one)  # one pair is no spread
 
 
 def test_parallel_workers_write_the_same_cells_as_one_process(tmp_path):
+    import os
+
+    import torch
+
     entries = [lb.Entry(build_config("karate", "node", model="ppr", grad="neumann", **TINY), [0, 1]),
                lb.Entry(build_config("karate", "node", model="gcn", **TINY), [0, 1])]
-    serial = lb.run(entries, tmp_path / "serial", progress=False, log=lambda s: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' single-threaded kernels, for identical numbers
+    try:
+        serial = lb.run(entries, tmp_path / "serial", progress=False, log=lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
     done: list[int] = []
     parallel = lb.run(entries, tmp_path / "parallel", progress=False, log=lambda s: None, jobs=2, threads=1,
                       on_cell=lambda: done.append(1))
     assert serial == parallel == {"run": 4, "skipped": 0, "unavailable": 0} and len(done) == 4
 
-    def results(folder):
-        cells = (tmp_path / folder / "cells").rglob("*.json")
-        return {p.name: json.loads(p.read_text())["result"] for p in cells}
+    def cells(folder):
+        return {p.name: json.loads(p.read_text()) for p in (tmp_path / folder / "cells").rglob("*.json")}
 
-    a, b = results("serial"), results("parallel")
+    a, b = cells("serial"), cells("parallel")
     assert sorted(a) == sorted(b) and len(a) == 4
     for name in a:  # same seeds, same single-threaded kernels: the same numbers
-        assert a[name]["test"] == b[name]["test"] and a[name]["val"] == b[name]["val"]
+        assert a[name]["result"]["test"] == b[name]["result"]["test"]
+        assert a[name]["result"]["val"] == b[name]["result"]["val"]
+    # ... trained in worker processes, which the cells record
+    assert {c["pid"] for c in a.values()} == {os.getpid()} and {c["jobs"] for c in a.values()} == {1}
+    assert os.getpid() not in {c["pid"] for c in b.values()} and {c["jobs"] for c in b.values()} == {2}
     assert lb.run(entries, tmp_path / "parallel", progress=False, log=lambda s: None, jobs=2)["run"] == 0
     with pytest.raises(ValueError, match="jobs"):
         lb.run(entries, tmp_path / "x", jobs=0)
@@ -170,11 +183,46 @@ def test_a_failing_cell_in_a_worker_stops_the_parallel_run_with_its_error(tmp_pa
 
     bad = build_config("karate", "node", model="ppr", grad="neumann", **TINY)
     bad.model = "not-a-model"  # passes planning, fails in the worker
-    entries = [lb.Entry(bad, [0])]
-    with pytest.raises(ValueError, match="not-a-model"):
+    entries = [lb.Entry(bad, [0]), lb.Entry(build_config("karate", "node", model="gcn", **TINY), [1])]
+    with pytest.raises(lb.CellFailed, match="karate/public/not-a-model/neumann/s0: ValueError") as info:
         lb.run(entries, tmp_path, progress=False, log=lambda s: None, jobs=2, threads=1)
+    assert isinstance(info.value.__cause__, ValueError)
     assert not multiprocessing.active_children()  # no worker left behind
-    assert not list((tmp_path / "cells").rglob("*.json"))
+    # the healthy cell started beside the failing one finished and was saved
+    assert [p.name for p in (tmp_path / "cells").rglob("*.json")] == [entries[1].cell_path(tmp_path, 1).name]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_keep_going_runs_the_other_cells_and_lists_the_failures(tmp_path, jobs):
+    bad = build_config("karate", "node", model="ppr", grad="neumann", **TINY)
+    bad.model = "not-a-model"
+    good = build_config("karate", "node", model="gcn", **TINY)
+    entries = [lb.Entry(bad, [0, 1]), lb.Entry(good, [0, 1, 2])]
+    logged: list[str] = []
+    with pytest.raises(lb.CellFailed) as info:
+        lb.run(entries, tmp_path, progress=False, log=logged.append, jobs=jobs, threads=1, keep_going=True)
+    assert sorted(info.value.failures) == ["karate/public/not-a-model/neumann/s0",
+                                           "karate/public/not-a-model/neumann/s1"]
+    assert sum("failed: ValueError" in line for line in logged) == 2
+    assert len(list((tmp_path / "cells").rglob("*.json"))) == 3  # every good cell ran
+    # without keep_going the first failure stops the run (one worker: nothing else starts)
+    with pytest.raises(lb.CellFailed) as info:
+        lb.run(entries, tmp_path / "stop", progress=False, log=lambda s: None)
+    assert len(info.value.failures) == 1
+
+
+def test_parallel_run_skips_a_cell_another_run_finished_meanwhile(tmp_path):
+    entries = [lb.Entry(build_config("karate", "node", model="gcn", **TINY), [0, 1, 2, 3])]
+    other = entries[0].cell_path(tmp_path / "cells", 3)
+
+    def another_run_finishes_seed_3():  # called after the first finished cell, before seed 3 starts
+        if not other.is_file():
+            other.write_text(json.dumps({"result": {"test": 0.5}}))
+
+    counts = lb.run(entries, tmp_path, progress=False, log=lambda s: None, jobs=2, threads=1,
+                    on_cell=another_run_finishes_seed_3)
+    assert counts == {"run": 3, "skipped": 1, "unavailable": 0}
+    assert json.loads(other.read_text()) == {"result": {"test": 0.5}}
 
 
 def test_a_cell_another_run_finished_meanwhile_is_skipped_not_repeated(tmp_path, monkeypatch):

@@ -38,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (per worker with --jobs; default: the cores divided among them)")
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained at once, each in its own worker process (default: 1)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="run the other cells when one fails, and list the failures at the end")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("pyg-rbp leaderboard: --device cuda requested but CUDA is not available")
-    datasets = [d.strip().lower() for d in args.datasets.split(",") if d.strip()]
+    datasets = list(dict.fromkeys(d.strip().lower() for d in args.datasets.split(",") if d.strip()))
     if not datasets:
         raise SystemExit("pyg-rbp leaderboard: --datasets is empty")
     try:
@@ -70,9 +72,13 @@ def run(args: argparse.Namespace) -> int:
                   device=args.device, root=args.root, availability=availability)
 
     if not args.render_only:
-        counts = lb.run(entries, args.results, device=args.device, root=args.root,
-                        progress=not args.no_progress, on_cell=render, jobs=args.jobs,
-                        threads=args.threads)
+        try:
+            counts = lb.run(entries, args.results, device=args.device, root=args.root,
+                            progress=not args.no_progress, on_cell=render, jobs=args.jobs,
+                            threads=args.threads, keep_going=args.keep_going)
+        except lb.CellFailed as err:
+            render()
+            raise SystemExit(f"pyg-rbp leaderboard: {err}") from None
         print(f"leaderboard: {counts['run']} cell(s) run, {counts['skipped']} already finished, "
               f"{counts['unavailable']} not run (data unavailable)")
     render()

@@ -10,9 +10,10 @@ rerun repeats nothing; :func:`render` aggregates the cells into ``results/leader
 the cells, and a row that could not run says why.
 
 Budget profiles: ``full`` runs every row with the protocol's own settings and every seed;
-``cpu`` shortens the expensive rows so that the whole board fits in under an hour on a small
-shared CPU (fewer steps and seeds on the paper protocol, fewer seeds on secondary rows). The
-board records the seeds and epochs each row actually ran.
+``cpu`` shortens the secondary rows (fewer seeds for the other gradient modes of the public
+split, fewer epochs and seeds for the molecules) and keeps the paper protocol whole, whose seeds
+take many hours on a small CPU: a run cut short shows "partial: k of 10 seeds". The board
+records the seeds and epochs each row actually ran. ``jobs`` trains several cells at once.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def plan(datasets: Sequence[str], seeds: int = 10, profile: str = "cpu",
          protocols: Sequence[str] | None = None) -> list[Entry]:
     """The leaderboard rows of ``datasets`` with ``seeds`` seeds under a budget ``profile``
     (only the rows of ``protocols`` when given)."""
-    entries = _plan(datasets, seeds, profile)
+    entries = _plan(list(dict.fromkeys(d.strip().lower() for d in datasets)), seeds, profile)
     if protocols is not None:
         entries = [e for e in entries if e.config.protocol in protocols]
     return entries
@@ -138,19 +139,32 @@ def _expected_metric(dataset: str) -> str:
     return "acc"
 
 
+class CellFailed(RuntimeError):
+    """Cells of a leaderboard run raised; ``failures`` maps each cell's label to its error."""
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        self.failures = failures
+        lines = "\n".join(f"  {label}: {type(err).__name__}: {err}" for label, err in failures.items())
+        super().__init__(f"{len(failures)} leaderboard cell(s) failed (finished cells are saved):\n{lines}")
+
+
 def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
         root: str | Path | None = None, progress: bool = True,
         on_cell: Callable[[], None] | None = None, log: Callable[[str], None] = print,
-        jobs: int = 1, threads: int | None = None) -> dict[str, int]:
+        jobs: int = 1, threads: int | None = None, keep_going: bool = False) -> dict[str, int]:
     """Train every unfinished (entry, seed) cell; each result is written atomically when done.
 
     Returns counts ``{"run", "skipped", "unavailable"}``. A cell whose file exists (same
-    command, same seed) is skipped. Datasets whose files are missing are skipped with a note.
+    command, same seed) is skipped, and each cell's file is checked again just before it starts,
+    so several runs sharing one results folder skip what the others finished meanwhile.
+    Datasets whose files are missing are skipped with a note.
+
     With ``jobs > 1`` the cells run in that many worker processes (``threads`` torch threads
-    each; default: the cores divided among the workers), in the same breadth-first order; a cell
-    is written by the worker that trained it, so an interrupted parallel run loses only the
-    cells in flight. Each cell's file is checked again just before it starts, so several runs
-    sharing one results folder skip what the others finished meanwhile.
+    each; default: the usable cores divided among the workers), started in the same
+    breadth-first order. A cell that raises stops the run: no new cell starts, the cells in
+    flight finish and are saved, then :class:`CellFailed` is raised. With ``keep_going`` the other
+    cells still run and :class:`CellFailed` lists every failure at the end. An interrupt
+    (Ctrl-C) stops the workers at once; only the cells in flight are lost.
     """
     from tqdm.auto import tqdm
 
@@ -178,26 +192,40 @@ def run(entries: Sequence[Entry], out_dir: str | Path, *, device: str = "cpu",
             log(f"leaderboard: {name}: {UNAVAILABLE} ({str(err).splitlines()[0]})")
     runnable = [(e, s) for e, s in todo if e.config.dataset in loaded]
     counts["unavailable"] = len(todo) - len(runnable)
+    failures: dict[str, BaseException] = {}
     bar = tqdm(total=len(runnable), desc="leaderboard cells", disable=not progress, dynamic_ncols=True)
 
-    def finished(entry: Entry, seed: int, trained: bool) -> None:
-        counts["run" if trained else "skipped"] += 1
+    def finished(entry: Entry, seed: int, outcome: bool | BaseException) -> bool:
+        """Book one cell; whether to start more cells."""
         bar.update()
         bar.set_postfix_str(_cell_label(entry, seed))
-        if trained and on_cell is not None:
+        if isinstance(outcome, BaseException):
+            failures[_cell_label(entry, seed)] = outcome
+            log(f"leaderboard: {_cell_label(entry, seed)} failed: {type(outcome).__name__}: {outcome}")
+            return keep_going
+        counts["run" if outcome else "skipped"] += 1
+        if outcome and on_cell is not None:
             on_cell()
+        return True
 
     try:
-        if jobs == 1:
+        if jobs == 1 or len(runnable) <= 1:
             for entry, seed in runnable:
                 bar.set_postfix_str(_cell_label(entry, seed))
-                trained = _train_cell(entry, seed, cells_dir, loaded[entry.config.dataset], device, progress)
-                finished(entry, seed, trained)
-        else:
-            _run_parallel(runnable, cells_dir, jobs=jobs, threads=threads, device=device, root=root,
-                          finished=finished)
+                try:
+                    outcome: bool | BaseException = _train_cell(
+                        entry, seed, cells_dir, loaded[entry.config.dataset], device, progress, jobs=1)
+                except Exception as err:  # noqa: BLE001 - booked, re-raised below as CellFailed
+                    outcome = err
+                if not finished(entry, seed, outcome):
+                    break
+        elif runnable:
+            _run_parallel(runnable, cells_dir, jobs=min(jobs, len(runnable)), threads=threads,
+                          device=device, root=root, finished=finished)
     finally:
         bar.close()
+    if failures:
+        raise CellFailed(failures) from next(iter(failures.values()))
     return counts
 
 
@@ -207,9 +235,11 @@ def _cell_label(entry: Entry, seed: int) -> str:
 
 
 def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: str,
-                progress: bool) -> bool:
+                progress: bool, jobs: int) -> bool:
     """Train one cell and write its JSON atomically; False (nothing done) when the cell was
     finished meanwhile, by another process sharing the results folder."""
+    import os
+
     from pyg_rbp.results import atomic_write_json, environment
     from pyg_rbp.training import runner
 
@@ -221,6 +251,8 @@ def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: s
     atomic_write_json(entry.cell_path(cells_dir, seed), {
         "command": cfg.command(), "config": cfg.as_dict(), "seed": seed, "result": row,
         "wall_s": time.perf_counter() - t0, "env": environment(device),
+        # cells trained side by side share the machine: their times are not a lone run's
+        "jobs": jobs, "pid": os.getpid(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     return True
@@ -234,43 +266,70 @@ def _init_worker(threads: int) -> None:
 
     import torch
 
-    # Ctrl-C reaches the whole process group: the parent handles it and terminates the workers.
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
-def _worker_cell(task: tuple[int, Entry, int, Path, str, str | Path | None]) -> tuple[int, bool]:
-    """One cell in a worker process (each worker loads a dataset once): the cell's index and
-    whether it was trained."""
+def _worker_cell(entry: Entry, seed: int, cells_dir: Path, device: str, root: str | Path | None,
+                 jobs: int) -> bool:
+    """One cell in a worker process (each worker loads a dataset once); whether it was trained."""
     from pyg_rbp.training.runner import load_dataset
 
-    index, entry, seed, cells_dir, device, root = task
     name = entry.config.dataset
     if name not in _WORKER_DATA:
         _WORKER_DATA[name] = load_dataset(name, root)
-    return index, _train_cell(entry, seed, cells_dir, _WORKER_DATA[name], device, progress=False)
+    return _train_cell(entry, seed, cells_dir, _WORKER_DATA[name], device, progress=False, jobs=jobs)
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (affinity and cgroup-limited sets included where known)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _run_parallel(cells: Sequence[tuple[Entry, int]], cells_dir: Path, *, jobs: int, threads: int | None,
-                  device: str, root: str | Path | None, finished: Callable[[Entry, int, bool], None]) -> None:
-    """Run ``cells`` in ``jobs`` spawned worker processes, first submitted first started.
+                  device: str, root: str | Path | None,
+                  finished: Callable[[Entry, int, bool | BaseException], bool]) -> None:
+    """Run ``cells`` in ``jobs`` spawned worker processes, at most ``jobs`` at a time, in order.
 
-    A failed cell or an interrupt stops the workers at once (the cells in flight are lost, every
-    finished cell is already on disk) and re-raises.
+    ``finished`` books each cell and says whether to start more. A worker that dies (killed,
+    out of memory) fails its cell with ``BrokenProcessPool`` instead of hanging the run.
     """
     import multiprocessing
-    import os
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=(threads,))
+    threads = threads or max(1, usable_cpus() // jobs)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+    queue = list(reversed(cells))
+    running: dict[Future, tuple[Entry, int]] = {}
+    clean = False
     try:
-        tasks = [(i, e, s, cells_dir, device, root) for i, (e, s) in enumerate(cells)]
-        for index, trained in pool.imap_unordered(_worker_cell, tasks, chunksize=1):
-            finished(*cells[index], trained)
-        pool.close()
+        more = True
+        while queue or running:
+            while more and queue and len(running) < jobs:
+                entry, seed = queue.pop()
+                running[pool.submit(_worker_cell, entry, seed, cells_dir, device, root, jobs)] = (entry, seed)
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                entry, seed = running.pop(fut)
+                err = fut.exception()
+                more = finished(entry, seed, err if err is not None else fut.result()) and more
+                more = more and not isinstance(err, BrokenProcessPool)  # no worker left to run more
+        clean = True
     finally:
-        pool.terminate()
-        pool.join()
+        if not clean:  # an interrupt: stop the workers now rather than wait for their cells
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _is_unavailable(dataset: str, root: str | Path | None) -> bool:
@@ -332,10 +391,18 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
             "max_iter": c.max_iter if c.grad else None, "backward_iter": c.backward_iter if c.grad else None,
             "epoch_time_s": med("epoch_time_s"), "saved_bytes": med("saved_bytes"),
             "cuda_peak_bytes": med("cuda_peak_bytes"),
-            "device": results[0].get("device", None) if results else None,
+            "device": _devices(results),
             "command": c.command(), "status": status, "note": e.note,
         })
     return out
+
+
+def _devices(results: list[dict[str, Any]]) -> str | None:
+    """The device the cells ran on; ``"mixed: cpu, cuda"`` when they differ."""
+    devices = sorted({str(r.get("device")) for r in results})
+    if not devices:
+        return None
+    return devices[0] if len(devices) == 1 else "mixed: " + ", ".join(devices)
 
 
 def _pct(metric: str) -> bool:
@@ -362,24 +429,30 @@ def _mean(rows_: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
 
 
 def _shared_seeds(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return sorted(set(a.get("test_by_seed", {})) & set(b.get("test_by_seed", {})), key=int)
+    """Seeds with a test score in both rows."""
+    sa, sb = a.get("test_by_seed", {}), b.get("test_by_seed", {})
+    return sorted((s for s in set(sa) & set(sb) if sa[s] is not None and sb[s] is not None), key=int)
 
 
 def _paired_difference(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> str:
     """``a - b`` test difference over the seeds both rows finished (a seed fixes the split and the
-    initialisation, so the pairs share their data): mean, sample std and standard error."""
+    initialisation, so the pairs share their data): mean, sample std and the 95 % Student-t
+    interval of the mean."""
+    from scipy.stats import t as student_t
+
     common = _shared_seeds(a, b)
     if len(common) < 2:
         return ""
     diffs = [100 * (a["test_by_seed"][s] - b["test_by_seed"][s]) for s in common]
     mean, std = mean_std(diffs)
     assert mean is not None and std is not None
-    se = std / len(diffs) ** 0.5
-    verdict = ("within two standard errors of zero" if abs(mean) <= 2 * se
-               else f"{name_a} {'ahead' if mean > 0 else 'behind'} by more than two standard errors")
+    half = float(student_t.ppf(0.975, len(diffs) - 1)) * std / len(diffs) ** 0.5
+    verdict = ("includes zero" if abs(mean) <= half
+               else f"excludes zero: {name_a} {'ahead' if mean > 0 else 'behind'}")
     wins = sum(d >= 0 for d in diffs)
-    return (f" Paired by seed ({len(diffs)} seeds): {name_a} − {name_b} = {mean:+.2f} ± {std:.2f} points "
-            f"(standard error {se:.2f}; {verdict}); {name_a} >= {name_b} on {wins} of {len(diffs)} seeds.")
+    return (f" Paired by seed ({len(diffs)} seeds): {name_a} − {name_b} = {mean:+.2f} ± {std:.2f} points, "
+            f"95 % interval of the mean {mean - half:+.2f} to {mean + half:+.2f} ({verdict}); "
+            f"{name_a} >= {name_b} on {wins} of {len(diffs)} seeds.")
 
 
 def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
@@ -523,7 +596,7 @@ def _per_seed_table(rs: list[dict[str, Any]]) -> list[str]:
              "| --- |" + " --- |" * len(seeds)]
     for r in rs:
         by_seed = r.get("test_by_seed", {})
-        cells = [f"{scale * by_seed[str(s)]:.2f}" if str(s) in by_seed else "-" for s in seeds]
+        cells = [f"{scale * by_seed[str(s)]:.2f}" if by_seed.get(str(s)) is not None else "-" for s in seeds]
         lines.append(f"| {_row_label(r)} | " + " | ".join(cells) + " |")
     return lines
 

@@ -15,6 +15,7 @@ from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.data.manifest import DatasetEntry, entry
 from pyg_rbp.data.ogb_datasets import load_ogbg, load_ogbn
 from pyg_rbp.data.planetoid import load_planetoid
+from pyg_rbp.data.storage import dataset_lock
 
 _ON_DISK: dict[str, Callable[[DatasetEntry, str | os.PathLike | None, bool | None], LoadedDataset]] = {
     "planetoid": load_planetoid,
@@ -44,4 +45,5 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool | None
         raise ValueError("MNIST is not a graph dataset; read it with pyg_rbp.data.load_mnist(root, split)")
     if dataset.loader not in _ON_DISK:
         raise ValueError(f"dataset {dataset.name!r} has an unknown loader {dataset.loader!r} in the manifest")
-    return _ON_DISK[dataset.loader](dataset, root, download)
+    with dataset_lock(dataset.name, root):  # one process at a time writes `processed/`
+        return _ON_DISK[dataset.loader](dataset, root, download)

@@ -7,6 +7,8 @@ is never written to: the dataset's folder is copied into a writable cache
 (``$PYG_RBP_CACHE``, else ``~/.cache/pyg_rbp``) and loaded from there. Missing files are first
 copied from a local mirror (``$PYG_RBP_SHARED``, else ``<repo>/../shared/datasets``), then
 downloaded if allowed, and otherwise reported with a :class:`DataUnavailableError`.
+Processes that load the same dataset under the same root at once take turns
+(:func:`dataset_lock`): PyG and OGB write ``processed/`` non-atomically.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyg_rbp.data.download import download_allowed, download_missing
@@ -177,3 +182,28 @@ def prepare_dataset_folder(
             raise DataUnavailableError(unavailable_message(entry, requested, missing, reason))
     verify_checksums(entry, folder, checked)
     return base
+
+
+@contextmanager
+def dataset_lock(name: str, root: str | os.PathLike | None = None) -> Iterator[None]:
+    """Hold an exclusive inter-process lock for dataset ``name`` under ``root`` (blocking).
+
+    PyG and OGB write a dataset's ``processed/`` files in place; two processes that load the
+    same fresh dataset at once (a sweep of ``pyg-rbp train`` runs, say) could read a half-written
+    file. The lock file lives in the system's temporary folder, keyed by the resolved root and
+    the name, so it works for read-only roots too. Without ``fcntl`` (Windows) it is a no-op.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    key = hashlib.sha1(f"{configured_root(root).resolve()}|{name.lower()}".encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "pyg_rbp-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

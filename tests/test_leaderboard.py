@@ -66,6 +66,17 @@ def test_interrupted_run_resumes_without_loss_or_repeats(tmp_path, monkeypatch):
     text = board.read_text()
     assert "| ppr/neumann |" in text and "| gcn |" in text and "--seeds 0,1,2" in text
     assert (tmp_path / "leaderboard.png").is_file()
+    # training curves: every cell keeps its validation history; the rows average it over seeds
+    for p in (out / "cells").rglob("*.json"):
+        history = json.loads(p.read_text())["result"]["history"]
+        assert [h["epoch"] for h in history] == [1, 2, 3]
+        assert all(0.0 <= h["val"] <= 1.0 and h["train_loss"] > 0 for h in history)
+    ppr_cells = [json.loads(p.read_text())["result"] for p in (out / "cells").rglob("*ppr*.json")]
+    expected = [sum(c["history"][i]["val"] for c in ppr_cells) / 3 for i in range(3)]
+    curve = data[0]["val_curve"]
+    assert [c[0] for c in curve] == [1, 2, 3] and [c[2] for c in curve] == [3] * 3
+    assert [c[1] for c in data[0]["val_curve"]] == pytest.approx(expected)
+    assert (tmp_path / "leaderboard_curves.png").is_file() and "leaderboard_curves.png" in text
 
 
 def test_unavailable_dataset_rows_are_kept_with_their_command(tmp_path, monkeypatch):
@@ -258,3 +269,12 @@ def test_paper_groups_get_a_per_seed_table():
     assert "| model/grad | seed 0 | seed 1 | seed 2 |" in md
     assert "| gated/neumann | 43.10 | 45.00 | - |" in md
     assert "| linear-pca | 41.00 | - | 50.00 |" in md
+
+
+def test_mean_curve_is_averaged_per_epoch_and_thinned():
+    results = [{"history": [{"epoch": e, "val": e / 1000} for e in range(1, 501)]},
+               {"history": [{"epoch": e, "val": 3 * e / 1000} for e in range(1, 501)]}, {"history": None}]
+    curve = lb._mean_curve(results, points=50)
+    assert len(curve) <= 51 and curve[0][0] == 1 and curve[-1][0] == 500  # first and last kept
+    assert all(c[1] == pytest.approx(2 * c[0] / 1000) and c[2] == 2 for c in curve)
+    assert lb._mean_curve([{"test": 0.5}]) == []  # cells from before histories were recorded

@@ -103,7 +103,7 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
             val_loss = float(loss_fn(metric, out_val, y_val))
             stop = selection.update(epoch, val, val_loss,
                                     lambda: evaluate(loaded, *_predict(model, test_loader, device)),
-                                    cfg.eval_every)
+                                    cfg.eval_every, train_loss=total / max(count, 1))
             bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")
             if stop:
@@ -121,4 +121,5 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
         "cuda_peak_bytes": peak.peak_bytes,
         "num_params": count_parameters(model),
         "fixed_point": fixed_point_stats(model),
+        "history": selection.history,
     }

@@ -392,9 +392,25 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
             "epoch_time_s": med("epoch_time_s"), "saved_bytes": med("saved_bytes"),
             "cuda_peak_bytes": med("cuda_peak_bytes"),
             "device": _devices(results),
+            "val_curve": _mean_curve(results),
             "command": c.command(), "status": status, "note": e.note,
         })
     return out
+
+
+def _mean_curve(results: list[dict[str, Any]], points: int = 100) -> list[list[float]]:
+    """Validation score against epoch, averaged over the seeds that recorded it (at most
+    ``points`` evaluations, evenly spaced): ``[[epoch, mean_val, seeds], ...]``."""
+    by_epoch: dict[int, list[float]] = {}
+    for r in results:
+        for h in r.get("history") or []:
+            if h.get("val") is not None:
+                by_epoch.setdefault(int(h["epoch"]), []).append(float(h["val"]))
+    epochs = sorted(by_epoch)
+    if len(epochs) > points:
+        step = len(epochs) / points
+        epochs = sorted({epochs[int(i * step)] for i in range(points)} | {epochs[-1]})
+    return [[e, statistics.fmean(by_epoch[e]), len(by_epoch[e])] for e in epochs]
 
 
 def _devices(results: list[dict[str, Any]]) -> str | None:
@@ -514,7 +530,7 @@ def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
 
 
 def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str, Any], profile: str,
-                    png_name: str | None = None) -> str:
+                    png_name: str | None = None, curves_name: str | None = None) -> str:
     """``LEADERBOARD.md``: per dataset and protocol, one row per model/grad."""
     from pyg_rbp.results import human_bytes
 
@@ -582,6 +598,9 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
         out.append("")
     if png_name:
         out += [f"![leaderboard]({png_name})", ""]
+    if curves_name:
+        out += ["Validation curves (mean over the seeds whose runs recorded them):", "",
+                f"![validation curves]({curves_name})", ""]
     return "\n".join(out)
 
 
@@ -642,6 +661,44 @@ def render_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
     return atomic_save_figure(fig, path, dpi=110)
 
 
+def render_curves_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Validation curves (mean over seeds) of every row with a recorded history, one panel per
+    dataset and protocol (None without matplotlib or without any curve)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows_:
+        if r.get("val_curve"):
+            groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
+    if not groups:
+        return None
+    n = len(groups)
+    cols = min(3, n)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.2 * nrows), squeeze=False)
+    for ax, ((ds, proto), rs) in zip(axes.flat, groups.items()):
+        metric = rs[0]["metric"]
+        scale = 100.0 if _pct(metric) else 1.0
+        for r in rs:
+            curve = r["val_curve"]
+            seeds = max(c[2] for c in curve)
+            ax.plot([c[0] for c in curve], [scale * c[1] for c in curve], lw=1.2,
+                    label=f"{_row_label(r)} ({seeds} seed{'s' if seeds > 1 else ''})")
+        ax.set_title(f"{ds} ({proto}): validation {metric}, mean over seeds", fontsize=9)
+        ax.set_xlabel("epoch / step", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return atomic_save_figure(fig, path, dpi=110)
+
+
 def render(entries: Sequence[Entry], out_dir: str | Path, board_path: str | Path, *,
            command: str, profile: str, device: str = "cpu", root: str | Path | None = None,
            availability: dict[str, bool] | None = None) -> list[dict[str, Any]]:
@@ -670,7 +727,9 @@ def render(entries: Sequence[Entry], out_dir: str | Path, board_path: str | Path
     atomic_write_json(json_path, all_rows)
     png = board_path.with_suffix(".png").with_name("leaderboard.png")
     made = render_png(all_rows, png)
+    curves = render_curves_png(all_rows, png.with_name("leaderboard_curves.png"))
     md = render_markdown(all_rows, command=command, env=environment(device), profile=profile,
-                         png_name=png.name if made else None)
+                         png_name=png.name if made else None,
+                         curves_name=curves.name if curves else None)
     atomic_write_text(board_path, md)
     return all_rows

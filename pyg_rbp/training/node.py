@@ -72,7 +72,8 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     (best validation score), ``test`` (test score at that step; accuracy as a fraction),
     ``best_epoch``, ``epochs_run``, ``epoch_time_s`` (median seconds of one training step:
     forward, backward, optimiser), ``train_time_s``, ``saved_bytes``, ``cuda_peak_bytes``,
-    ``num_params`` and the fixed-point diagnostics of the last solve.
+    ``num_params``, the fixed-point diagnostics of the last solve and ``history`` (one entry per
+    validation: ``epoch``, ``val``, ``val_loss``, ``train_loss``).
     """
     from tqdm.auto import tqdm
 
@@ -141,7 +142,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
                 val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
             val = score(out, val_mask)
             stop = selection.update(epoch, val, val_loss, lambda out=out: score(out, test_mask),
-                                    cfg.eval_every)
+                                    cfg.eval_every, train_loss=float(loss))
             bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")
             if stop:
@@ -159,6 +160,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         "cuda_peak_bytes": peak.peak_bytes,
         "num_params": count_parameters(model),
         "fixed_point": fixed_point_stats(model),
+        "history": selection.history,
     }
 
 

@@ -56,11 +56,14 @@ class ModelSelection:
         self.test = float("nan")
         self.epoch = 0
         self.since_best = 0
+        self.history: list[dict[str, float]] = []
 
     def update(self, epoch: int, score: float, loss: float, test_score: Callable[[], float],
-               epochs_since_last: int) -> bool:
+               epochs_since_last: int, train_loss: float | None = None) -> bool:
         """Record one validation; ``test_score()`` is called only on improvement. Returns
-        whether training should stop."""
+        whether training should stop. Every call is kept in :attr:`history` (epoch, validation
+        score and loss, last training loss): the training curve."""
+        self.history.append({"epoch": epoch, "val": score, "val_loss": loss, "train_loss": train_loss})
         if is_better(self.metric, score, loss, self.best):
             self.best = (score, loss)
             self.test = test_score()

@@ -620,8 +620,10 @@ def _per_seed_table(rs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
-    """Bar chart of test mean ± std, one panel per dataset and protocol (None without matplotlib)."""
+def _panels(rows_: list[dict[str, Any]],
+            keep: Callable[[dict[str, Any]], bool]) -> tuple[Any, Any, dict] | None:
+    """A figure with one panel per (dataset, protocol) group of the rows ``keep`` accepts:
+    ``(fig, axes, groups)``; None without matplotlib or without such rows."""
     try:
         import matplotlib
 
@@ -631,14 +633,29 @@ def render_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
         return None
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows_:
-        if r["test_mean"] is not None:
+        if keep(r):
             groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
     if not groups:
         return None
-    n = len(groups)
-    cols = min(3, n)
-    nrows = (n + cols - 1) // cols
+    cols = min(3, len(groups))
+    nrows = (len(groups) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.2 * nrows), squeeze=False)
+    return fig, axes, groups
+
+
+def _save_panels(fig: Any, axes: Any, used: int, path: str | Path) -> Path:
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return atomic_save_figure(fig, path, dpi=110)
+
+
+def render_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Bar chart of test mean ± std, one panel per dataset and protocol (None without matplotlib)."""
+    panels = _panels(rows_, lambda r: r["test_mean"] is not None)
+    if panels is None:
+        return None
+    fig, axes, groups = panels
     for ax, ((ds, proto), rs) in zip(axes.flat, groups.items()):
         metric = rs[0]["metric"]
         scale = 100.0 if _pct(metric) else 1.0
@@ -655,32 +672,16 @@ def render_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
         ax.set_xlim(max(0.0, lo - pad - (hi - lo)), hi + pad)
         ax.set_title(f"{ds} ({proto}) test {metric}{' %' if scale == 100 else ''}", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.tight_layout()
-    return atomic_save_figure(fig, path, dpi=110)
+    return _save_panels(fig, axes, len(groups), path)
 
 
 def render_curves_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | None:
     """Validation curves (mean over seeds) of every row with a recorded history, one panel per
     dataset and protocol (None without matplotlib or without any curve)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    panels = _panels(rows_, lambda r: bool(r.get("val_curve")))
+    if panels is None:
         return None
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows_:
-        if r.get("val_curve"):
-            groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
-    if not groups:
-        return None
-    n = len(groups)
-    cols = min(3, n)
-    nrows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.2 * nrows), squeeze=False)
+    fig, axes, groups = panels
     for ax, ((ds, proto), rs) in zip(axes.flat, groups.items()):
         metric = rs[0]["metric"]
         scale = 100.0 if _pct(metric) else 1.0
@@ -693,10 +694,7 @@ def render_curves_png(rows_: list[dict[str, Any]], path: str | Path) -> Path | N
         ax.set_xlabel("epoch / step", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.tight_layout()
-    return atomic_save_figure(fig, path, dpi=110)
+    return _save_panels(fig, axes, len(groups), path)
 
 
 def render(entries: Sequence[Entry], out_dir: str | Path, board_path: str | Path, *,

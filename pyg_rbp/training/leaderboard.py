@@ -243,12 +243,13 @@ def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: s
     from pyg_rbp.results import atomic_write_json, environment
     from pyg_rbp.training import runner
 
-    if entry.cell_path(cells_dir, seed).is_file():
+    path = entry.cell_path(cells_dir, seed)
+    if path.is_file():
         return False
     cfg = entry.config
     t0 = time.perf_counter()
     row = runner.run_one(cfg, loaded, seed, device=device, progress=progress)
-    atomic_write_json(entry.cell_path(cells_dir, seed), {
+    atomic_write_json(path, {
         "command": cfg.command(), "config": cfg.as_dict(), "seed": seed, "result": row,
         "wall_s": time.perf_counter() - t0, "env": environment(device),
         # cells trained side by side share the machine: their times are not a lone run's

@@ -278,3 +278,26 @@ def test_mean_curve_is_averaged_per_epoch_and_thinned():
     assert len(curve) <= 51 and curve[0][0] == 1 and curve[-1][0] == 500  # first and last kept
     assert all(c[1] == pytest.approx(2 * c[0] / 1000) and c[2] == 2 for c in curve)
     assert lb._mean_curve([{"test": 0.5}]) == []  # cells from before histories were recorded
+
+
+def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
+    cfg = build_config("cora", "node", protocol="paper", model="gated", grad="bptt")
+    bptt, neumann = lb.Entry(cfg, [0, 1]), lb.Entry(
+        build_config("cora", "node", protocol="paper", model="gated", grad="neumann"), [0, 1])
+    cells = [(bptt, 0, 0.40), (bptt, 1, 0.15), (neumann, 0, 0.45), (neumann, 1, 0.44)]
+    for e, seed, test in cells:
+        diverged = {"epoch": 2, "error": "the gradient of w became NaN/inf at step 2"} if test < 0.2 else None
+        path = e.cell_path(tmp_path / "cells", seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"result": {
+            "seed": seed, "metric": "acc", "test": test, "val": test, "epochs_run": 2 if diverged else 2000,
+            "device": "cpu", "history": [], "diverged": diverged}}))
+    rows = lb.rows([bptt, neumann], tmp_path, availability={"cora": True})
+    assert rows[0]["diverged"] == {"1": 2} and rows[1]["diverged"] == {}
+    assert rows[0]["status"] == "ok; diverged: seed 1 at step 2" and rows[1]["status"] == "ok"
+    assert rows[0]["test_mean"] == pytest.approx(0.275)  # the diverged seed counts
+    md = lb.render_markdown(rows, command="x", env={}, profile="cpu")
+    assert "| gated/bptt | 40.00 | 15.00† |" in md and "| gated/neumann | 45.00 | 44.00 |" in md
+    assert "† the run diverged" in md
+    claim = next(x for x in lb.target_checks(rows) if "Paper claim" in x)
+    assert "Diverged and counted with the best model before it: gated/bptt on seed(s) 1." in claim

@@ -197,3 +197,90 @@ def test_pool_option_reaches_both_graph_models():
     two = gin(torch.cat([x, x]), torch.cat([ei, ei + 3], dim=1), torch.zeros(6, dtype=torch.long))
     bias = gin.head.bias
     assert torch.allclose(two - bias, 2 * (one - bias), atol=1e-5)
+
+
+def _poison_gradient_at(monkeypatch, module, builder: str, bad_call: int, value: float = float("nan")):
+    """Make the ``bad_call``-th backward through the built model's first parameter give ``value``:
+    an exploding gradient, found by the trainer's own checks."""
+    real = getattr(module, builder)
+    calls = {"n": 0}
+
+    def build(*args, **kwargs):
+        model = real(*args, **kwargs)
+        first = next(iter(model.parameters()))
+
+        def hook(grad):
+            calls["n"] += 1
+            return grad * value if calls["n"] == bad_call else grad
+
+        first.register_hook(hook)
+        return model
+
+    monkeypatch.setattr(module, builder, build)
+
+
+def test_check_loss_and_gradients_name_the_problem():
+    from pyg_rbp.engine import DivergenceError
+    from pyg_rbp.training.objective import check_gradients, check_loss
+
+    lin = torch.nn.Linear(2, 2)
+    check_loss(torch.tensor(1.0), "at step 1")
+    with pytest.raises(DivergenceError, match="loss became inf at step 4"):
+        check_loss(torch.tensor(float("inf")), "at step 4")
+    lin(torch.ones(1, 2)).sum().backward()
+    check_gradients(lin, "at step 1")
+    lin.bias.grad[0] = float("nan")
+    with pytest.raises(DivergenceError, match="gradient of bias became NaN/inf at step 2"):
+        check_gradients(lin, "at step 2")
+
+
+def test_a_diverging_node_run_keeps_the_best_model_validated_before_it(monkeypatch):
+    import pyg_rbp.training.node as node
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    loaded = load_dataset("karate")
+    clean = run_one(_tiny("bptt", epochs=4, eval_every=2), loaded, 0, progress=False)
+    assert clean["diverged"] is None
+    _poison_gradient_at(monkeypatch, node, "build_node_model", bad_call=5)
+    with pytest.warns(RuntimeWarning, match="diverged at step/epoch 5"):
+        r = run_one(_tiny("bptt", epochs=8, eval_every=2), loaded, 0, progress=False)
+    assert r["diverged"]["epoch"] == 5 and "NaN/inf at step 5" in r["diverged"]["error"]
+    assert r["epochs_run"] == 5 and [h["epoch"] for h in r["history"]] == [2, 4]
+    # the weights were never updated with the bad gradient: steps 1-4 are the clean run's
+    assert r["history"] == clean["history"]
+    assert (r["val"], r["test"], r["best_epoch"]) == (clean["val"], clean["test"], clean["best_epoch"])
+
+
+def test_a_run_diverging_before_any_validation_reports_the_initial_model(monkeypatch):
+    import pyg_rbp.training.node as node
+    from pyg_rbp.data import apply_protocol, evaluate
+    from pyg_rbp.training.models import build_node_model, set_seed
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    loaded = load_dataset("karate")
+    cfg = _tiny("neumann", eval_every=5)
+    data = apply_protocol(loaded, cfg.protocol, 0, hidden=cfg.hidden, features=cfg.features)
+    set_seed(0)
+    model = build_node_model(cfg, data.x.size(1), loaded.num_classes).eval()
+    with torch.no_grad():
+        out = model(data.x.float(), data.edge_index)
+    expected = evaluate(loaded, data.y[data.test_mask], out[data.test_mask])
+    _poison_gradient_at(monkeypatch, node, "build_node_model", bad_call=2, value=float("inf"))
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        r = run_one(cfg, loaded, 0, progress=False)
+    assert r["diverged"]["epoch"] == 2 and r["epochs_run"] == 2
+    assert [h["epoch"] for h in r["history"]] == [0] and r["best_epoch"] == 0
+    assert r["test"] == pytest.approx(expected)
+
+
+def test_a_diverging_graph_run_stops_with_its_initial_model(monkeypatch, data_root):
+    import pyg_rbp.training.graph as graph
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    loaded = load_dataset("ogbg-molesol", data_root)
+    _poison_gradient_at(monkeypatch, graph, "build_graph_model", bad_call=1)
+    cfg = build_config("ogbg-molesol", "graph", model="gin", epochs=3, batch_size=128)
+    with pytest.warns(RuntimeWarning, match="diverged at step/epoch 1"):
+        r = run_one(cfg, loaded, 0, progress=False)
+    assert r["diverged"]["epoch"] == 1 and "in epoch 1" in r["diverged"]["error"]
+    assert [h["epoch"] for h in r["history"]] == [0] and math.isfinite(r["test"]) and r["test"] > 0

@@ -127,11 +127,12 @@ def run(args: argparse.Namespace) -> int:
     for s in doc["summary"]:
         rows.append({**s, "test": _pm(s["test_mean"], s["test_std"]), "val": _pm(s["val_mean"], s["val_std"]),
                      "mem": human_bytes(s["saved_bytes"]), "cuda": human_bytes(s["cuda_peak_bytes"]),
-                     "n": len(s["seeds"])})
+                     "n": len(s["seeds"]),
+                     "diverged": ", ".join(f"seed {k} at {v}" for k, v in s["diverged"].items()) or "-"})
     print(markdown_table(rows, ["dataset", "model", "grad", "metric", "test", "val", "epoch_time_s",
-                                "mem", "cuda", "n"],
+                                "mem", "cuda", "n", "diverged"],
                          ["dataset", "model", "grad", "metric", "test", "val", "s/epoch",
-                          "saved for backward", "CUDA peak", "seeds"]))
+                          "saved for backward", "CUDA peak", "seeds", "diverged (step)"]))
     if args.json:
         print(f"wrote {args.json}")
     return 0

@@ -8,6 +8,7 @@ training mini-batch.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -16,11 +17,12 @@ import torch
 
 from pyg_rbp.data import evaluate
 from pyg_rbp.data.loaded import LoadedDataset
+from pyg_rbp.engine import DivergenceError
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_graph_model, count_parameters, fixed_point_stats, set_seed
 from pyg_rbp.training.node import make_optimizer
-from pyg_rbp.training.objective import ModelSelection, loss_fn
+from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, check_gradients, check_loss, loss_fn
 
 
 def _forward(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -64,50 +66,58 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
     metric = loaded.metric
 
     selection = ModelSelection(metric, cfg.patience)
+    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}"
+    guard = DivergenceGuard(model, label)
     epoch_times: list[float] = []
     saved = None
+
+    def validate(epoch: int, train_loss: float | None) -> bool:
+        y_val, out_val = _predict(model, val_loader, device)
+        val_loss = float(loss_fn(metric, out_val, y_val))
+        return selection.update(epoch, evaluate(loaded, y_val, out_val), val_loss,
+                                lambda: evaluate(loaded, *_predict(model, test_loader, device)),
+                                cfg.eval_every, train_loss=train_loss)
+
     t_start = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
     epoch = 0
     with CudaPeakMemory(device) as peak:
         for epoch in bar:
-            model.train()
-            synchronize(device)
-            t0 = time.perf_counter()
-            total, count = 0.0, 0
-            for batch in train_loader:
-                batch = batch.to(device)
-                opt.zero_grad(set_to_none=True)
-                if saved is None:
-                    with SavedTensorBytes() as mem:
+            try:
+                model.train()
+                synchronize(device)
+                t0 = time.perf_counter()
+                total, count = 0.0, 0
+                for batch in train_loader:
+                    batch = batch.to(device)
+                    opt.zero_grad(set_to_none=True)
+                    with SavedTensorBytes() if saved is None else contextlib.nullcontext() as mem:
                         out = _forward(model, batch)
                         loss = loss_fn(metric, out, batch.y)
-                    saved = mem.bytes
-                else:
-                    out = _forward(model, batch)
-                    loss = loss_fn(metric, out, batch.y)
-                if not bool(torch.isfinite(loss)):
-                    raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}")
-                loss.backward()
-                opt.step()
-                loss = loss.detach()
-                total += float(loss) * batch.num_graphs
-                count += batch.num_graphs
-            synchronize(device)
-            epoch_times.append(time.perf_counter() - t0)
-            if epoch % cfg.eval_every and epoch != cfg.epochs:
-                continue
-            y_val, out_val = _predict(model, val_loader, device)
-            val = evaluate(loaded, y_val, out_val)
-            val_loss = float(loss_fn(metric, out_val, y_val))
-            stop = selection.update(epoch, val, val_loss,
-                                    lambda: evaluate(loaded, *_predict(model, test_loader, device)),
-                                    cfg.eval_every, train_loss=total / max(count, 1))
+                    if mem is not None:
+                        saved = mem.bytes
+                    check_loss(loss, f"in epoch {epoch}")
+                    loss.backward()
+                    check_gradients(model, f"in epoch {epoch}")
+                    opt.step()
+                    loss = loss.detach()
+                    total += float(loss) * batch.num_graphs
+                    count += batch.num_graphs
+                synchronize(device)
+                epoch_times.append(time.perf_counter() - t0)
+                if epoch % cfg.eval_every and epoch != cfg.epochs:
+                    continue
+                stop = validate(epoch, total / max(count, 1))
+            except DivergenceError as err:
+                guard.record(epoch, err)
+                break
             bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")
             if stop:
                 break
+        if guard.info is not None and selection.best is None:
+            guard.restore_initial(model)
+            validate(0, None)
     bar.close()
     return {
         "seed": seed,
@@ -122,4 +132,5 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
         "num_params": count_parameters(model),
         "fixed_point": fixed_point_stats(model),
         "history": selection.history,
+        "diverged": guard.info,
     }

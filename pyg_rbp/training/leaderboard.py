@@ -30,7 +30,7 @@ from typing import Any
 from pyg_rbp.engine import GRAD_MODES
 from pyg_rbp.results import atomic_save_figure
 from pyg_rbp.training.config import PLANETOID, TrainConfig, build_config, dataset_task
-from pyg_rbp.training.runner import mean_std
+from pyg_rbp.training.runner import diverged_seeds, mean_std
 
 DEFAULT_DATASETS: tuple[str, ...] = ("cora", "citeseer", "pubmed", "ogbg-molbace", "ogbg-molesol",
                                      "ogbn-arxiv")
@@ -381,12 +381,16 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
             status = f"partial: {len(results)} of {len(e.seeds)} seeds"
         else:
             status = "ok"
+        diverged = diverged_seeds(results)
+        if diverged:
+            status += "; diverged: " + ", ".join(f"seed {k} at step {v}" for k, v in diverged.items())
         out.append({
             "dataset": c.dataset, "protocol": c.protocol, "model": c.model, "grad": c.grad,
             "metric": results[0]["metric"] if results else _expected_metric(c.dataset),
             "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
             "seeds": sorted(r["seed"] for r in results), "seeds_planned": list(e.seeds),
             "test_by_seed": {str(r["seed"]): r["test"] for r in sorted(results, key=lambda r: r["seed"])},
+            "diverged": diverged_seeds(results),
             "epochs": c.epochs, "epochs_run_mean": (sum(r["epochs_run"] for r in results) / len(results)
                                                     if results else None),
             "max_iter": c.max_iter if c.grad else None, "backward_iter": c.backward_iter if c.grad else None,
@@ -472,6 +476,13 @@ def _paired_difference(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b
             f"{name_a} >= {name_b} on {wins} of {len(diffs)} seeds.")
 
 
+def _divergence_note(seeds: Sequence[str], *named_rows: dict[str, Any]) -> str:
+    """Which of the compared seeds diverged in which row (they count, with their pre-divergence model)."""
+    parts = [f"{_row_label(r)} on seed(s) {', '.join(s for s in seeds if s in r.get('diverged', {}))}"
+             for r in named_rows if any(s in r.get("diverged", {}) for s in seeds)]
+    return (f" Diverged and counted with the best model before it: {'; '.join(parts)}." if parts else "")
+
+
 def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
     """Plain-language verdicts on the issue's targets, computed from the rows (never typed in)."""
     lines = []
@@ -491,7 +502,8 @@ def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
                 f"- Paper claim on {ds} (paper protocol, Neumann-RBP at least as accurate as BPTT): "
                 f"**{'holds' if a >= b else 'does not hold'}** here: Neumann {100 * a:.2f}% vs "
                 f"BPTT {100 * b:.2f}% test ({basis}, {nm['epochs']} steps)."
-                + _paired_difference(nm, bp, "Neumann", "BPTT") + (f" {nm['note']}." if nm["note"] else ""))
+                + _paired_difference(nm, bp, "Neumann", "BPTT") + _divergence_note(common, nm, bp)
+                + (f" {nm['note']}." if nm["note"] else ""))
         elif any(r["dataset"] == ds and r["protocol"] == "paper" for r in rows_):
             missing = [g for g, r in (("Neumann-RBP", nm), ("BPTT", bp)) if r is None]
             lines.append(f"- Paper claim on {ds} (paper protocol, Neumann-RBP at least as accurate as "
@@ -605,6 +617,9 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
     return "\n".join(out)
 
 
+DIVERGED_MARK = "†"
+
+
 def _per_seed_table(rs: list[dict[str, Any]]) -> list[str]:
     """Test score of every row per seed: a seed fixes the split, so columns compare like with like."""
     seeds = sorted({int(s) for r in rs for s in r.get("test_by_seed", {})})
@@ -615,9 +630,15 @@ def _per_seed_table(rs: list[dict[str, Any]]) -> list[str]:
              "| model/grad | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "| --- |" + " --- |" * len(seeds)]
     for r in rs:
-        by_seed = r.get("test_by_seed", {})
-        cells = [f"{scale * by_seed[str(s)]:.2f}" if by_seed.get(str(s)) is not None else "-" for s in seeds]
+        by_seed, diverged = r.get("test_by_seed", {}), r.get("diverged", {})
+        cells = [f"{scale * by_seed[str(s)]:.2f}" + (DIVERGED_MARK if str(s) in diverged else "")
+                 if by_seed.get(str(s)) is not None else "-" for s in seeds]
         lines.append(f"| {_row_label(r)} | " + " | ".join(cells) + " |")
+    if any(r.get("diverged") for r in rs):
+        lines += ["", f"{DIVERGED_MARK} the run diverged (NaN/inf loss, gradient or state; the step is in "
+                  "the row's status) and stopped there; its score is that of the best model validated before "
+                  "it, the initial model if none was (the reference code validates before step 1 and never "
+                  "selects NaN weights). It counts in the row's mean as the protocol's outcome."]
     return lines
 
 

@@ -9,6 +9,7 @@ way on every device) and, on CUDA, the peak allocated memory.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -18,10 +19,11 @@ from torch_geometric.data import Data
 
 from pyg_rbp.data import evaluate
 from pyg_rbp.data.loaded import LoadedDataset
+from pyg_rbp.engine import DivergenceError
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_node_model, count_parameters, fixed_point_stats, set_seed
-from pyg_rbp.training.objective import ModelSelection, loss_fn
+from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, check_gradients, check_loss, loss_fn
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -73,7 +75,10 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     ``best_epoch``, ``epochs_run``, ``epoch_time_s`` (median seconds of one training step:
     forward, backward, optimiser), ``train_time_s``, ``saved_bytes``, ``cuda_peak_bytes``,
     ``num_params``, the fixed-point diagnostics of the last solve and ``history`` (one entry per
-    validation: ``epoch``, ``val``, ``val_loss``, ``train_loss``).
+    validation: ``epoch``, ``val``, ``val_loss``, ``train_loss``) and ``diverged``: ``None``, or
+    ``{"epoch", "error"}`` when a NaN/inf loss, gradient or state stopped the run (the scores are
+    then those of the best validated model before it; see
+    :class:`~pyg_rbp.training.objective.DivergenceGuard`).
     """
     from tqdm.auto import tqdm
 
@@ -106,47 +111,55 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         return evaluate(loaded, y_cpu[m], out.detach().cpu()[m])
 
     selection = ModelSelection(metric, cfg.patience)
+    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}"
+    guard = DivergenceGuard(model, label)
     step_times: list[float] = []
     saved = None
+
+    def validate(epoch: int, train_loss: float | None) -> bool:
+        model.eval()
+        with torch.no_grad():
+            out = model(x, data.edge_index, edge_weight)
+            val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
+        return selection.update(epoch, score(out, val_mask), val_loss,
+                                lambda: score(out, test_mask), cfg.eval_every, train_loss=train_loss)
+
     t_start = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
     epoch = 0
     with CudaPeakMemory(device) as peak:
         for epoch in bar:
-            model.train()
-            synchronize(device)
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            x_in = feature_dropout() if feature_dropout is not None else x
-            if saved is None:
-                with SavedTensorBytes() as mem:
+            try:
+                model.train()
+                synchronize(device)
+                t0 = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                x_in = feature_dropout() if feature_dropout is not None else x
+                with SavedTensorBytes() if saved is None else contextlib.nullcontext() as mem:
                     out = model(x_in, data.edge_index, edge_weight)
                     loss = loss_fn(metric, out[train_mask], y[train_mask])
-                saved = mem.bytes
-            else:
-                out = model(x_in, data.edge_index, edge_weight)
-                loss = loss_fn(metric, out[train_mask], y[train_mask])
-            if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(f"training loss became {float(loss)} at step {epoch}")
-            loss.backward()
-            opt.step()
-            loss = loss.detach()
-            synchronize(device)
-            step_times.append(time.perf_counter() - t0)
-            if epoch % cfg.eval_every and epoch != cfg.epochs:
-                continue
-            model.eval()
-            with torch.no_grad():
-                out = model(x, data.edge_index, edge_weight)
-                val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
-            val = score(out, val_mask)
-            stop = selection.update(epoch, val, val_loss, lambda out=out: score(out, test_mask),
-                                    cfg.eval_every, train_loss=float(loss))
+                if mem is not None:
+                    saved = mem.bytes
+                check_loss(loss, f"at step {epoch}")
+                loss.backward()
+                check_gradients(model, f"at step {epoch}")
+                opt.step()
+                loss = loss.detach()
+                synchronize(device)
+                step_times.append(time.perf_counter() - t0)
+                if epoch % cfg.eval_every and epoch != cfg.epochs:
+                    continue
+                stop = validate(epoch, float(loss))
+            except DivergenceError as err:
+                guard.record(epoch, err)
+                break
             bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")
             if stop:
                 break
+        if guard.info is not None and selection.best is None:
+            guard.restore_initial(model)
+            validate(0, None)
     bar.close()
     return {
         "seed": seed,
@@ -161,6 +174,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         "num_params": count_parameters(model),
         "fixed_point": fixed_point_stats(model),
         "history": selection.history,
+        "diverged": guard.info,
     }
 
 

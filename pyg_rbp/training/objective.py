@@ -8,13 +8,17 @@ OGB's evaluators leave them out of the score.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from pyg_rbp.data.metrics import higher_is_better
+from pyg_rbp.engine import DivergenceError
 
 
 def loss_fn(metric: str, out: Tensor, y: Tensor) -> Tensor:
@@ -33,6 +37,51 @@ def loss_fn(metric: str, out: Tensor, y: Tensor) -> Tensor:
     if metric == "rmse":
         return F.mse_loss(out[labelled], y[labelled])
     raise ValueError(f"no loss for metric {metric!r}")
+
+
+def check_loss(loss: Tensor, where: str) -> None:
+    """Raise :class:`~pyg_rbp.DivergenceError` if the training loss is NaN/inf."""
+    if not bool(torch.isfinite(loss)):
+        raise DivergenceError(f"the training loss became {float(loss)} {where}")
+
+
+def check_gradients(model: nn.Module, where: str) -> None:
+    """Raise :class:`~pyg_rbp.DivergenceError` if a parameter's gradient holds NaN/inf (checked
+    after ``backward`` and before the optimiser step, so the weights are still the last finite ones).
+    One device synchronisation for all parameters."""
+    named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(g).all() for _, g in named])
+    if not bool(finite.all()):
+        bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+        raise DivergenceError(f"the gradient of {', '.join(bad)} became NaN/inf {where}")
+
+
+class DivergenceGuard:
+    """What a training loop does when its run diverges (an exploding gradient, a forward solve that
+    blows up): stop, warn, and report the best validated model before it.
+
+    A diverged run is an outcome of the protocol, not a crash: the reference implementation keeps
+    training on NaN weights and its model selection (validation, first checked before step 1)
+    never picks them. Here the loop stops at the first non-finite loss, gradient or state and
+    the selection keeps what it had; if no validation happened yet, the initial weights (kept by
+    this guard) are validated as step 0, as the reference's first check would.
+    """
+
+    def __init__(self, model: nn.Module, label: str) -> None:
+        self.label = label
+        self.initial = copy.deepcopy(model.state_dict())
+        self.info: dict[str, Any] | None = None
+
+    def record(self, epoch: int, err: DivergenceError) -> None:
+        self.info = {"epoch": epoch, "error": str(err)}
+        warnings.warn(f"{self.label}: training diverged at step/epoch {epoch} ({err}); the result is "
+                      "the best validated model before it", RuntimeWarning, stacklevel=2)
+
+    def restore_initial(self, model: nn.Module) -> None:
+        """Load the weights the run started from (used when it diverged before any validation)."""
+        model.load_state_dict(self.initial)
 
 
 def is_better(metric: str, score: float, loss: float, best: tuple[float, float] | None) -> bool:

@@ -74,8 +74,15 @@ def summarize(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "saved_bytes": statistics.median(saved) if saved else None,
             "cuda_peak_bytes": max(peaks) if peaks else None,
             "epochs_run_mean": statistics.fmean(r["epochs_run"] for r in rs),
+            "diverged": diverged_seeds(rs),
         })
     return rows
+
+
+def diverged_seeds(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """``{seed: step}`` of the runs that stopped on a NaN/inf loss, gradient or state."""
+    return {str(r["seed"]): r["diverged"]["epoch"] for r in sorted(results, key=lambda r: r["seed"])
+            if r.get("diverged")}
 
 
 def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: str = "cpu",

@@ -301,3 +301,4 @@ def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
     assert "† the run diverged" in md
     claim = next(x for x in lb.target_checks(rows) if "Paper claim" in x)
     assert "Diverged and counted with the best model before it: gated/bptt on seed(s) 1." in claim
+    assert "Without those seeds (1 left): gated/neumann 45.00% vs gated/bptt 40.00%." in claim

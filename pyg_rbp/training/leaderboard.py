@@ -476,11 +476,20 @@ def _paired_difference(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b
             f"{name_a} >= {name_b} on {wins} of {len(diffs)} seeds.")
 
 
-def _divergence_note(seeds: Sequence[str], *named_rows: dict[str, Any]) -> str:
-    """Which of the compared seeds diverged in which row (they count, with their pre-divergence model)."""
-    parts = [f"{_row_label(r)} on seed(s) {', '.join(s for s in seeds if s in r.get('diverged', {}))}"
-             for r in named_rows if any(s in r.get("diverged", {}) for s in seeds)]
-    return (f" Diverged and counted with the best model before it: {'; '.join(parts)}." if parts else "")
+def _divergence_note(seeds: Sequence[str], a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Which of the compared seeds diverged in which row (they count, with their pre-divergence
+    model), and the two means without them, so a reader sees whether the verdict rests on them."""
+    hit = {_row_label(r): [s for s in seeds if s in r.get("diverged", {})] for r in (a, b)}
+    if not any(hit.values()):
+        return ""
+    rest = [s for s in seeds if all(s not in r.get("diverged", {}) for r in (a, b))]
+    out = "; ".join(f"{label} on seed(s) {', '.join(ss)}" for label, ss in hit.items() if ss)
+    out = f" Diverged and counted with the best model before it: {out}."
+    if rest:
+        ma, mb = (100 * statistics.fmean(r["test_by_seed"][s] for s in rest) for r in (a, b))
+        out += (f" Without those seeds ({len(rest)} left): {_row_label(a)} {ma:.2f}% vs "
+                f"{_row_label(b)} {mb:.2f}%.")
+    return out
 
 
 def target_checks(rows_: list[dict[str, Any]]) -> list[str]:

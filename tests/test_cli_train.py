@@ -28,6 +28,7 @@ def test_train_cli_end_to_end_and_resume(tmp_path, capsys):
     assert summary["neumann"]["seeds"] == [0, 1]
     text = capsys.readouterr().out
     assert "pyg-rbp train --dataset karate" in text and "| karate | gated | neumann |" in text
+    assert "| diverged (step) |" in text and all(r["diverged"] is None for r in doc["results"])
     # a rerun with the same settings keeps the finished seeds and trains nothing
     before = out.read_text()
     assert main(argv) == 0

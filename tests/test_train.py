@@ -201,9 +201,10 @@ def test_pool_option_reaches_both_graph_models():
 
 def _poison_gradient_at(monkeypatch, module, builder: str, bad_call: int, value: float = float("nan")):
     """Make the ``bad_call``-th backward through the built model's first parameter give ``value``:
-    an exploding gradient, found by the trainer's own checks."""
+    an exploding gradient, found by the trainer's own checks. Returns the list the built models
+    are appended to."""
     real = getattr(module, builder)
-    calls = {"n": 0}
+    calls, built = {"n": 0}, []
 
     def build(*args, **kwargs):
         model = real(*args, **kwargs)
@@ -214,9 +215,26 @@ def _poison_gradient_at(monkeypatch, module, builder: str, bad_call: int, value:
             return grad * value if calls["n"] == bad_call else grad
 
         first.register_hook(hook)
+        built.append(model)
         return model
 
     monkeypatch.setattr(module, builder, build)
+    return built
+
+
+def _initial_node_scores(loaded, cfg, seed=0):
+    """Validation loss and test accuracy of the freshly built model of ``cfg`` (as train_node seeds it)."""
+    from pyg_rbp.data import apply_protocol, evaluate
+    from pyg_rbp.training.models import build_node_model, set_seed
+    from pyg_rbp.training.objective import loss_fn
+
+    data = apply_protocol(loaded, cfg.protocol, seed, hidden=cfg.hidden, features=cfg.features)
+    set_seed(seed)
+    model = build_node_model(cfg, data.x.size(1), loaded.num_classes).eval()
+    with torch.no_grad():
+        out = model(data.x.float(), data.edge_index)
+    val_loss = float(loss_fn("acc", out[data.val_mask], data.y[data.val_mask]))
+    return val_loss, evaluate(loaded, data.y[data.test_mask], out[data.test_mask])
 
 
 def test_check_loss_and_gradients_name_the_problem():
@@ -234,6 +252,21 @@ def test_check_loss_and_gradients_name_the_problem():
         check_gradients(lin, "at step 2")
 
 
+def test_model_selection_is_unchanged_when_scoring_the_test_set_fails():
+    from pyg_rbp.engine import DivergenceError
+    from pyg_rbp.training.objective import ModelSelection
+
+    sel = ModelSelection("acc")
+    sel.update(2, 0.5, 1.0, lambda: 0.4, 2)
+
+    def boom():
+        raise DivergenceError("test forward blew up")
+
+    with pytest.raises(DivergenceError):
+        sel.update(4, 0.6, 0.9, boom, 2)
+    assert (sel.val, sel.test, sel.epoch) == (0.5, 0.4, 2) and [h["epoch"] for h in sel.history] == [2]
+
+
 def test_a_diverging_node_run_keeps_the_best_model_validated_before_it(monkeypatch):
     import pyg_rbp.training.node as node
     from pyg_rbp.training.runner import load_dataset, run_one
@@ -241,46 +274,95 @@ def test_a_diverging_node_run_keeps_the_best_model_validated_before_it(monkeypat
     loaded = load_dataset("karate")
     clean = run_one(_tiny("bptt", epochs=4, eval_every=2), loaded, 0, progress=False)
     assert clean["diverged"] is None
-    _poison_gradient_at(monkeypatch, node, "build_node_model", bad_call=5)
+    built = _poison_gradient_at(monkeypatch, node, "build_node_model", bad_call=5)
     with pytest.warns(RuntimeWarning, match="diverged at step/epoch 5"):
         r = run_one(_tiny("bptt", epochs=8, eval_every=2), loaded, 0, progress=False)
     assert r["diverged"]["epoch"] == 5 and "NaN/inf at step 5" in r["diverged"]["error"]
-    assert r["epochs_run"] == 5 and [h["epoch"] for h in r["history"]] == [2, 4]
-    # the weights were never updated with the bad gradient: steps 1-4 are the clean run's
+    assert r["epochs_run"] == 4 and [h["epoch"] for h in r["history"]] == [2, 4]
+    # the check runs before the optimiser step: the bad gradient never reached the weights
+    assert all(bool(torch.isfinite(p).all()) for p in built[0].parameters())
+    # steps 1-4 are the clean run's
     assert r["history"] == clean["history"]
     assert (r["val"], r["test"], r["best_epoch"]) == (clean["val"], clean["test"], clean["best_epoch"])
 
 
 def test_a_run_diverging_before_any_validation_reports_the_initial_model(monkeypatch):
     import pyg_rbp.training.node as node
-    from pyg_rbp.data import apply_protocol, evaluate
-    from pyg_rbp.training.models import build_node_model, set_seed
     from pyg_rbp.training.runner import load_dataset, run_one
 
     loaded = load_dataset("karate")
-    cfg = _tiny("neumann", eval_every=5)
-    data = apply_protocol(loaded, cfg.protocol, 0, hidden=cfg.hidden, features=cfg.features)
-    set_seed(0)
-    model = build_node_model(cfg, data.x.size(1), loaded.num_classes).eval()
-    with torch.no_grad():
-        out = model(data.x.float(), data.edge_index)
-    expected = evaluate(loaded, data.y[data.test_mask], out[data.test_mask])
+    cfg = _tiny("neumann", eval_every=5, lr=0.5)
+    val_loss, test = _initial_node_scores(loaded, cfg)
     _poison_gradient_at(monkeypatch, node, "build_node_model", bad_call=2, value=float("inf"))
     with pytest.warns(RuntimeWarning, match="diverged"):
         r = run_one(cfg, loaded, 0, progress=False)
-    assert r["diverged"]["epoch"] == 2 and r["epochs_run"] == 2
+    assert r["diverged"]["epoch"] == 2 and r["epochs_run"] == 1
     assert [h["epoch"] for h in r["history"]] == [0] and r["best_epoch"] == 0
-    assert r["test"] == pytest.approx(expected)
+    # the step that ran (lr 0.5) was undone: these are the initial weights' scores
+    assert r["history"][0]["val_loss"] == pytest.approx(val_loss) and r["test"] == pytest.approx(test)
+
+
+def test_a_solve_diverging_in_validation_stops_the_run(monkeypatch):
+    import pyg_rbp.training.node as node
+    from pyg_rbp.engine import DivergenceError
+    from pyg_rbp.training.runner import load_dataset, run_one
+
+    real = node.build_node_model
+    calls = {"n": 0}
+
+    def build(*args, **kwargs):
+        model = real(*args, **kwargs)
+        forward = model.forward
+
+        def guarded(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == 3:  # training steps 1 and 2, then the validation at step 2
+                raise DivergenceError("fixed_point forward: the state became NaN/inf at iteration 7")
+            return forward(*a, **k)
+
+        model.forward = guarded
+        return model
+
+    monkeypatch.setattr(node, "build_node_model", build)
+    loaded = load_dataset("karate")
+    cfg = _tiny("rbp", eval_every=2)
+    val_loss, _ = _initial_node_scores(loaded, cfg)
+    with pytest.warns(RuntimeWarning, match="diverged at step/epoch 2"):
+        r = run_one(cfg, loaded, 0, progress=False)
+    assert r["epochs_run"] == 2 and "iteration 7" in r["diverged"]["error"]
+    assert [h["epoch"] for h in r["history"]] == [0]
+    assert r["history"][0]["val_loss"] == pytest.approx(val_loss)
+
+
+def test_summary_lists_the_diverged_seeds():
+    from pyg_rbp.training.runner import summarize
+
+    base = {"dataset": "karate", "protocol": "public", "model": "gated", "grad": "bptt", "metric": "acc",
+            "val": 0.5, "epoch_time_s": 0.1, "saved_bytes": 1, "cuda_peak_bytes": None}
+    rows = summarize([{**base, "seed": 0, "test": 0.6, "epochs_run": 9, "diverged": None},
+                      {**base, "seed": 1, "test": 0.2, "epochs_run": 3,
+                       "diverged": {"epoch": 4, "error": "x"}}])
+    assert rows[0]["diverged"] == {"1": 4} and rows[0]["test_mean"] == pytest.approx(0.4)
 
 
 def test_a_diverging_graph_run_stops_with_its_initial_model(monkeypatch, data_root):
+    from torch_geometric.loader import DataLoader
+
     import pyg_rbp.training.graph as graph
+    from pyg_rbp.training.models import build_graph_model, set_seed
+    from pyg_rbp.training.objective import loss_fn
     from pyg_rbp.training.runner import load_dataset, run_one
 
     loaded = load_dataset("ogbg-molesol", data_root)
-    _poison_gradient_at(monkeypatch, graph, "build_graph_model", bad_call=1)
-    cfg = build_config("ogbg-molesol", "graph", model="gin", epochs=3, batch_size=128)
+    cfg = build_config("ogbg-molesol", "graph", model="gin", epochs=3, batch_size=256, lr=0.05)
+    set_seed(0)
+    initial = build_graph_model(cfg, loaded.num_features, loaded.num_classes)
+    val_loader = DataLoader(loaded.dataset[loaded.split_idx["valid"]], batch_size=256)
+    y_val, out_val = graph._predict(initial, val_loader, torch.device("cpu"))
+    # the first mini-batch's step runs, the second's gradient is NaN: epoch 1 never completes
+    _poison_gradient_at(monkeypatch, graph, "build_graph_model", bad_call=2)
     with pytest.warns(RuntimeWarning, match="diverged at step/epoch 1"):
         r = run_one(cfg, loaded, 0, progress=False)
-    assert r["diverged"]["epoch"] == 1 and "in epoch 1" in r["diverged"]["error"]
+    assert r["diverged"]["epoch"] == 1 and "in epoch 1" in r["diverged"]["error"] and r["epochs_run"] == 0
     assert [h["epoch"] for h in r["history"]] == [0] and math.isfinite(r["test"]) and r["test"] > 0
+    assert r["history"][0]["val_loss"] == pytest.approx(float(loss_fn("rmse", out_val, y_val)), rel=1e-5)

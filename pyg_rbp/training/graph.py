@@ -80,7 +80,7 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
 
     t_start = time.perf_counter()
     bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
-    epoch = 0
+    epoch = done = 0  # done: epochs whose training pass completed
     with CudaPeakMemory(device) as peak:
         for epoch in bar:
             try:
@@ -103,6 +103,7 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
                     loss = loss.detach()
                     total += float(loss) * batch.num_graphs
                     count += batch.num_graphs
+                done = epoch
                 synchronize(device)
                 epoch_times.append(time.perf_counter() - t0)
                 if epoch % cfg.eval_every and epoch != cfg.epochs:
@@ -116,15 +117,14 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
             if stop:
                 break
         if guard.info is not None and selection.best is None:
-            guard.restore_initial(model)
-            validate(0, None)
+            guard.validate_initial(model, lambda: validate(0, None))
     bar.close()
     return {
         "seed": seed,
         "val": selection.val,
         "test": selection.test,
         "best_epoch": selection.epoch,
-        "epochs_run": epoch,
+        "epochs_run": done,
         "epoch_time_s": statistics.median(epoch_times) if epoch_times else None,
         "train_time_s": time.perf_counter() - t_start,
         "saved_bytes": saved,

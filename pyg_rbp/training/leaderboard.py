@@ -383,7 +383,8 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
             status = "ok"
         diverged = diverged_seeds(results)
         if diverged:
-            status += "; diverged: " + ", ".join(f"seed {k} at step {v}" for k, v in diverged.items())
+            unit = "in epoch" if dataset_task(c.dataset) == "graph" else "at step"
+            status += "; diverged: " + ", ".join(f"seed {k} {unit} {v}" for k, v in diverged.items())
         out.append({
             "dataset": c.dataset, "protocol": c.protocol, "model": c.model, "grad": c.grad,
             "metric": results[0]["metric"] if results else _expected_metric(c.dataset),
@@ -477,14 +478,18 @@ def _paired_difference(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b
 
 
 def _divergence_note(seeds: Sequence[str], a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Which of the compared seeds diverged in which row (they count, with their pre-divergence
-    model), and the two means without them, so a reader sees whether the verdict rests on them."""
-    hit = {_row_label(r): [s for s in seeds if s in r.get("diverged", {})] for r in (a, b)}
-    if not any(hit.values()):
+    """Which compared seeds diverged in which row (they count, with their pre-divergence model),
+    and the two means without them, so a reader sees whether the verdict rests on them. With no
+    shared seeds (row means compared) every diverged seed of either row is named."""
+    def hit(r: dict[str, Any]) -> list[str]:
+        return [s for s in (seeds or r.get("diverged", {})) if s in r.get("diverged", {})]
+
+    named = [(_row_label(r), hit(r)) for r in (a, b) if hit(r)]
+    if not named:
         return ""
+    out = " Diverged and counted with the best model before it: " + "; ".join(
+        f"{label} on seed(s) {', '.join(ss)}" for label, ss in named) + "."
     rest = [s for s in seeds if all(s not in r.get("diverged", {}) for r in (a, b))]
-    out = "; ".join(f"{label} on seed(s) {', '.join(ss)}" for label, ss in hit.items() if ss)
-    out = f" Diverged and counted with the best model before it: {out}."
     if rest:
         ma, mb = (100 * statistics.fmean(r["test_by_seed"][s] for s in rest) for r in (a, b))
         out += (f" Without those seeds ({len(rest)} left): {_row_label(a)} {ma:.2f}% vs "

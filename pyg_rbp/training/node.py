@@ -126,7 +126,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
 
     t_start = time.perf_counter()
     bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
-    epoch = 0
+    epoch = done = 0  # done: steps whose optimiser update ran
     with CudaPeakMemory(device) as peak:
         for epoch in bar:
             try:
@@ -144,6 +144,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
                 loss.backward()
                 check_gradients(model, f"at step {epoch}")
                 opt.step()
+                done = epoch
                 loss = loss.detach()
                 synchronize(device)
                 step_times.append(time.perf_counter() - t0)
@@ -158,15 +159,14 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
             if stop:
                 break
         if guard.info is not None and selection.best is None:
-            guard.restore_initial(model)
-            validate(0, None)
+            guard.validate_initial(model, lambda: validate(0, None))
     bar.close()
     return {
         "seed": seed,
         "val": selection.val,
         "test": selection.test,
         "best_epoch": selection.epoch,
-        "epochs_run": epoch,
+        "epochs_run": done,
         "epoch_time_s": statistics.median(step_times) if step_times else None,
         "train_time_s": time.perf_counter() - t_start,
         "saved_bytes": saved,

@@ -8,7 +8,6 @@ OGB's evaluators leave them out of the score.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -48,14 +47,19 @@ def check_loss(loss: Tensor, where: str) -> None:
 def check_gradients(model: nn.Module, where: str) -> None:
     """Raise :class:`~pyg_rbp.DivergenceError` if a parameter's gradient holds NaN/inf (checked
     after ``backward`` and before the optimiser step, so the weights are still the last finite ones).
-    One device synchronisation for all parameters."""
+
+    One fused norm kernel (as ``clip_grad_norm_`` uses) and one device synchronisation for all
+    parameters; the names of the offending parameters are looked up only on failure.
+    """
     named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
     if not named:
         return
-    finite = torch.stack([torch.isfinite(g).all() for _, g in named])
-    if not bool(finite.all()):
-        bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
-        raise DivergenceError(f"the gradient of {', '.join(bad)} became NaN/inf {where}")
+    grads = [g for _, g in named]
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
+    if bool(torch.isfinite(torch.stack([n.to(grads[0].device) for n in norms])).all()):
+        return
+    bad = [n for n, g in named if not bool(torch.isfinite(g).all())] or [n for n, _ in named]
+    raise DivergenceError(f"the gradient of {', '.join(bad)} became NaN/inf {where}")
 
 
 class DivergenceGuard:
@@ -66,22 +70,30 @@ class DivergenceGuard:
     training on NaN weights and its model selection (validation, first checked before step 1)
     never picks them. Here the loop stops at the first non-finite loss, gradient or state and
     the selection keeps what it had; if no validation happened yet, the initial weights (kept by
-    this guard) are validated as step 0, as the reference's first check would.
+    this guard, on the CPU so that a GPU run's peak memory is unchanged) are validated as step
+    (node tasks) or epoch (graph tasks) 0, as the reference's first check would.
     """
 
     def __init__(self, model: nn.Module, label: str) -> None:
         self.label = label
-        self.initial = copy.deepcopy(model.state_dict())
+        self.initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.info: dict[str, Any] | None = None
 
     def record(self, epoch: int, err: DivergenceError) -> None:
+        """Note that the run diverged at ``epoch`` (the step or epoch that failed) and warn."""
         self.info = {"epoch": epoch, "error": str(err)}
         warnings.warn(f"{self.label}: training diverged at step/epoch {epoch} ({err}); the result is "
                       "the best validated model before it", RuntimeWarning, stacklevel=2)
 
-    def restore_initial(self, model: nn.Module) -> None:
-        """Load the weights the run started from (used when it diverged before any validation)."""
+    def validate_initial(self, model: nn.Module, validate: Callable[[], Any]) -> None:
+        """Load the weights the run started from and ``validate()`` them (for a run that diverged
+        before its first validation). If even they diverge, the run keeps no score."""
         model.load_state_dict(self.initial)
+        try:
+            validate()
+        except DivergenceError as err:
+            assert self.info is not None
+            self.info["error"] += f"; validating the initial weights failed too: {err}"
 
 
 def is_better(metric: str, score: float, loss: float, best: tuple[float, float] | None) -> bool:
@@ -112,10 +124,13 @@ class ModelSelection:
         """Record one validation; ``test_score()`` is called only on improvement. Returns
         whether training should stop. Every call is kept in :attr:`history` (epoch, validation
         score and loss, last training loss): the training curve."""
+        better = is_better(self.metric, score, loss, self.best)
+        # scored first: if scoring raises (a diverging test forward), the selection is unchanged
+        test = test_score() if better else None
         self.history.append({"epoch": epoch, "val": score, "val_loss": loss, "train_loss": train_loss})
-        if is_better(self.metric, score, loss, self.best):
+        if better:
             self.best = (score, loss)
-            self.test = test_score()
+            self.test = test
             self.epoch = epoch
             self.since_best = 0
         else:

@@ -22,7 +22,7 @@ from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_graph_model, count_parameters, fixed_point_stats, set_seed
 from pyg_rbp.training.node import make_optimizer
-from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, check_gradients, check_loss, loss_fn
+from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, checked_step, loss_fn
 
 
 def _forward(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -96,10 +96,7 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
                         loss = loss_fn(metric, out, batch.y)
                     if mem is not None:
                         saved = mem.bytes
-                    check_loss(loss, f"in epoch {epoch}")
-                    loss.backward()
-                    check_gradients(model, f"in epoch {epoch}")
-                    opt.step()
+                    checked_step(model, opt, loss, f"in epoch {epoch}")
                     loss = loss.detach()
                     total += float(loss) * batch.num_graphs
                     count += batch.num_graphs

@@ -23,7 +23,7 @@ from pyg_rbp.engine import DivergenceError
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_node_model, count_parameters, fixed_point_stats, set_seed
-from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, check_gradients, check_loss, loss_fn
+from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, checked_step, loss_fn
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -140,10 +140,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
                     loss = loss_fn(metric, out[train_mask], y[train_mask])
                 if mem is not None:
                     saved = mem.bytes
-                check_loss(loss, f"at step {epoch}")
-                loss.backward()
-                check_gradients(model, f"at step {epoch}")
-                opt.step()
+                checked_step(model, opt, loss, f"at step {epoch}")
                 done = epoch
                 loss = loss.detach()
                 synchronize(device)

@@ -62,6 +62,15 @@ def check_gradients(model: nn.Module, where: str) -> None:
     raise DivergenceError(f"the gradient of {', '.join(bad)} became NaN/inf {where}")
 
 
+def checked_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor, where: str) -> None:
+    """``loss.backward()`` and ``optimizer.step()``, refusing (with a
+    :class:`~pyg_rbp.DivergenceError`) a NaN/inf loss or gradient before the weights change."""
+    check_loss(loss, where)
+    loss.backward()
+    check_gradients(model, where)
+    optimizer.step()
+
+
 class DivergenceGuard:
     """What a training loop does when its run diverges (an exploding gradient, a forward solve that
     blows up): stop, warn, and report the best validated model before it.

@@ -302,3 +302,7 @@ def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
     claim = next(x for x in lb.target_checks(rows) if "Paper claim" in x)
     assert "Diverged and counted with the best model before it: gated/bptt on seed(s) 1." in claim
     assert "Without those seeds (1 left): gated/neumann 45.00% vs gated/bptt 40.00%." in claim
+    # no shared seed: the row means are compared and the diverged seed is still named
+    rows[1]["test_by_seed"] = {"5": 0.45}
+    claim = next(x for x in lb.target_checks(rows) if "Paper claim" in x)
+    assert "none shared" in claim and "gated/bptt on seed(s) 1." in claim and "Without" not in claim

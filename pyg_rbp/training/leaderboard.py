@@ -391,7 +391,7 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
             "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
             "seeds": sorted(r["seed"] for r in results), "seeds_planned": list(e.seeds),
             "test_by_seed": {str(r["seed"]): r["test"] for r in sorted(results, key=lambda r: r["seed"])},
-            "diverged": diverged_seeds(results),
+            "diverged": diverged,
             "epochs": c.epochs, "epochs_run_mean": (sum(r["epochs_run"] for r in results) / len(results)
                                                     if results else None),
             "max_iter": c.max_iter if c.grad else None, "backward_iter": c.backward_iter if c.grad else None,

@@ -52,21 +52,28 @@ def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1).double() for t in tensors])
 
 
-def first_gradients(dataset: str, seed: int, loaded: Any, device: torch.device) -> list[dict[str, Any]]:
-    """One row per mode: the first training gradient of the paper cell ``dataset``/``seed``."""
-    from pyg_rbp.data import apply_protocol
+def paper_configs(dataset: str) -> dict[str, Any]:
+    """The leaderboard's paper-protocol configs of the gated model on ``dataset``, by gradient mode."""
     from pyg_rbp.training import leaderboard
+
+    return {e.config.grad: e.config for e in leaderboard.plan([dataset], 10, "full", protocols=["paper"])
+            if e.config.model == "gated"}
+
+
+def first_gradients(configs: dict[str, Any], seed: int, loaded: Any,
+                    device: torch.device) -> list[dict[str, Any]]:
+    """One row per mode: the first training gradient of the paper cell of ``configs`` at ``seed``."""
+    from pyg_rbp.data import apply_protocol
     from pyg_rbp.training.models import build_node_model, fixed_point_stats, set_seed
     from pyg_rbp.training.objective import loss_fn
 
-    entries = {e.config.grad: e.config for e in leaderboard.plan([dataset], 10, "full", protocols=["paper"])
-               if e.config.model == "gated"}
-    base = entries["bptt"]
+    base = configs["bptt"]
+    dataset = base.dataset
     data = apply_protocol(loaded, base.protocol, seed, hidden=base.hidden, features=base.features).to(device)
     x, mask = data.x.float(), data.train_mask
     rows, reference, initial = [], None, None
     for mode in MODES:
-        cfg = entries[mode]
+        cfg = configs[mode]
         set_seed(seed)  # as train_node does: the same initial weights for every mode
         model = build_node_model(cfg, x.size(1), loaded.num_classes).to(device)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -169,9 +176,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(datasets) * args.seeds, desc="paper gradients") as bar:
         for dataset in datasets:
-            loaded = load(dataset, root=args.root)
+            loaded, configs = load(dataset, root=args.root), paper_configs(dataset)
             for seed in range(args.seeds):
-                rows += first_gradients(dataset, seed, loaded, device)
+                rows += first_gradients(configs, seed, loaded, device)
                 bar.update()
     summary = summarize(rows)
     result = {"benchmark": "paper_gradients", "device": str(device), "threads": args.threads,

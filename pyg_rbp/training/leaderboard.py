@@ -481,10 +481,9 @@ def _divergence_note(seeds: Sequence[str], a: dict[str, Any], b: dict[str, Any])
     """Which compared seeds diverged in which row (they count, with their pre-divergence model),
     and the two means without them, so a reader sees whether the verdict rests on them. With no
     shared seeds (row means compared) every diverged seed of either row is named."""
-    def hit(r: dict[str, Any]) -> list[str]:
-        return [s for s in (seeds or r.get("diverged", {})) if s in r.get("diverged", {})]
-
-    named = [(_row_label(r), hit(r)) for r in (a, b) if hit(r)]
+    hits = [(_row_label(r), [s for s in (seeds or r.get("diverged", {})) if s in r.get("diverged", {})])
+            for r in (a, b)]
+    named = [(label, ss) for label, ss in hits if ss]
     if not named:
         return ""
     out = " Diverged and counted with the best model before it: " + "; ".join(

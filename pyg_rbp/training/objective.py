@@ -55,7 +55,7 @@ def check_gradients(model: nn.Module, where: str) -> None:
     if not named:
         return
     grads = [g for _, g in named]
-    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
+    norms = torch._foreach_norm(grads)  # in every torch this package supports (>= 2.1)
     if bool(torch.isfinite(torch.stack([n.to(grads[0].device) for n in norms])).all()):
         return
     bad = [n for n, g in named if not bool(torch.isfinite(g).all())] or [n for n, _ in named]

@@ -65,7 +65,7 @@ class TorchDEQConv(torch.nn.Module):
             from torchdeq import get_deq
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "the torchdeq peer needs the torchdeq package: pip install 'pyg-rbp[bench]' "
+                "the torchdeq peer needs the torchdeq package: pip install -e '.[bench]' from a clone "
                 "(or pip install --no-deps torchdeq)"
             ) from exc
         self.cell = cell

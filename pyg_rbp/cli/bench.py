@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
             import torchdeq  # noqa: F401
         except ImportError:
             raise SystemExit("pyg-rbp bench scaling: the torchdeq peer needs the torchdeq package "
-                             "(pip install 'pyg-rbp[bench]'), or pass --peers pyg_gatedgraphconv") from None
+                             "(pip install -e '.[bench]' from a clone), "
+                             "or pass --peers pyg_gatedgraphconv") from None
     json_path = Path(args.json or f"scaling_{cfg.dataset}.json")
     if args.fresh and json_path.exists():
         json_path.unlink()

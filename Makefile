@@ -1,6 +1,8 @@
 # Quick start: `make demo` runs the main job, `make test` installs what is missing and runs the suite.
-# Both create .venv and install torch==2.13.0 (CPU wheel) only when torch is absent there.
+# Both create .venv and install torch==2.13.0 only when torch is absent there (from pip's index, or
+# from TORCH_INDEX, e.g. make test TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build).
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pyg_rbp-installed
@@ -11,7 +13,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -e ".[test,plot]"
 	touch $(STAMP)
 

@@ -299,6 +299,8 @@ def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
     md = lb.render_markdown(rows, command="x", env={}, profile="cpu")
     assert "| gated/bptt | 40.00 | 15.00† |" in md and "| gated/neumann | 45.00 | 44.00 |" in md
     assert "† the run diverged" in md
+    assert "| 2/2 | 1001 / 2000 (mean; 1 stopped at divergence) |" in md
+    assert "| 2/2 | 2000 / 2000 | - |" in md
     claim = next(x for x in lb.target_checks(rows) if "Paper claim" in x)
     assert "Diverged and counted with the best model before it: gated/bptt on seed(s) 1." in claim
     assert "Without those seeds (1 left): gated/neumann 45.00% vs gated/bptt 40.00%." in claim

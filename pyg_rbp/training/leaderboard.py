@@ -598,6 +598,8 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
                   else f"- / {r['epochs']}")
             if r["model"] == "linear-pca":
                 ep = "closed form"
+            elif r["diverged"]:
+                ep += f" (mean; {len(r['diverged'])} stopped at divergence)"
             t = f"{r['epoch_time_s']:.3f}" if r["epoch_time_s"] is not None else "-"
             out.append(
                 f"| {_row_label(r)} | {_fmt_score(metric, r['test_mean'], r['test_std'])} | "

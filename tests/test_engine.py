@@ -347,3 +347,73 @@ def test_flush_denormals_context_flushes_and_restores():
         assert inside == 0.0
     with flush_denormals(enabled=False) as on:
         assert on is False and float(tiny * 1.0) != 0.0
+
+
+def test_rbp_and_cg_need_one_backward_iteration_and_neumann_zero_keeps_g():
+    for mode in ("rbp", "cg"):
+        with pytest.raises(ValueError, match="backward_iter must be an integer >= 1"):
+            fixed_point(lambda h: h, torch.zeros(2), grad=mode, backward_iter=0)
+    # Neumann with K = 0 keeps the first term only: the gradient of one step at the fixed point
+    f, W, U, x, target = contractive_problem()
+    h = fixed_point(f, torch.zeros(7, 2, dtype=DT), grad="neumann", max_iter=200, backward_iter=0)
+    got = torch.autograd.grad(loss_fn(h, target), [W, U, x])
+    with torch.no_grad():
+        hs = fixed_point(f, torch.zeros(7, 2, dtype=DT), max_iter=200)
+    out = f(hs)
+    hl = out.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss_fn(hl, target), [hl])
+    want = torch.autograd.grad(out, [W, U, x], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["rbp", "cg", "neumann"])
+def test_output_of_implicit_modes_can_be_modified_in_place(mode):
+    """*= and relu_() on the solution work and give the gradient of the out-of-place ops.
+
+    (Under bptt/tbptt the output is f's own output, which f may have saved for backward.)
+    """
+    f, W, U, x, target = contractive_problem()
+    h = fixed_point(f, torch.zeros(7, 2, dtype=DT), grad="bptt", max_iter=300)
+    want = torch.autograd.grad(loss_fn((2.0 * h).relu(), target), [W, U, x])
+    h = fixed_point(f, torch.zeros(7, 2, dtype=DT), grad=mode, max_iter=300, backward_iter=300)
+    h *= 2.0
+    h.relu_()
+    got = torch.autograd.grad(loss_fn(h, target), [W, U, x])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["rbp", "cg", "neumann"])
+def test_second_order_gradients_of_implicit_modes_are_an_error(mode):
+    f, W, U, x, target = contractive_problem()
+    h = fixed_point(f, torch.zeros(7, 2, dtype=DT), grad=mode, max_iter=100, backward_iter=30)
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        torch.autograd.grad(loss_fn(h, target), [x], create_graph=True)
+    # first order still works on a fresh solve
+    h = fixed_point(f, torch.zeros(7, 2, dtype=DT), grad=mode, max_iter=100, backward_iter=30)
+    (gx,) = torch.autograd.grad(loss_fn(h, target), [x])
+    assert torch.isfinite(gx).all() and float(gx.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("mode", GRAD_MODES)
+def test_nothing_requiring_grad_gives_an_output_that_does_not(mode):
+    """A frozen map (no parameter or input requiring grad) records nothing in any mode."""
+    f, W, U, x, target = contractive_problem()
+    for t in (W, U, x):
+        t.requires_grad_(False)
+    h = fixed_point(f, torch.zeros(7, 2, dtype=DT), grad=mode, max_iter=50, backward_iter=5)
+    assert not h.requires_grad and h.grad_fn is None
+    # one tensor requiring grad upstream of the closure is enough to record the step
+    x.requires_grad_(True)
+    h = fixed_point(f, torch.zeros(7, 2, dtype=DT), grad=mode, max_iter=50, backward_iter=5)
+    assert h.requires_grad
+
+
+def test_a_large_fixed_point_is_not_called_divergent():
+    """The state's norm growing 1e6x from h0 = 0 is fine when it has settled (residual ~0)."""
+    c = torch.full((50, 4), 1e6, dtype=DT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        h = fixed_point(lambda h: 0.5 * h + c, torch.zeros(50, 4, dtype=DT), max_iter=100)
+    torch.testing.assert_close(h, 2 * c)

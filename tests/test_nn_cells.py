@@ -63,14 +63,15 @@ def make_case(name: str, n: int = 8, seed: int = 0, dtype: torch.dtype = DT, fus
         x = torch.randn(n, 4, generator=g, dtype=dtype)
     elif name.startswith("implicit"):
         normalize = "none" if name == "implicit_none" else "gcn"
-        cell = ImplicitCell(3, 4, kappa=0.9, normalize=normalize, act="tanh", fused=fused)
+        cell = ImplicitCell(3, 4, kappa=0.9, normalize=normalize, act="tanh", fused=fused,
+                            aggr="mean" if name == "implicit_mean" else "add")
         with torch.no_grad():
             cell.weight.mul_(5.0)  # far outside the bound: the projection must act
         x = torch.randn(n, 3, generator=g, dtype=dtype)
         if normalize == "none":  # signed weights: the bound must use |A|
             w = torch.randn(ei.size(1), generator=g, dtype=dtype)
-    elif name == "ppr":
-        cell = PPRCell(alpha=0.2, fused=fused)
+    elif name in ("ppr", "ppr_mean"):
+        cell = PPRCell(alpha=0.2, fused=fused, aggr="mean" if name == "ppr_mean" else "add")
         x = torch.randn(n, 4, generator=g, dtype=dtype)
     elif name == "hopfield":
         cell = HopfieldCell(n, ei, a=1.0, b=0.5, init_std=0.5)
@@ -181,8 +182,11 @@ def test_every_mode_matches_exact_implicit_gradient(name, mode):
 # ------------------------------------------------------------------ CSR vs scatter
 
 
-@pytest.mark.parametrize("name", ["gated", "gated_mean", "implicit", "implicit_none", "ppr"])
+@pytest.mark.parametrize(
+    "name", ["gated", "gated_mean", "implicit", "implicit_mean", "implicit_none", "ppr", "ppr_mean"]
+)
 def test_csr_path_equals_scatter_path(name):
+    """The fused CSR kernel and PyG's scatter aggregation agree, ``aggr="mean"`` included."""
     fused, x, ei, w = make_case(name, fused=True)
     scatter, *_ = make_case(name, fused=False)
     scatter.load_state_dict(fused.state_dict())
@@ -306,9 +310,10 @@ def _counting_conv(cell):
         (lambda: GatedCell(4), (5, 4), torch.tensor([[0, 1], [1, -1]]), None, None, "out of range"),
         (lambda: GatedCell(4), (5, 4), torch.tensor([0, 1, 2]), None, None, "shape"),
         (lambda: GatedCell(4), (5, 4), torch.tensor([[0.0, 1.0], [1.0, 2.0]]), None, None, "dtype"),
-        (lambda: GatedCell(4), (5, 3), torch.tensor([[0, 1], [1, 2]]), None, None, "x must have shape"),
+        (lambda: GatedCell(4), (5, 3), torch.tensor([[0, 1], [1, 2]]), None, None,
+         "x must be a 2-D tensor of shape"),
         (lambda: ImplicitCell(3, 4), (5, 4), torch.tensor([[0, 1], [1, 2]]), None, None,
-         "x must have shape"),
+         "x must be a 2-D tensor of shape"),
         (lambda: PPRCell(), (5, 4), torch.tensor([[0, 1], [1, 2]]), torch.ones(3), None, "edge_weight"),
         (lambda: PPRCell(), (5, 4), torch.tensor([[0, 1], [1, 2]]), -torch.ones(2), None,
          "non-negative"),

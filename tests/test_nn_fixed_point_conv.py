@@ -204,3 +204,73 @@ def test_adjacency_is_built_once_per_solve(mode, monkeypatch):
     conv(data.x, data.edge_index, w).square().sum().backward()
     assert len(built) == 2  # A for the forward steps, A^T for every backward product
     assert w.grad is not None and float(w.grad.abs().sum()) > 0
+
+
+def test_autocast_runs_the_solve_in_the_parameters_precision():
+    """Under CPU bfloat16 autocast the layer matches its float32 output (the fused CSR
+    kernel has no bfloat16 version, and the state must keep one dtype)."""
+    data = _graph(12, 3, 4, dtype=torch.float32)
+    conv = FixedPointConv(_cell("gated"), grad="neumann", max_iter=30, backward_iter=10)
+    ref = conv(data.x, data.edge_index, data.edge_weight)
+    lin = torch.nn.Linear(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = lin(data.x)
+        assert x.dtype == torch.bfloat16
+        out = conv(x, data.edge_index, data.edge_weight)
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        same = conv(data.x, data.edge_index, data.edge_weight)
+    torch.testing.assert_close(same, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_integer_sparse_adjacency_is_weighted_by_its_values():
+    data = _graph(9, 5, 4)
+    n = data.num_nodes
+    conv = FixedPointConv(_cell("ppr").double(), max_iter=40)
+    counts = torch.randint(1, 3, (data.edge_index.size(1),))
+    adj_t = torch.sparse_coo_tensor(data.edge_index.flip(0), counts, (n, n)).coalesce()
+    ref = conv(data.x, adj_t.indices().flip(0), adj_t.values().double())
+    torch.testing.assert_close(conv(data.x, adj_t), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", GRAD_MODES)
+def test_a_frozen_layer_gives_an_output_that_needs_no_grad(mode):
+    data = _graph(10, 6, 3)
+    conv = FixedPointConv(_cell("implicit").double(), grad=mode, max_iter=20, backward_iter=5)
+    conv.requires_grad_(False)
+    assert not conv(data.x, data.edge_index, data.edge_weight).requires_grad
+    x = data.x.clone().requires_grad_()
+    assert conv(x, data.edge_index, data.edge_weight).requires_grad  # a differentiable input
+
+
+@pytest.mark.parametrize("mode", GRAD_MODES)
+def test_a_training_step_leaves_no_adjacency_behind(mode):
+    """The CSR matrix and its transpose are freed with the step, without the cycle collector."""
+    import gc
+    import weakref
+
+    import pyg_rbp.nn.adjacency as adjacency
+
+    alive = weakref.WeakSet()
+    original = adjacency.CSRAdjacency.__init__
+
+    def tracking_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        alive.add(self)
+
+    data = _graph(15, 7, 4, dtype=torch.float32)
+    conv = FixedPointConv(_cell("gated"), grad=mode, max_iter=20, backward_iter=5)
+    gc.collect()
+    gc.disable()
+    try:
+        adjacency.CSRAdjacency.__init__ = tracking_init
+        for _ in range(3):
+            w = data.edge_weight.float().requires_grad_()
+            conv(data.x, data.edge_index, w).square().sum().backward()
+        del w
+        assert len(alive) == 0
+    finally:
+        adjacency.CSRAdjacency.__init__ = original
+        gc.enable()

@@ -37,6 +37,9 @@ _WARNED: set[str] = set()
 
 _GROWTH_LIMIT = 1e4  # ||h_T|| / max(||h_0||, 1) beyond which a tol=0 solve is called divergent
 _SETTLE_LIMIT = 1e-1  # relative residual beyond which a tol=0 solve is called unsettled
+# A large state that has stopped moving is a fixed point, not a divergence: growth beyond
+# _GROWTH_LIMIT is reported only while the relative residual is still above this.
+_GROWTH_RESIDUAL = 1e-4
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -53,16 +56,27 @@ def reset_warnings() -> None:
 
 
 class _ImplicitGrad(torch.autograd.Function):
-    """Identity on the recorded step whose backward replaces ``g`` by the adjoint ``z``."""
+    """Identity on the recorded step whose backward replaces ``g`` by the adjoint ``z``.
+
+    The outputs are copies, not views, so callers may modify them in place (``relu_``, ``+=``)
+    as they can the output of the ``bptt`` mode; the recorded step keeps its own tensors.
+    """
 
     @staticmethod
     def forward(ctx: Any, backward: _AdjointBackward, *outputs: Tensor) -> tuple[Tensor, ...]:
         ctx.adjoint = backward
-        return tuple(o.view_as(o) for o in outputs)
+        return tuple(o.clone() for o in outputs)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, *grads: Tensor) -> tuple[Any, ...]:
+        if torch.is_grad_enabled():
+            # backward(create_graph=True): the adjoint solve is not itself differentiable, and
+            # dropping its dependence on the inputs would give wrong second derivatives.
+            raise RuntimeError(
+                f"fixed_point: grad={ctx.adjoint.mode!r} gives first-order gradients only; "
+                "higher-order gradients (create_graph=True, double backward) need "
+                "grad='bptt' or grad='tbptt'"
+            )
         return (None, *ctx.adjoint(grads))
 
 
@@ -163,7 +177,8 @@ def fixed_point(
         max_iter: maximum number of forward steps (exactly this many when ``tol == 0``).
         tol: stop early once :math:`\|f(h) - h\| / \|h\| \le` ``tol``. Checking it synchronises
             with the device once per step; ``tol = 0`` never does inside the loop.
-        backward_iter: truncation ``K`` of ``tbptt`` / iterations of the adjoint solvers.
+        backward_iter: truncation ``K`` of ``tbptt`` / iterations of the adjoint solvers
+            (at least 1; ``neumann`` also takes 0, which keeps only :math:`z = g`).
         return_stats: also return a :class:`FixedPointStats`.
         damping: :math:`\beta` in :math:`h \leftarrow (1-\beta) h + \beta f(h)`; 1 means none.
         backward_tol: stop the adjoint solver early at this relative accuracy (0: never).
@@ -180,7 +195,8 @@ def fixed_point(
     """
     mode = normalize_grad_mode(grad)
     _check_int("max_iter", max_iter, 1)
-    _check_int("backward_iter", backward_iter, 1 if mode == "tbptt" else 0)
+    # Neumann with K = 0 keeps only the first term (z = g); RBP and CG need one iteration.
+    _check_int("backward_iter", backward_iter, 0 if mode in ("bptt", "neumann") else 1)
     if not (tol >= 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     if not (0 < damping <= 1):
@@ -202,10 +218,14 @@ def fixed_point(
         if not checked:
             got = [(t.shape, t.dtype) for t in out_state]
             if out_tuple != is_tuple or got != shapes:
+                hint = ""
+                if any(torch.is_autocast_enabled(t.device.type) for t in out_state):
+                    hint = ("; torch.autocast is on: run f with autocast disabled (as "
+                            "FixedPointConv does) or give h0 the dtype f returns")
                 raise ValueError(
                     "fixed_point: f must return a state of the same structure, shapes and "
                     f"dtypes as h0; h0 is {[(tuple(s), d) for s, d in shapes]}, f returned "
-                    f"{[(tuple(s), d) for s, d in got]}"
+                    f"{[(tuple(s), d) for s, d in got]}{hint}"
                 )
             checked = True
         if damping != 1.0:
@@ -256,10 +276,12 @@ def fixed_point(
         if trace is not None:
             trace.append(_relative_change(out, h_in))
         prev, h = h_in, out
-        if any(o.requires_grad for o in out):
+        if _reaches_other_leaves(out, h_in):
             lin = StepLinearization(out, h_in)
             adjoint = _AdjointBackward(lin, mode, backward_iter, backward_tol, stats, track)
             h = _ImplicitGrad.apply(adjoint, *out)
+        else:  # nothing but the state requires grad (a frozen layer): nothing to differentiate
+            h = tuple(o.detach() for o in out)
     else:
         with torch.enable_grad():
             for _ in range(recorded):
@@ -277,6 +299,29 @@ def fixed_point(
 
     result: Any = tuple(h) if is_tuple else h[0]
     return (result, stats) if return_stats else result
+
+
+def _reaches_other_leaves(out: State, h_in: State) -> bool:
+    """Whether the recorded step depends on a tensor requiring grad other than its input state.
+
+    Walks the autograd graph of ``out`` back to its leaves and stops at the first leaf that is
+    not one of ``h_in`` (a parameter, the features, an upstream model's weights, ...).
+    """
+    own = {id(t) for t in h_in}
+    stack = [o.grad_fn for o in out if o.grad_fn is not None]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf requiring grad
+        if variable is not None:
+            if id(variable) not in own:
+                return True
+            continue
+        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+    return False
 
 
 def _check_forward(f: Callable, h0: StateLike, h: State, stats: FixedPointStats,
@@ -313,7 +358,7 @@ def _check_forward(f: Callable, h0: StateLike, h: State, stats: FixedPointStats,
     h0_state, _ = _as_state(h0, "h0")
     start_norm = max(float(norm(tuple(t.detach() for t in h0_state))), 1.0)
     growth = float(norm(tuple(t.detach() for t in h))) / start_norm
-    if growth > _GROWTH_LIMIT:
+    if growth > _GROWTH_LIMIT and (residual is None or residual > _GROWTH_RESIDUAL):
         _warn_once(
             "growth",
             f"fixed_point: the state norm grew {growth:.2e}x over {stats.forward_iters} "

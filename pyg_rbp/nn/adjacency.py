@@ -22,6 +22,7 @@ reach the edge weights.
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +179,7 @@ class CSRAdjacency:
                 (num_targets, num_sources), check_invariants=False,
             )
         self._transposed: CSRAdjacency | None = None
+        self._transpose_of: weakref.ref[CSRAdjacency] | None = None
 
     @property
     def num_edges(self) -> int:
@@ -192,13 +194,21 @@ class CSRAdjacency:
         return torch.bincount(self.row, minlength=self.num_targets)
 
     def t(self) -> CSRAdjacency:
-        """The transposed adjacency (built once, cached), differentiable in the same values."""
+        """The transposed adjacency (built once, cached), differentiable in the same values.
+
+        The transpose points back to ``self`` through a weak reference only: a strong one would
+        form a cycle that keeps both matrices (and the graph of their values) alive until
+        Python's cycle collector runs, one pair per training step."""
+        if self._transpose_of is not None:
+            original = self._transpose_of()
+            if original is not None:
+                return original
         if self._transposed is None:
             flipped = torch.stack([self.row, self.col], dim=0)
             self._transposed = CSRAdjacency(
                 flipped, self.value, self.num_sources, self.num_targets, dtype=self.value.dtype
             )
-            self._transposed._transposed = self
+            self._transposed._transpose_of = weakref.ref(self)
         return self._transposed
 
     def matmul(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -294,6 +304,9 @@ def as_edge_index(edge_index: Any, edge_weight: Tensor | None, num_nodes: int,
                 f"(expected [{num_nodes}, {num_nodes}])"
             )
         edge_index, edge_weight = sparse_to_edge_index(edge_index)
+        if edge_weight is not None and not edge_weight.is_floating_point():
+            # an integer or boolean adjacency holds edge counts / indicators: weigh by them
+            edge_weight = edge_weight.to(like.dtype if like is not None else torch.get_default_dtype())
     validate_edge_index(edge_index, num_nodes)
     if like is not None and edge_index.device != like.device:
         raise ValueError(f"edge_index is on {edge_index.device} but the features are on {like.device}")

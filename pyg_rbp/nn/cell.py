@@ -91,8 +91,9 @@ class FixedPointCell(MessagePassing):
                              f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
         expected = self.in_channels_expected()
         if x.dim() != 2 or (expected is not None and x.size(1) != expected):
+            width = "channels" if expected is None else expected
             raise ValueError(
-                f"{self.__class__.__name__}: x must have shape [num_nodes, {expected}], "
+                f"{self.__class__.__name__}: x must be a 2-D tensor of shape [num_nodes, {width}], "
                 f"got {list(x.shape)}"
             )
 
@@ -101,20 +102,21 @@ class FixedPointCell(MessagePassing):
         return None
 
     def _prepare_graph(self, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
-                       x: Tensor, normalize: str = "none", add_self_loops: bool = False,
-                       mean: bool = False) -> PreparedGraph:
+                       x: Tensor, normalize: str = "none",
+                       add_self_loops: bool = False) -> PreparedGraph:
         """Normalise the edge weights and build the CSR layout the step will reuse.
 
         ``normalize="gcn"`` gives :math:`\\hat A = D^{-1/2}(A + I)D^{-1/2}` (self loops added
-        where missing when ``add_self_loops``); ``mean`` divides the CSR weights of each row by
-        its in-degree (the scatter path divides itself, through PyG's mean aggregation).
+        where missing when ``add_self_loops``); with ``aggr="mean"`` the CSR weights of each row are
+        divided by its in-degree (the scatter path divides itself, through PyG's mean aggregation).
         """
         if normalize == "gcn":
             edge_index, edge_weight = gcn_normalize(
                 edge_index, edge_weight, num_nodes, add_self_loops=add_self_loops, dtype=x.dtype
             )
         csr = None
-        if self.fused and (mean or self.aggr in SUM_AGGRS):
+        mean = self.aggr == "mean"
+        if self.fused and self.aggr in SUM_AGGRS:
             csr_weight = edge_weight
             if mean:
                 deg = torch.bincount(edge_index[1], minlength=num_nodes).clamp_min(1).to(x.dtype)

@@ -37,6 +37,11 @@ class FixedPointConv(torch.nn.Module):
     The graph is validated and laid out (CSR) once per call and reused by every forward step
     and every backward VJP. The diagnostics of the last call are in :attr:`stats`.
 
+    Under :class:`torch.autocast` the solve runs with autocast disabled, in the precision of the
+    cell's parameters (reduced-precision ``x``, ``edge_weight`` and ``h0`` are cast up): a
+    fixed-point iteration's state must keep one dtype, and its residual is meaningless in
+    ``float16``. The layers before and after it still run in mixed precision.
+
     Default initial states: :class:`GatedCell` ``x``, :class:`ImplicitCell` zeros,
     :class:`PPRCell` ``x``, any other cell ``x``.
 
@@ -88,6 +93,15 @@ class FixedPointConv(torch.nn.Module):
     def forward(self, x: Tensor, edge_index: Any, edge_weight: Tensor | None = None,
                 h0: Tensor | None = None) -> Tensor:
         """Return the fixed-point state for node features ``x`` on the given graph."""
+        device_type = x.device.type if isinstance(x, Tensor) else "cpu"
+        if torch.is_autocast_enabled(device_type):
+            dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+
+            def cast(t: Any) -> Any:
+                return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+            with torch.autocast(device_type, enabled=False):
+                return self.forward(cast(x), edge_index, cast(edge_weight), cast(h0))
         cell = self.cell
         if isinstance(cell, FixedPointCell):
             inputs = cell.prepare(x, edge_index, edge_weight)

@@ -121,11 +121,6 @@ class GatedCell(FixedPointCell):
     def in_channels_expected(self) -> int | None:
         return self.channels
 
-    def _prepare_graph(self, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
-                       x: Tensor, **kwargs: Any) -> Any:
-        return super()._prepare_graph(edge_index, edge_weight, num_nodes, x,
-                                      mean=self.aggr == "mean")
-
     def _prepare_extra(self, inputs: CellInputs) -> dict[str, Tensor]:
         return gru_weights(self.gru)
 

@@ -34,6 +34,23 @@ def test_train_cli_end_to_end_and_resume(tmp_path, capsys):
     assert main(argv) == 0
     assert "resuming" in capsys.readouterr().out
     assert json.loads(out.read_text())["results"] == json.loads(before)["results"]
+    # another seed, one mode: added to the file, nothing finished is dropped
+    more = [a if a != "neumann,bptt" else "neumann" for a in argv]
+    more[more.index("0,1")] = "2"
+    assert main(more) == 0
+    doc = json.loads(out.read_text())
+    assert sorted((r["grad"], r["seed"]) for r in doc["results"]) == [
+        ("bptt", 0), ("bptt", 1), ("neumann", 0), ("neumann", 1), ("neumann", 2)]
+    assert doc["config"]["grad"] == ["neumann", "bptt"] and doc["config"]["seeds"] == [0, 1, 2]
+    assert {s["grad"]: s["seeds"] for s in doc["summary"]} == {"neumann": [0, 1, 2], "bptt": [0, 1]}
+    assert [r for r in doc["results"] if r["seed"] < 2] == json.loads(before)["results"]
+    # other settings never overwrite the file silently; --fresh does, on purpose
+    other = [a if a != "4" else "5" for a in argv]
+    with pytest.raises(SystemExit, match="other settings .*epochs.*--fresh"):
+        main(other)
+    assert len(json.loads(out.read_text())["results"]) == 5
+    assert main([*other, "--fresh"]) == 0
+    assert len(json.loads(out.read_text())["results"]) == 4
 
 
 def test_train_cli_defaults_and_errors(tmp_path, capsys):
@@ -41,6 +58,8 @@ def test_train_cli_defaults_and_errors(tmp_path, capsys):
     assert "--protocol public --model ppr --grad neumann" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown gradient mode"):
         main(["train", "--dataset", "karate", "--grad", "magic"])
+    with pytest.raises(SystemExit, match="cg given more than once"):
+        main(["train", "--dataset", "karate", "--grad", "cg,neumann,cg_rbp"])
     with pytest.raises(SystemExit, match="seeds"):
         main(["train", "--dataset", "karate", "--seeds", "a,b"])
     with pytest.raises(SystemExit, match="not a node-level model"):

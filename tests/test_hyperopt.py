@@ -225,3 +225,13 @@ def test_cli_tiny_run_writes_outputs_and_resumes(tmp_path, capsys):
     assert "skipped" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown gradient mode"):
         main([*base, "--grad", "bptt,foo"])
+
+
+def test_hyperopt_cli_without_data_exits_with_the_message(tmp_path, monkeypatch):
+    from pyg_rbp.cli import main
+
+    monkeypatch.setenv("PYG_RBP_SHARED", str(tmp_path / "no_mirror"))
+    monkeypatch.setenv("PYG_RBP_DOWNLOAD", "0")
+    with pytest.raises(SystemExit, match="pyg-rbp hyperopt: .*MNIST"):
+        main(["hyperopt", "--task", "mlp-mnist", "--root", str(tmp_path / "empty"), "--no-progress",
+              "--json", str(tmp_path / "h.json")])

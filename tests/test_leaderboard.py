@@ -114,6 +114,10 @@ def test_plan_covers_the_issue_matrix():
     assert secondary[0].seeds == [0, 1, 2] and "3 of 10 seeds" in secondary[0].note
     with pytest.raises(ValueError, match="profile"):
         lb.plan(["cora"], profile="huge")
+    with pytest.raises(ValueError, match="unknown protocol.*'offical'.*valid: paper, public, official"):
+        lb.plan(["cora"], protocols=["offical"])
+    with pytest.raises(ValueError, match="no leaderboard row for datasets ogbg-molbace under protocol"):
+        lb.plan(["ogbg-molbace"], protocols=["paper"])
 
 
 def test_paper_claim_verdict_is_computed_or_says_what_is_missing():
@@ -291,8 +295,9 @@ def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"result": {
             "seed": seed, "metric": "acc", "test": test, "val": test, "epochs_run": 2 if diverged else 2000,
-            "device": "cpu", "history": [], "diverged": diverged}}))
+            "device": "cpu", "history": [], "diverged": diverged, "epoch_time_s": 0.1 + 0.3 * seed}}))
     rows = lb.rows([bptt, neumann], tmp_path, availability={"cora": True})
+    assert rows[0]["epoch_time_s"] == pytest.approx(0.25)  # the median of two seeds is their mean
     assert rows[0]["diverged"] == {"1": 2} and rows[1]["diverged"] == {}
     assert rows[0]["status"] == "ok; diverged: seed 1 at step 2" and rows[1]["status"] == "ok"
     assert rows[0]["test_mean"] == pytest.approx(0.275)  # the diverged seed counts
@@ -300,7 +305,7 @@ def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
     assert "| gated/bptt | 40.00 | 15.00† |" in md and "| gated/neumann | 45.00 | 44.00 |" in md
     assert "† the run diverged" in md
     assert "| 2/2 | 1001 / 2000 (mean; 1 stopped at divergence) |" in md
-    assert "| 2/2 | 2000 / 2000 | - |" in md
+    assert "| 2/2 | 2000 / 2000 | 0.250 |" in md
     claim = next(x for x in lb.target_checks(rows) if "Paper claim" in x)
     assert "Diverged and counted with the best model before it: gated/bptt on seed(s) 1." in claim
     assert "Without those seeds (1 left): gated/neumann 45.00% vs gated/bptt 40.00%." in claim

@@ -169,6 +169,11 @@ def test_features_option_reaches_the_command_and_round_trips():
     (again,) = configs_from_args(build_parser().parse_args(cfg.command().split()[1:]))
     assert again == cfg
     assert "--features" not in build_config("cora", "node").command()  # raw: existing rows unchanged
+    # raw on CiteSeer, whose ppr default is row-normalized: the command must say so to rebuild it
+    raw = build_config("citeseer", "node", features="raw")
+    assert "--features raw" in raw.command()
+    (again,) = configs_from_args(build_parser().parse_args(raw.command().split()[1:]))
+    assert again == raw
     with pytest.raises(ValueError, match="features"):
         build_config("cora", "node", features="tfidf")
     with pytest.raises(ValueError, match="PCA features"):
@@ -184,6 +189,7 @@ def test_pool_option_reaches_both_graph_models():
         net = build_graph_model(cfg, 9, 1)
         assert net.pool == "add"
     assert "--pool" not in build_config("ogbg-molbace", "graph").command()  # mean: unchanged rows
+    assert "--pool mean" in build_config("ogbg-molesol", "graph", pool="mean").command()  # not its default
     assert build_config("ogbg-molesol", "graph").pool == "add"  # picked on validation
     with pytest.raises(ValueError, match="pool"):
         build_config("ogbg-molesol", "graph", pool="attention")

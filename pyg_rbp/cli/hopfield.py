@@ -56,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--root", default=None, help="data root for MNIST (default: $PYG_RBP_DATA or ./datasets)")
+    p.add_argument("--root", default=None,
+                   help="data root for MNIST (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--json", default=None, help="results JSON (written after every mode; resumable)")
     p.add_argument("--png", default=None, help="PNG grid of clean / corrupted / recalled images")
     p.add_argument("--md", default=None, help="markdown table (default: next to --json)")

@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="JSON results file (resumes finished modes)")
     p.add_argument("--png", default=None, help="meta-objective curves (PNG)")
     p.add_argument("--md", default=None, help="markdown table (default: the JSON path with .md)")
-    p.add_argument("--root", default=None, help="dataset root (default: the data package's)")
+    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
     from pyg_rbp.engine import parse_grad_modes
     from pyg_rbp.tasks.hyperopt_experiment import ExperimentConfig, run_experiment
 
@@ -81,10 +82,13 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise SystemExit(f"pyg-rbp hyperopt: {exc}") from None
-    doc = run_experiment(config, json_path=args.json, png_path=args.png, md_path=args.md,
-                         root=args.root, memory_steps=args.memory_steps or (),
-                         cosine_sweep=args.cosine_sweep or (), fresh=args.fresh,
-                         progress=not args.no_progress)
+    try:
+        doc = run_experiment(config, json_path=args.json, png_path=args.png, md_path=args.md,
+                             root=args.root, memory_steps=args.memory_steps or (),
+                             cosine_sweep=args.cosine_sweep or (), fresh=args.fresh,
+                             progress=not args.no_progress)
+    except (DataUnavailableError, ChecksumError) as err:
+        raise SystemExit(f"pyg-rbp hyperopt: {err}") from None
     from pyg_rbp.tasks.hyperopt_report import render_markdown
 
     print(render_markdown(doc))

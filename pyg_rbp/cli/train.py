@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", default="cora", help="dataset name (default: cora)")
     p.add_argument("--protocol", default=None,
-                   help="paper | public (Planetoid) | official (OGB, digits, karate); default per dataset")
+                   help="paper | public (Planetoid, digits, karate) | official (OGB); default per dataset")
     p.add_argument("--model", default=None,
                    help="gated | implicit | ppr | linear-pca | gcn (node) ; gated | implicit | gin (graph)")
     p.add_argument("--grad", default=None,
@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
     p.add_argument("--seeds", default="0", help="seeds: 0,1,2 or a range 0-9 (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA or ./datasets)")
+    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--json", default=None, help="write results here (atomically, after every seed)")
     p.add_argument("--fresh", action="store_true", help="ignore finished seeds already in --json")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -103,7 +103,7 @@ def configs_from_args(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pyg_rbp.data import DataUnavailableError
+    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
     from pyg_rbp.results import human_bytes, markdown_table
     from pyg_rbp.training.runner import run_seeds
 
@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
                         progress=not args.no_progress, resume=not args.fresh)
     except DataUnavailableError as err:
         raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
+    except ChecksumError as err:
+        raise SystemExit(f"pyg-rbp train: {err}") from None
+    except ValueError as err:
+        raise SystemExit(f"pyg-rbp train: {err}") from None
     rows = []
     for s in doc["summary"]:
         rows.append({**s, "test": _pm(s["test_mean"], s["test_std"]), "val": _pm(s["val_mean"], s["val_std"]),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pyg_rbp.data.manifest import entry
-from pyg_rbp.data.storage import prepare_dataset_folder
+from pyg_rbp.data.storage import dataset_lock, prepare_dataset_folder
 
 _PREFIX = {"test": "t10k", "train": "train"}
 _IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
@@ -56,10 +56,11 @@ def load_mnist(
     dataset = entry("mnist")
     prefix = _PREFIX[split]
     files = tuple(f for f in dataset.files if Path(f.path).name.startswith(prefix + "-"))
-    base = prepare_dataset_folder(dataset, root, download, files=files, needs_write=False)
-    raw = base / dataset.folder / "raw"
-    images = read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")
-    labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
+    with dataset_lock(dataset.name, root):  # two processes seeding one cache take turns
+        base = prepare_dataset_folder(dataset, root, download, files=files, needs_write=False)
+        raw = base / dataset.folder / "raw"
+        images = read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ValueError(f"MNIST {split} images have shape {images.shape}, expected [N, 28, 28]")
     if labels.shape != (images.shape[0],):

@@ -48,7 +48,15 @@ def normalize_grad_mode(name: str) -> str:
 
 
 def parse_grad_modes(spec: str) -> list[str]:
-    """Parse a comma-separated list of modes (``"all"`` means every mode) for CLIs."""
+    """Parse a comma-separated list of modes (``"all"`` means every mode) for CLIs.
+
+    A mode named twice (also through an alias, ``cg`` and ``cg_rbp``) is a :class:`ValueError`:
+    training it twice would count its runs as extra seeds.
+    """
     if spec.strip().lower() == "all":
         return list(GRAD_MODES)
-    return [normalize_grad_mode(s) for s in spec.split(",") if s.strip()]
+    modes = [normalize_grad_mode(s) for s in spec.split(",") if s.strip()]
+    repeated = sorted({m for m in modes if modes.count(m) > 1})
+    if repeated:
+        raise ValueError(f"gradient mode(s) {', '.join(repeated)} given more than once in {spec!r}")
+    return modes

@@ -120,9 +120,17 @@ class TrainConfig:
         Append ``--seeds ...`` and ``--json ...`` (and ``--device``/``--root``) to run it.
         """
         parts = ["pyg-rbp", "train"]
+        try:
+            defaults = defaults_for(self.dataset, self.protocol, self.model, dataset_task(self.dataset))
+        except ValueError:  # a config edited into an invalid one still names itself
+            defaults = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or _OMIT_AT_DEFAULT.get(f.name, object()) == value:
+            if value is None:
+                continue
+            # left out only where leaving it out rebuilds the same value on this dataset
+            at_default = value == _OMIT_AT_DEFAULT.get(f.name, object())
+            if at_default and value == defaults.get(f.name, f.default):
                 continue
             parts += ["--" + f.name.replace("_", "-"), _flag_value(value)]
         return " ".join(shlex.quote(p) for p in parts)

@@ -29,7 +29,7 @@ from typing import Any
 
 from pyg_rbp.engine import GRAD_MODES
 from pyg_rbp.results import atomic_save_figure
-from pyg_rbp.training.config import PLANETOID, TrainConfig, build_config, dataset_task
+from pyg_rbp.training.config import PLANETOID, PROTOCOLS, TrainConfig, build_config, dataset_task
 from pyg_rbp.training.runner import diverged_seeds, mean_std
 
 DEFAULT_DATASETS: tuple[str, ...] = ("cora", "citeseer", "pubmed", "ogbg-molbace", "ogbg-molesol",
@@ -73,10 +73,20 @@ def _seeds(n: int, cap: int | None = None) -> list[int]:
 def plan(datasets: Sequence[str], seeds: int = 10, profile: str = "cpu",
          protocols: Sequence[str] | None = None) -> list[Entry]:
     """The leaderboard rows of ``datasets`` with ``seeds`` seeds under a budget ``profile``
-    (only the rows of ``protocols`` when given)."""
+    (only the rows of ``protocols`` when given).
+
+    Raises :class:`ValueError` on an unknown protocol, and when the selection leaves no row
+    (a board with nothing to run is a mistake, not a success)."""
     entries = _plan(list(dict.fromkeys(d.strip().lower() for d in datasets)), seeds, profile)
     if protocols is not None:
+        unknown = [p for p in protocols if p not in PROTOCOLS]
+        if unknown:
+            raise ValueError(f"unknown protocol(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(PROTOCOLS)}")
         entries = [e for e in entries if e.config.protocol in protocols]
+    if not entries:
+        raise ValueError(f"no leaderboard row for datasets {', '.join(datasets)}"
+                         + (f" under protocol(s) {', '.join(protocols)}" if protocols else ""))
     return entries
 
 
@@ -370,8 +380,8 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
         val_mean, val_std = mean_std([r["val"] for r in results])
 
         def med(key: str, results: list[dict[str, Any]] = results) -> float | None:
-            vals = sorted(r[key] for r in results if r.get(key) is not None)
-            return vals[len(vals) // 2] if vals else None
+            vals = [r[key] for r in results if r.get(key) is not None]
+            return statistics.median(vals) if vals else None
 
         if not availability[c.dataset]:
             status = UNAVAILABLE
@@ -598,7 +608,7 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
                   else f"- / {r['epochs']}")
             if r["model"] == "linear-pca":
                 ep = "closed form"
-            elif r["diverged"]:
+            elif r.get("diverged"):
                 ep += f" (mean; {len(r['diverged'])} stopped at divergence)"
             t = f"{r['epoch_time_s']:.3f}" if r["epoch_time_s"] is not None else "-"
             out.append(

@@ -85,38 +85,71 @@ def diverged_seeds(results: Sequence[dict[str, Any]]) -> dict[str, int]:
             if r.get("diverged")}
 
 
+_RUN_FIELDS = ("grad", "seeds", "commands", "device")  # what may differ between resumed runs
+
+
+def _previous_runs(path: str | Path, base: dict[str, Any],
+                   log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The results already in ``path``, and ``base`` widened to the modes and seeds they cover.
+
+    A file written for other settings (anything but the modes, seeds and device) is never
+    overwritten silently: that raises, and ``resume=False`` (``--fresh``) replaces it.
+    """
+    from pyg_rbp.results import read_json
+
+    old = read_json(path)
+    old_cfg = old.get("config") or {}
+    mine = {k: v for k, v in base.items() if k not in _RUN_FIELDS}
+    theirs = {k: v for k, v in old_cfg.items() if k not in _RUN_FIELDS}
+    if mine != theirs:
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise ValueError(
+            f"{path} holds results of other settings (they differ in: {', '.join(differ)}); "
+            "pass --fresh (resume=False) to overwrite it, or write to another --json path"
+        )
+    results = list(old.get("results", []))
+    old_grads = old_cfg.get("grad")
+    old_grads = old_grads if isinstance(old_grads, list) else [old_grads]
+    commands = dict(zip(old_grads, old_cfg.get("commands") or []))
+    grads = base["grad"] if isinstance(base["grad"], list) else [base["grad"]]
+    commands.update(zip(grads, base["commands"]))
+    merged = list(dict.fromkeys([*old_grads, *grads]))
+    base = {**base, "grad": merged if len(merged) > 1 else merged[0],
+            "seeds": sorted({*base["seeds"], *(r["seed"] for r in results)}),
+            "commands": [commands[g] for g in merged]}
+    if results:
+        log(f"resuming {path}: {len(results)} finished run(s) kept")
+    return results, base
+
+
 def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: str = "cpu",
               root: str | Path | None = None, json_path: str | Path | None = None,
               progress: bool = True, resume: bool = True,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every config (one per gradient mode) for every seed; write ``json_path`` as it goes.
 
-    With ``resume`` and an existing ``json_path`` written for the same configs, the (grad, seed)
-    runs already in it are kept and skipped. Returns the JSON document
-    ``{"config", "env", "results", "summary"}``.
+    With ``resume`` and an existing ``json_path``, every run already in it is kept (whatever
+    seeds or modes were asked for this time) and the (grad, seed) runs it holds are skipped.
+    A file of other settings raises :class:`ValueError` unless ``resume=False``, which starts
+    the file afresh. Returns the JSON document ``{"config", "env", "results", "summary"}``.
     """
-    from pyg_rbp.results import atomic_write_json, environment, read_json
+    from pyg_rbp.results import atomic_write_json, environment
 
     if not configs:
         raise ValueError("no configuration to run")
     if not seeds:
         raise ValueError("no seeds to run")
+    grads = [c.grad for c in configs]
+    if len(set(grads)) != len(grads):
+        raise ValueError(f"each gradient mode may be given once, got {grads}")
     base = configs[0].as_dict()
-    base["grad"] = [c.grad for c in configs] if len(configs) > 1 else configs[0].grad
+    base["grad"] = grads if len(configs) > 1 else grads[0]
     base["seeds"] = list(seeds)
     base["commands"] = [c.command() for c in configs]
     base["device"] = str(device)
     results: list[dict[str, Any]] = []
     if json_path is not None and resume and Path(json_path).is_file():
-        old = read_json(json_path)
-        old_cmds = (old.get("config") or {}).get("commands")
-        if old_cmds == base["commands"]:
-            wanted = {(c.grad, s) for c in configs for s in seeds}
-            results = [r for r in old.get("results", []) if (r["grad"], r["seed"]) in wanted]
-            if results:
-                log(f"resuming {json_path}: {len(results)} finished run(s) kept")
-        else:
-            log(f"{json_path} holds a different configuration: starting afresh")
+        results, base = _previous_runs(json_path, base, log)
     done = {(r["grad"], r["seed"]) for r in results}
     loaded = load_dataset(configs[0].dataset, root)
     doc: dict[str, Any] = {"config": base, "env": environment(device), "results": results}
@@ -125,6 +158,7 @@ def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: s
             if (cfg.grad, seed) in done:
                 continue
             results.append(run_one(cfg, loaded, seed, device=device, progress=progress))
+            done.add((cfg.grad, seed))
             doc["summary"] = summarize(results)
             if json_path is not None:
                 atomic_write_json(json_path, doc)

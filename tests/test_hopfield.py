@@ -337,6 +337,43 @@ def test_memory_measurement_excludes_weights():
     assert pyg_rbp.GRAD_MODES  # the package imports cleanly with the task modules
 
 
+def test_dense_and_sparse_weights_give_the_same_activation_memory():
+    """The sparse path's per-edge weights and CSR layout are weights too, not activations.
+
+    (Neumann-RBP records one step on either path; under BPTT the sparse path's states are wider,
+    since it iterates the clamped neurons too, so their activations genuinely differ.)"""
+    mode = "neumann"
+    from pyg_rbp.tasks.hopfield_experiment import measure_saved_bytes
+
+    pats = tiny_patterns()
+    sizes = []
+    for dense in (True, False):
+        torch.manual_seed(0)
+        model = HopfieldMemory(16, 8, complete_graph(40), grad=mode, updates=12, dense=dense)
+        sizes.append(measure_saved_bytes(model, pats, pats))
+    assert sizes[0]["saved_bytes"] == sizes[1]["saved_bytes"]
+    assert sizes[1]["saved_bytes_total"] > sizes[1]["saved_bytes"]  # the weights were saved
+
+
+def test_an_activation_at_a_freed_weight_blocks_address_counts():
+    """A weight block freed after prepare() may leave its address to an activation."""
+    from pyg_rbp.tasks.hopfield_experiment import _WeightAwareSavedBytes
+
+    model = HopfieldMemory(16, 8, complete_graph(40))
+    x = model.node_input(tiny_patterns())
+    inputs = model.cell.prepare(x, model.cell.edge_index)
+    w_ff = inputs.extra["W_ff"].untyped_storage().data_ptr()
+    freed = [p for p in model.cell._weight_tensors if p != w_ff]
+    assert freed and not any(model.cell.is_weight_storage(p) for p in freed)  # W_fc is gone
+    assert model.cell.is_weight_storage(w_ff)  # W_ff is alive in the prepared inputs
+    scale = torch.ones((), requires_grad=True)
+    with _WeightAwareSavedBytes(model) as mem:
+        y = torch.rand(24 * 16)
+        z = scale * y  # saves y
+    assert mem.bytes == y.numel() * 4 and mem.weight_bytes == 0
+    del z
+
+
 def test_mnist_defaults_and_their_documented_deviations():
     from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, paper_deviations
 

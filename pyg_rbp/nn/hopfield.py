@@ -18,6 +18,7 @@ gather-scatter). Both give the same states.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -148,9 +149,10 @@ class HopfieldCell(FixedPointCell):
         self._register_dense_blocks()
         self.weight = torch.nn.Parameter(torch.empty(pair_index.size(1)))
         self._checked_graphs: dict[tuple, bool] = {}
-        # Storages of the weight blocks built by the latest prepare(): weights, not activations,
-        # for memory accounting (see pyg_rbp.tasks.hopfield_experiment.measure_saved_bytes).
-        self.weight_storages: set[int] = set()
+        # Weight tensors built from the parameters by the latest prepare(), by storage address:
+        # weights, not activations, for memory accounting (see is_weight_storage).
+        self._weight_tensors: dict[int, weakref.ref[Tensor]] = {}
+        self._building_layout = False
         self.reset_parameters()
 
     def _register_dense_blocks(self) -> None:
@@ -207,8 +209,22 @@ class HopfieldCell(FixedPointCell):
         i, j = self.pair_index
         flat = torch.cat([i * n + j, j * n + i])
         W = _WeightBlock.apply(self.weight, None, flat, (n, n))
-        self.weight_storages.add(W.untyped_storage().data_ptr())
+        self._register_weights(W)
         return W
+
+    def _register_weights(self, *tensors: Tensor) -> None:
+        for t in tensors:
+            self._weight_tensors[t.untyped_storage().data_ptr()] = weakref.ref(t)
+
+    def is_weight_storage(self, ptr: int) -> bool:
+        """Whether a tensor saved now at storage address ``ptr`` is a weight, not an activation:
+        a weight block of the latest :meth:`prepare` that is still alive (a freed block's
+        address may be reused by an activation, which must then count), or anything saved while
+        the sparse layout of the weights is being built (the CSR permutation of the weights)."""
+        if self._building_layout:
+            return True
+        ref = self._weight_tensors.get(ptr)
+        return ref is not None and ref() is not None
 
     # --- once per solve --------------------------------------------------------------------
 
@@ -249,7 +265,7 @@ class HopfieldCell(FixedPointCell):
                              f"({self.weight.dtype}, {self.weight.device})")
         self._check_graph(edge_index)
         extra: dict[str, Tensor] = {}
-        self.weight_storages = set()
+        self._weight_tensors = {}
         if self.dense and edge_weight is None:
             if self.free_index is None:
                 extra["W"] = self.weight_matrix()
@@ -259,7 +275,7 @@ class HopfieldCell(FixedPointCell):
                 W_fc = _WeightBlock.apply(self.weight, self.fc_pair, self.fc_flat, (nf, nc))
                 x_c = x.index_select(0, self.clamp_index)
                 extra["W_ff"] = W_ff
-                self.weight_storages = {W_ff.untyped_storage().data_ptr(), W_fc.untyped_storage().data_ptr()}
+                self._register_weights(W_ff, W_fc)
                 # Constant over the solve: input from the clamped neurons plus input currents.
                 extra["drive"] = W_fc @ torch.sigmoid(self.b * x_c) + x.index_select(0, self.free_index)
             graph = PreparedGraph(num_nodes=self.num_nodes, edge_index=self.edge_index, edge_weight=None)
@@ -268,7 +284,12 @@ class HopfieldCell(FixedPointCell):
             if edge_weight is not None:
                 validate_edge_weight(edge_weight, self.edge_index.size(1), x)
                 w = w * edge_weight.to(w.dtype)
-            graph = self._prepare_graph(self.edge_index, w, self.num_nodes, x)
+            self._register_weights(w)
+            self._building_layout = True
+            try:
+                graph = self._prepare_graph(self.edge_index, w, self.num_nodes, x)
+            finally:
+                self._building_layout = False
         return CellInputs(x=x, graph=graph, extra=extra)
 
     def state_channels(self, inputs: CellInputs) -> int:

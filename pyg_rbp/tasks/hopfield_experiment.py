@@ -189,23 +189,25 @@ def paper_deviations(cfg: HopfieldConfig) -> list[str]:
 
 class _WeightAwareSavedBytes(SavedTensorBytes):
     """:class:`~pyg_rbp.profiling.SavedTensorBytes` that also sums the bytes of saved tensors
-    that are weights (the memory's parameters and buffers, and the dense weight blocks the cell
-    builds from the parameters once per solve), so activation memory can be reported without
-    them."""
+    that are weights (the memory's parameters and buffers, and the weight blocks or sparse
+    layout the cell builds from the parameters once per solve), so activation memory can be
+    reported without them."""
 
     def __init__(self, model: HopfieldMemory) -> None:
         super().__init__()
-        self.weight_bytes = 0
         self._cell = model.cell
         self._owned = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+        self.weight_bytes = 0
 
     def _pack(self, t: Tensor) -> Tensor:
-        before = self.bytes
+        # Classified when saved: a weight block counts only while it is alive, so an activation
+        # allocated later at the address of a freed block is not mistaken for a weight.
+        before = self.current
         super()._pack(t)
-        if self.bytes > before and t.layout == torch.strided:
+        if self.current > before and t.layout == torch.strided:
             ptr = t.untyped_storage().data_ptr()
-            if ptr in self._owned or ptr in self._cell.weight_storages:
-                self.weight_bytes += self.bytes - before
+            if ptr in self._owned or self._cell.is_weight_storage(ptr):
+                self.weight_bytes += self.current - before
         return t
 
 

@@ -118,7 +118,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rs = [r for r in rows if r["dataset"] == dataset and r["grad"] == mode]
             norms = [r["grad_norm_recurrent"] for r in rs if r["finite"]]
             cos = [r["cosine_with_bptt"] for r in rs if r["cosine_with_bptt"] is not None]
-            after = [r["recurrent_norm_after_step"] for r in rs if r["recurrent_norm_after_step"] is not None]
+            with_after = [r for r in rs if r["recurrent_norm_after_step"] is not None]
+            after = [r["recurrent_norm_after_step"] for r in with_after]
             out.append({
                 "dataset": dataset, "grad": mode, "seeds": len(rs),
                 "median_grad_norm": statistics.median(norms) if norms else None,
@@ -127,7 +128,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "non_finite": sum(not r["finite"] for r in rs),
                 "median_cosine_with_bptt": statistics.median(cos) if cos else None,
                 "median_recurrent_norm_after_step": statistics.median(after) if after else None,
-                "recurrent_norm_before": rs[0]["recurrent_norm_before"] if rs else None,
+                # over the same seeds as the norm after the step, so the two medians compare
+                "recurrent_norm_before": (statistics.median(r["recurrent_norm_before"] for r in with_after)
+                                          if with_after else None),
             })
     return out
 
@@ -207,9 +210,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mode; ‖g‖ is the norm of the first training gradient of the GRU weights, cos its cosine "
             "with BPTT's, ‖W‖ the GRU weights' norm before and after the first SGD step.\n\n"
             + table + f"\n\n![first gradients]({png.name})\n\n## Per seed\n\n" + per_seed + "\n"))
+    def num(value: float | None) -> str:  # None: every seed of the mode was non-finite
+        return "-" if value is None else f"{value:.3g}"
+
     for s in summary:
-        print(f"{s['dataset']:9s} {s['grad']:8s} median ‖g‖ {s['median_grad_norm']:.3g}  max "
-              f"{s['max_grad_norm']:.3g}  >1e3: {s['seeds_over_1e3']}/{s['seeds']}  cos(BPTT) "
+        print(f"{s['dataset']:9s} {s['grad']:8s} median ‖g‖ {num(s['median_grad_norm'])}  max "
+              f"{num(s['max_grad_norm'])}  >1e3: {s['seeds_over_1e3']}/{s['seeds']}  cos(BPTT) "
               f"{s['median_cosine_with_bptt']}", flush=True)
     return result
 

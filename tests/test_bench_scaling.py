@@ -111,6 +111,20 @@ def test_rerun_resumes_instead_of_remeasuring(tiny_run, tmp_path):
     assert again["targets"]["step_time_rounds_s"] != result["targets"]["step_time_rounds_s"]
 
 
+def test_resume_measures_targets_and_accuracy_again_under_other_settings(tiny_run, tmp_path):
+    path, result = tiny_run
+    copy = tmp_path / "other.json"
+    copy.write_text(path.read_text())
+    logged: list[str] = []
+    cfg = ScalingConfig(**{**result["config"], "target_steps": 3, "reference_iters": 30})
+    run = ScalingRun(cfg, copy, progress=False, log=logged.append)
+    assert run.targets is None and run.accuracy is None  # measured with T=6 and 60 iterations
+    assert len(run.rows) == len(result["results"])  # the grid does not depend on them
+    assert sum("other settings" in line for line in logged) == 2
+    same = ScalingRun(ScalingConfig(**result["config"]), copy, progress=False, log=logged.append)
+    assert same.targets == result["targets"] and same.accuracy == result["accuracy"]
+
+
 def test_grid_cells_measure_k_independent_rows_once():
     cfg = ScalingConfig(steps=[10, 20], backward_iters=[1, 2, 3], grads=["bptt", "neumann"],
                         peers=["pyg_gatedgraphconv"])

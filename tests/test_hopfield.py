@@ -318,6 +318,14 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
     assert rows2["neumann"]["epoch_time_s"] == rows["neumann"]["epoch_time_s"]
     with pytest.raises(SystemExit, match="another configuration"):
         main(argv[:6] + ["4"] + argv[7:])
+    # timings of one file come from one machine setting: other thread counts are refused
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match="was measured on"):
+            main([*argv[:4], "neumann,cg,rbp", *argv[5:], "--threads", str(threads + 1)])
+    finally:
+        torch.set_num_threads(threads)
+    assert {r["grad"] for r in json.loads(out.read_text())["results"]} == {"neumann", "cg", "tbptt"}
 
 
 def test_memory_measurement_excludes_weights():

@@ -181,6 +181,9 @@ def test_bad_input_raises_clear_errors():
 
     with pytest.raises(ValueError, match="exceeds inner_steps"):
         ExperimentConfig(task="mlp-digits", grads=["neumann"], inner_steps=10, truncation=20)
+    for name in ("inner_steps", "truncation", "batch_size"):  # 0 is an error, not "the default"
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+            ExperimentConfig(task="mlp-digits", grads=["neumann"], **{name: 0})
 
 
 def test_gcn_cora_hypergradients_are_finite_in_every_mode(data_root):
@@ -218,10 +221,11 @@ def test_cli_tiny_run_writes_outputs_and_resumes(tmp_path, capsys):
     assert png.stat().st_size > 0 and out.with_suffix(".md").exists()
     # Rerun with one more mode: finished modes are kept, only TBPTT runs.
     bptt_wall = rows["bptt"]["wall_s"]
-    assert main([*base, "--grad", "bptt,neumann,tbptt"]) == 0
+    assert main([*base, "--grad", "bptt,neumann,tbptt", "--memory-steps", "3,6"]) == 0
     doc = json.loads(out.read_text())
     rows = {r["grad"]: r for r in doc["results"]}
     assert set(rows) == {"bptt", "tbptt", "neumann"} and rows["bptt"]["wall_s"] == bptt_wall
+    assert set(doc["memory_scaling"]["ratio_last_to_first"]) == {"bptt", "tbptt", "neumann"}
     assert "skipped" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown gradient mode"):
         main([*base, "--grad", "bptt,foo"])

@@ -245,7 +245,24 @@ def _load_previous(path: Path | None, cfg: ScalingConfig) -> dict[str, Any]:
         return {}
     if old.get("schema") != SCHEMA or old.get("fingerprint") != _jsonable(cfg.fingerprint()):
         return {}
+    if (old.get("config") or {}).get("features") != cfg.features:  # the PCA width of Cora, too
+        return {}
     return old
+
+
+# Settings the target pass and the accuracy study depend on beyond the fingerprint: a resumed
+# run with other values measures that part again instead of reporting the old one.
+_PART_SETTINGS = {
+    "targets": ("target_steps", "target_k", "rounds", "grads", "peers"),
+    "accuracy": ("reference_iters", "forward_tol", "grads", "peers"),
+}
+
+
+def _stale_parts(old: dict[str, Any], cfg: ScalingConfig) -> list[str]:
+    """The parts of a saved run measured with other settings than ``cfg``."""
+    saved, mine = old.get("config") or {}, _jsonable(asdict(cfg))
+    return [part for part, keys in _PART_SETTINGS.items()
+            if old.get(part) is not None and any(saved.get(k) != mine[k] for k in keys)]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -276,6 +293,9 @@ class ScalingRun:
         if bad:
             raise ValueError(f"unknown parts to redo {sorted(bad)}; choose from {', '.join(REDO_PARTS)}")
         old = _load_previous(self.json_path, cfg)
+        for part in _stale_parts(old, cfg):
+            log(f"{self.json_path}: the saved {part} were measured with other settings; measuring again")
+            old.pop(part)
         for part in redo:
             old.pop({"grid": "results"}.get(part, part), None)
         self.rows: dict[str, dict[str, Any]] = {

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                              root=args.root, memory_steps=args.memory_steps or (),
                              cosine_sweep=args.cosine_sweep or (), fresh=args.fresh,
                              progress=not args.no_progress)
-    except (DataUnavailableError, ChecksumError) as err:
+    except (DataUnavailableError, ChecksumError, ValueError) as err:
         raise SystemExit(f"pyg-rbp hyperopt: {err}") from None
     from pyg_rbp.tasks.hyperopt_report import render_markdown
 

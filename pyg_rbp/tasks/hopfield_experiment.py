@@ -390,6 +390,12 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
         if old.get("config") != doc["config"]:
             raise ValueError(f"{jpath} holds results of another configuration; use another --json "
                              "or --fresh to overwrite it")
+        before = {k: (old.get("environment") or {}).get(k) for k in ("device_name", "torch_threads")}
+        now = {k: doc["environment"][k] for k in before}
+        if old.get("results") and before != now:
+            # one file, one machine: its epoch times are compared side by side
+            raise ValueError(f"{jpath} was measured on {before}, this run is on {now}; use another "
+                             "--json, or --fresh to measure every mode here")
         doc["results"] = [r for r in old.get("results", []) if r.get("grad") in GRAD_MODES]
         for key in ("load_average",):
             if key in old:

@@ -65,11 +65,14 @@ class ExperimentConfig:
             raise ValueError("at least one gradient mode is needed")
         if len(set(self.grads)) != len(self.grads):
             raise ValueError(f"gradient modes repeat: {self.grads}")
-        self.inner_steps = self.inner_steps or defaults.inner_steps
-        self.truncation = self.truncation or defaults.truncation
-        self.meta_split = self.meta_split or defaults.meta_split
+        # None means "the task's default"; an explicit 0 is validated (and rejected) below
+        self.inner_steps = defaults.inner_steps if self.inner_steps is None else self.inner_steps
+        self.truncation = defaults.truncation if self.truncation is None else self.truncation
+        self.meta_split = defaults.meta_split if self.meta_split is None else self.meta_split
         if self.task != "gcn-cora":
-            self.batch_size = self.batch_size or defaults.batch_size
+            self.batch_size = defaults.batch_size if self.batch_size is None else self.batch_size
+            if not isinstance(self.batch_size, int) or self.batch_size < 1:
+                raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         self.lr_decay_at = self.meta_steps // 2 if self.lr_decay_at is None else self.lr_decay_at
         for name in ("meta_steps", "inner_steps", "truncation"):
             value = getattr(self, name)
@@ -235,9 +238,13 @@ def run_experiment(config: ExperimentConfig, *, json_path: str | Path | None = N
             f"{_num(row['meta_step_time_s'])} s/meta step, saved {row['saved_bytes']} bytes, "
             f"val acc {_num(row['val_acc_before'])} -> {_num(row['val_acc_after'])}")
 
-    if memory_steps and doc.get("memory_scaling", {}).get("inner_steps") != list(memory_steps):
+    measured = doc.get("memory_scaling") or {}
+    # every mode in the file, also those added by this invocation
+    in_file = sorted({r["grad"] for r in doc["results"]} | set(config.grads), key=GRAD_ORDER.get)
+    if memory_steps and (measured.get("inner_steps") != list(memory_steps)
+                         or not set(in_file) <= set(measured.get("ratio_last_to_first", {}))):
         log(f"[{config.task}] saved bytes at inner steps {list(memory_steps)}")
-        rows = memory_scaling(problem, grads=config.grads, inner_steps=list(memory_steps),
+        rows = memory_scaling(problem, grads=in_file, inner_steps=list(memory_steps),
                               truncation=config.truncation, seed=config.seed)
         doc["memory_scaling"] = {"inner_steps": list(memory_steps), "truncation": config.truncation,
                                  "rows": rows, "ratio_last_to_first": _memory_ratios(rows, memory_steps)}

@@ -58,8 +58,8 @@ def reset_warnings() -> None:
 class _ImplicitGrad(torch.autograd.Function):
     """Identity on the recorded step whose backward replaces ``g`` by the adjoint ``z``.
 
-    The outputs are copies, not views, so callers may modify them in place (``relu_``, ``+=``)
-    as they can the output of the ``bptt`` mode; the recorded step keeps its own tensors.
+    The outputs are copies, not views, so callers may modify them in place (``relu_``, ``+=``):
+    the recorded step keeps its own tensors for the adjoint's VJPs.
     """
 
     @staticmethod

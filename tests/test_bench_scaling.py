@@ -123,6 +123,11 @@ def test_resume_measures_targets_and_accuracy_again_under_other_settings(tiny_ru
     assert sum("other settings" in line for line in logged) == 2
     same = ScalingRun(ScalingConfig(**result["config"]), copy, progress=False, log=logged.append)
     assert same.targets == result["targets"] and same.accuracy == result["accuracy"]
+    # fewer contenders than were measured: their numbers are all there, nothing is redone
+    fewer = ScalingRun(ScalingConfig(**{**result["config"], "grads": ["neumann", "bptt"]}), copy,
+                       progress=False, log=logged.append)
+    assert fewer.targets == result["targets"] and fewer.accuracy == result["accuracy"]
+    assert sum("other settings" in line for line in logged) == 2
 
 
 def test_grid_cells_measure_k_independent_rows_once():

@@ -74,3 +74,20 @@ def test_demo_runs_all_modes_quickly(capsys):
     for mode in ("bptt", "tbptt", "rbp", "cg", "neumann"):
         assert f"| {mode} |" in text
     assert "saved for backward" in text
+
+
+def test_resume_refuses_another_device_and_reads_files_that_predate_a_field(tmp_path):
+    from pyg_rbp.training.config import build_config
+    from pyg_rbp.training.runner import ResultsFileConflict, _previous_runs
+
+    cfg = build_config("karate", "node", model="gated", grad="neumann")
+    base = {**cfg.as_dict(), "grad": "neumann", "seeds": [1], "commands": [cfg.command()], "device": "cpu"}
+    older = {k: v for k, v in base.items() if k not in ("aggr", "features", "pool")}  # added later
+    result = {"grad": "neumann", "seed": 0, "test": 0.5}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"config": {**older, "seeds": [0]}, "results": [result]}))
+    results, merged = _previous_runs(path, base, log=lambda s: None)
+    assert results == [result] and merged["seeds"] == [0, 1] and merged["grad"] == "neumann"
+    path.write_text(json.dumps({"config": {**older, "device": "cuda"}, "results": [result]}))
+    with pytest.raises(ResultsFileConflict, match="differ in: device"):
+        _previous_runs(path, base, log=lambda s: None)

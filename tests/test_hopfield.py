@@ -374,12 +374,13 @@ def test_an_activation_at_a_freed_weight_blocks_address_counts():
     freed = [p for p in model.cell._weight_tensors if p != w_ff]
     assert freed and not any(model.cell.is_weight_storage(p) for p in freed)  # W_fc is gone
     assert model.cell.is_weight_storage(w_ff)  # W_ff is alive in the prepared inputs
-    scale = torch.ones((), requires_grad=True)
+    # the accounting asks exactly this of every saved tensor: W_ff is a weight, v an activation
+    w_ff = inputs.extra["W_ff"]
+    v = torch.rand(w_ff.size(1), 3, requires_grad=True)
     with _WeightAwareSavedBytes(model) as mem:
-        y = torch.rand(24 * 16)
-        z = scale * y  # saves y
-    assert mem.bytes == y.numel() * 4 and mem.weight_bytes == 0
-    del z
+        out = w_ff @ v  # saves both
+    assert mem.weight_bytes == w_ff.numel() * 4 and mem.bytes == (w_ff.numel() + v.numel()) * 4
+    del out
 
 
 def test_mnist_defaults_and_their_documented_deviations():

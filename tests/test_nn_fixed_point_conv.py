@@ -223,6 +223,12 @@ def test_autocast_runs_the_solve_in_the_parameters_precision():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         same = conv(data.x, data.edge_index, data.edge_weight)
     torch.testing.assert_close(same, ref, rtol=1e-6, atol=1e-6)
+    # float64 is not autocast's doing: it is left alone (no silent downcast)
+    ppr, data64 = FixedPointConv(_cell("ppr"), max_iter=30), _graph(12, 3, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out64 = ppr(data64.x, data64.edge_index, data64.edge_weight)
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(out64, ppr(data64.x, data64.edge_index, data64.edge_weight))
 
 
 def test_integer_sparse_adjacency_is_weighted_by_its_values():

@@ -251,18 +251,22 @@ def _load_previous(path: Path | None, cfg: ScalingConfig) -> dict[str, Any]:
 
 
 # Settings the target pass and the accuracy study depend on beyond the fingerprint: a resumed
-# run with other values measures that part again instead of reporting the old one.
+# run with other values measures that part again instead of reporting the old one. The
+# contenders (grads, peers) may be a subset of those measured: their rows are all there.
 _PART_SETTINGS = {
-    "targets": ("target_steps", "target_k", "rounds", "grads", "peers"),
-    "accuracy": ("reference_iters", "forward_tol", "grads", "peers"),
+    "targets": ("target_steps", "target_k", "rounds"),
+    "accuracy": ("reference_iters", "forward_tol"),
 }
+_CONTENDERS = ("grads", "peers")
 
 
 def _stale_parts(old: dict[str, Any], cfg: ScalingConfig) -> list[str]:
-    """The parts of a saved run measured with other settings than ``cfg``."""
+    """The parts of a saved run measured with other settings than ``cfg``, or without some of
+    its modes or peers."""
     saved, mine = old.get("config") or {}, _jsonable(asdict(cfg))
+    missing = any(not set(mine[k]) <= set(saved.get(k) or ()) for k in _CONTENDERS)
     return [part for part, keys in _PART_SETTINGS.items()
-            if old.get(part) is not None and any(saved.get(k) != mine[k] for k in keys)]
+            if old.get(part) is not None and (missing or any(saved.get(k) != mine[k] for k in keys))]
 
 
 def _jsonable(obj: Any) -> Any:

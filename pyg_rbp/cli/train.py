@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
     from pyg_rbp.results import human_bytes, markdown_table
-    from pyg_rbp.training.runner import run_seeds
+    from pyg_rbp.training.runner import ResultsFileConflict, run_seeds
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
     except ChecksumError as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
-    except ValueError as err:
+    except ResultsFileConflict as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
     rows = []
     for s in doc["summary"]:

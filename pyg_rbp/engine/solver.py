@@ -50,6 +50,17 @@ def _warn_once(key: str, message: str) -> None:
     warnings.warn(message, ConvergenceWarning, stacklevel=4)
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether :class:`torch.autocast` is on for ``device_type`` (any torch >= 2.1: the
+    ``device_type`` argument of :func:`torch.is_autocast_enabled` exists from 2.4 on)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: one query per device kind
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return device_type == "cuda" and torch.is_autocast_enabled()
+
+
 def reset_warnings() -> None:
     """Forget which convergence warnings were already shown (for tests and notebooks)."""
     _WARNED.clear()
@@ -219,7 +230,7 @@ def fixed_point(
             got = [(t.shape, t.dtype) for t in out_state]
             if out_tuple != is_tuple or got != shapes:
                 hint = ""
-                if any(torch.is_autocast_enabled(t.device.type) for t in out_state):
+                if any(autocast_enabled(t.device.type) for t in out_state):
                     hint = ("; torch.autocast is on: run f with autocast disabled (as "
                             "FixedPointConv does) or give h0 the dtype f returns")
                 raise ValueError(

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pyg_rbp.engine import FixedPointStats, fixed_point, normalize_grad_mode
+from pyg_rbp.engine.solver import autocast_enabled
 from pyg_rbp.nn.adjacency import validate_edge_index
 from pyg_rbp.nn.cell import FixedPointCell
 
@@ -38,7 +39,7 @@ class FixedPointConv(torch.nn.Module):
     and every backward VJP. The diagnostics of the last call are in :attr:`stats`.
 
     Under :class:`torch.autocast` the solve runs with autocast disabled, in the precision of the
-    cell's parameters (reduced-precision ``x``, ``edge_weight`` and ``h0`` are cast up): a
+    cell's parameters (``float16``/``bfloat16`` ``x``, ``edge_weight`` and ``h0`` are cast up): a
     fixed-point iteration's state must keep one dtype, and its residual is meaningless in
     ``float16``. The layers before and after it still run in mixed precision.
 
@@ -94,11 +95,12 @@ class FixedPointConv(torch.nn.Module):
                 h0: Tensor | None = None) -> Tensor:
         """Return the fixed-point state for node features ``x`` on the given graph."""
         device_type = x.device.type if isinstance(x, Tensor) else "cpu"
-        if torch.is_autocast_enabled(device_type):
+        if autocast_enabled(device_type):
             dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
 
-            def cast(t: Any) -> Any:
-                return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+            def cast(t: Any) -> Any:  # only what autocast itself produces: half and bfloat16
+                reduced = isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16)
+                return t.to(dtype) if reduced else t
 
             with torch.autocast(device_type, enabled=False):
                 return self.forward(cast(x), edge_index, cast(edge_weight), cast(h0))

@@ -21,7 +21,7 @@ from typing import Any
 _LAZY = {
     "TrainConfig": "config", "build_config": "config", "dataset_task": "config", "defaults_for": "config",
     "train_graph": "graph", "train_node": "node", "run_one": "runner", "run_seeds": "runner",
-    "summarize": "runner",
+    "summarize": "runner", "ResultsFileConflict": "runner",
 }
 
 __all__ = sorted(_LAZY)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -85,25 +86,32 @@ def diverged_seeds(results: Sequence[dict[str, Any]]) -> dict[str, int]:
             if r.get("diverged")}
 
 
-_RUN_FIELDS = ("grad", "seeds", "commands", "device")  # what may differ between resumed runs
+_RUN_FIELDS = ("grad", "seeds", "commands")  # what may differ between resumed runs
+
+
+class ResultsFileConflict(ValueError):
+    """A ``--json`` file holds runs of other settings, which a resumed run must not overwrite."""
 
 
 def _previous_runs(path: str | Path, base: dict[str, Any],
                    log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The results already in ``path``, and ``base`` widened to the modes and seeds they cover.
 
-    A file written for other settings (anything but the modes, seeds and device) is never
-    overwritten silently: that raises, and ``resume=False`` (``--fresh``) replaces it.
+    A file written for other settings (anything but the modes and seeds: the device too, as
+    its epoch times sit side by side) is never overwritten silently: that raises
+    :class:`ResultsFileConflict`, and ``resume=False`` (``--fresh``) replaces it. A field the
+    file predates counts at its default.
     """
     from pyg_rbp.results import read_json
 
     old = read_json(path)
     old_cfg = old.get("config") or {}
+    predates = {f.name: f.default for f in fields(TrainConfig)}
     mine = {k: v for k, v in base.items() if k not in _RUN_FIELDS}
-    theirs = {k: v for k, v in old_cfg.items() if k not in _RUN_FIELDS}
+    theirs = {k: old_cfg.get(k, predates.get(k)) for k in mine}
     if mine != theirs:
-        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        raise ValueError(
+        differ = sorted(k for k in mine if mine[k] != theirs[k])
+        raise ResultsFileConflict(
             f"{path} holds results of other settings (they differ in: {', '.join(differ)}); "
             "pass --fresh (resume=False) to overwrite it, or write to another --json path"
         )
@@ -130,8 +138,9 @@ def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: s
 
     With ``resume`` and an existing ``json_path``, every run already in it is kept (whatever
     seeds or modes were asked for this time) and the (grad, seed) runs it holds are skipped.
-    A file of other settings raises :class:`ValueError` unless ``resume=False``, which starts
-    the file afresh. Returns the JSON document ``{"config", "env", "results", "summary"}``.
+    A file of other settings or another device raises :class:`ResultsFileConflict` unless
+    ``resume=False``, which starts the file afresh. Returns the JSON document
+    ``{"config", "env", "results", "summary"}``.
     """
     from pyg_rbp.results import atomic_write_json, environment
 

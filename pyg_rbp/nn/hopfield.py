@@ -220,7 +220,7 @@ class HopfieldCell(FixedPointCell):
         """Whether a tensor saved now at storage address ``ptr`` is a weight, not an activation:
         a weight block of the latest :meth:`prepare` that is still alive (a freed block's
         address may be reused by an activation, which must then count), or anything saved while
-        the sparse layout of the weights is being built (the CSR permutation of the weights)."""
+        the per-edge weights and their sparse layout are built (e.g. the CSR permutation)."""
         if self._building_layout:
             return True
         ref = self._weight_tensors.get(ptr)
@@ -280,13 +280,13 @@ class HopfieldCell(FixedPointCell):
                 extra["drive"] = W_fc @ torch.sigmoid(self.b * x_c) + x.index_select(0, self.free_index)
             graph = PreparedGraph(num_nodes=self.num_nodes, edge_index=self.edge_index, edge_weight=None)
         else:
-            w = self.weight.index_select(0, self.edge_pair)
             if edge_weight is not None:
                 validate_edge_weight(edge_weight, self.edge_index.size(1), x)
-                w = w * edge_weight.to(w.dtype)
-            self._register_weights(w)
-            self._building_layout = True
+            self._building_layout = True  # what is saved here is the weights or their layout
             try:
+                w = self.weight.index_select(0, self.edge_pair)
+                if edge_weight is not None:
+                    w = w * edge_weight.to(w.dtype)
                 graph = self._prepare_graph(self.edge_index, w, self.num_nodes, x)
             finally:
                 self._building_layout = False

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from pyg_rbp.tasks.hyperopt_dynamics import InnerTraining
-from pyg_rbp.tasks.hyperopt_meta import cosine, hypergradient, meta_train
-from pyg_rbp.tasks.hyperopt_problems import MLPProblem, load_task
+from pyg_rbp.tasks.hyperopt.dynamics import InnerTraining
+from pyg_rbp.tasks.hyperopt.meta import cosine, hypergradient, meta_train
+from pyg_rbp.tasks.hyperopt.problems import MLPProblem, load_task
 
 DT = torch.float64
 T = 8
@@ -177,7 +177,7 @@ def test_bad_input_raises_clear_errors():
         MLPProblem(problem.splits, batch_size=1000)
     with pytest.raises(ValueError, match="meta_split"):
         MLPProblem(problem.splits, meta_split="test")
-    from pyg_rbp.tasks.hyperopt_experiment import ExperimentConfig
+    from pyg_rbp.tasks.hyperopt.experiment import ExperimentConfig
 
     with pytest.raises(ValueError, match="exceeds inner_steps"):
         ExperimentConfig(task="mlp-digits", grads=["neumann"], inner_steps=10, truncation=20)

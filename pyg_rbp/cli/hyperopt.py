@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
     from pyg_rbp.engine import parse_grad_modes
-    from pyg_rbp.tasks.hyperopt_experiment import ExperimentConfig, run_experiment
+    from pyg_rbp.tasks.hyperopt.experiment import ExperimentConfig, run_experiment
 
     if args.threads is not None:
         if args.threads < 1:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                              progress=not args.no_progress)
     except (DataUnavailableError, ChecksumError, ValueError) as err:
         raise SystemExit(f"pyg-rbp hyperopt: {err}") from None
-    from pyg_rbp.tasks.hyperopt_report import render_markdown
+    from pyg_rbp.tasks.hyperopt.report import render_markdown
 
     print(render_markdown(doc))
     mem = doc.get("memory_scaling")

@@ -1,6 +1,6 @@
 """How a hyperparameter-optimisation experiment is shown: a markdown report and PNG curves.
 
-Both are rendered from the JSON document of :func:`~pyg_rbp.tasks.hyperopt_experiment.run_experiment`
+Both are rendered from the JSON document of :func:`~pyg_rbp.tasks.hyperopt.experiment.run_experiment`
 alone, so they can be regenerated from a committed result without rerunning anything.
 """
 

@@ -30,7 +30,7 @@ the exact hypergradient is :math:`\sum_t B_t^\top z_{t+1}` with :math:`z_T = g`,
   cost, that is why it is not among the default modes of ``pyg-rbp hyperopt`` (the paper's
   comparison is BPTT, TBPTT, RBP, Neumann-RBP). ``--grad cg`` or ``--grad all`` runs it.
 
-Every mode sees the same :class:`~pyg_rbp.tasks.hyperopt_dynamics.Episode` (initial weights and
+Every mode sees the same :class:`~pyg_rbp.tasks.hyperopt.dynamics.Episode` (initial weights and
 mini-batch sequence, seeded) at the same meta step, so their hypergradients at the first meta
 step are comparable: that is the cosine-vs-BPTT measurement. :func:`last_step_spectral_radius`
 tells whether the premise of the implicit modes (a contractive last step) holds.
@@ -48,8 +48,8 @@ from torch import Tensor
 
 from pyg_rbp.engine import DivergenceError, fixed_point, normalize_grad_mode
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
-from pyg_rbp.tasks.hyperopt_dynamics import Hyperparameters, InnerTraining
-from pyg_rbp.tasks.hyperopt_problems import InnerProblem
+from pyg_rbp.tasks.hyperopt.dynamics import Hyperparameters, InnerTraining
+from pyg_rbp.tasks.hyperopt.problems import InnerProblem
 
 
 @dataclass
@@ -101,11 +101,11 @@ def hypergradient(problem: InnerProblem, hyper: Hyperparameters, *, grad: str, i
     return Hypergradient(float(loss.detach()), grads, saved)
 
 
-def evaluate(problem: InnerProblem, hyper: Hyperparameters, *, inner_steps: int,
+def evaluate_hyperparameters(problem: InnerProblem, hyper: Hyperparameters, *, inner_steps: int,
              seeds: Sequence[int]) -> dict[str, float]:
     """Train with ``hyper`` (no graph) once per seed; mean meta objective and accuracies."""
     if not seeds:
-        raise ValueError("evaluate needs at least one seed")
+        raise ValueError("evaluate_hyperparameters needs at least one seed")
     rows = []
     for seed in seeds:
         training = InnerTraining(problem, hyper, problem.episode(seed, inner_steps))

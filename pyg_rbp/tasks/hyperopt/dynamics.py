@@ -148,7 +148,7 @@ class InnerTraining:
     """One inner run of momentum SGD: the map ``step`` that :func:`pyg_rbp.fixed_point` iterates.
 
     Args:
-        problem: an :class:`~pyg_rbp.tasks.hyperopt_problems.InnerProblem` (weight specs, the
+        problem: an :class:`~pyg_rbp.tasks.hyperopt.problems.InnerProblem` (weight specs, the
             inner loss of step ``t``).
         hyper: the hyperparameters; the map captures them by closure, so gradients reach them.
         episode: initial weights and mini-batch schedule of this run.

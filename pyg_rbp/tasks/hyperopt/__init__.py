@@ -5,11 +5,11 @@ SGD is a dynamical system in (weights, momenta); its learning rates, momenta and
 enter the update map, and :func:`pyg_rbp.fixed_point` differentiates the meta objective through
 it in any gradient mode. The pieces live in their own modules:
 
-* :mod:`~pyg_rbp.tasks.hyperopt_dynamics`: the update map and the hyperparameters;
-* :mod:`~pyg_rbp.tasks.hyperopt_problems`: the inner problems (MLP on MNIST / digits, GCN on Cora);
-* :mod:`~pyg_rbp.tasks.hyperopt_meta`: hypergradients (what each mode computes) and meta-training;
-* :mod:`~pyg_rbp.tasks.hyperopt_experiment`: the resumable all-modes comparison behind
-  ``pyg-rbp hyperopt``; :mod:`~pyg_rbp.tasks.hyperopt_report`: its markdown and PNG.
+* :mod:`~pyg_rbp.tasks.hyperopt.dynamics`: the update map and the hyperparameters;
+* :mod:`~pyg_rbp.tasks.hyperopt.problems`: the inner problems (MLP on MNIST / digits, GCN on Cora);
+* :mod:`~pyg_rbp.tasks.hyperopt.meta`: hypergradients (what each mode computes) and meta-training;
+* :mod:`~pyg_rbp.tasks.hyperopt.experiment`: the resumable all-modes comparison behind
+  ``pyg-rbp hyperopt``; :mod:`~pyg_rbp.tasks.hyperopt.report`: its markdown and PNG.
 
 Example::
 
@@ -21,19 +21,19 @@ Example::
     run, tuned = meta_train(problem, grad="neumann", meta_steps=100, inner_steps=100, truncation=50)
 """
 
-from pyg_rbp.tasks.hyperopt_dynamics import Episode, Hyperparameters, InnerTraining, ParamSpec
-from pyg_rbp.tasks.hyperopt_experiment import ExperimentConfig, run_experiment
-from pyg_rbp.tasks.hyperopt_meta import (
+from pyg_rbp.tasks.hyperopt.dynamics import Episode, Hyperparameters, InnerTraining, ParamSpec
+from pyg_rbp.tasks.hyperopt.experiment import ExperimentConfig, run_experiment
+from pyg_rbp.tasks.hyperopt.meta import (
     Hypergradient,
     MetaRun,
     cosine,
-    evaluate,
+    evaluate_hyperparameters,
     hypergradient,
     last_step_spectral_radius,
     memory_scaling,
     meta_train,
 )
-from pyg_rbp.tasks.hyperopt_problems import TASKS, GCNProblem, InnerProblem, MLPProblem, load_task
+from pyg_rbp.tasks.hyperopt.problems import TASKS, GCNProblem, InnerProblem, MLPProblem, load_task
 
 __all__ = [
     "TASKS",
@@ -48,7 +48,7 @@ __all__ = [
     "MetaRun",
     "ParamSpec",
     "cosine",
-    "evaluate",
+    "evaluate_hyperparameters",
     "hypergradient",
     "last_step_spectral_radius",
     "load_task",

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyg_rbp.tasks.hyperopt_dynamics import Episode, Hyperparameters, ParamSpec
+from pyg_rbp.tasks.hyperopt.dynamics import Episode, Hyperparameters, ParamSpec
 
 META_SPLITS = ("train", "val")
 

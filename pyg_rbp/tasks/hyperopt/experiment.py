@@ -22,15 +22,15 @@ import torch
 
 from pyg_rbp.engine import normalize_grad_mode
 from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
-from pyg_rbp.tasks.hyperopt_meta import (
+from pyg_rbp.tasks.hyperopt.meta import (
     cosine,
-    evaluate,
+    evaluate_hyperparameters,
     hypergradient,
     last_step_spectral_radius,
     memory_scaling,
     meta_train,
 )
-from pyg_rbp.tasks.hyperopt_problems import TASKS, InnerProblem, load_task
+from pyg_rbp.tasks.hyperopt.problems import TASKS, InnerProblem, load_task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 KIND = "pyg_rbp.hyperopt"
@@ -96,8 +96,8 @@ class ExperimentConfig:
 
 def _row_summary(config: ExperimentConfig, run, hyper, problem: InnerProblem, initial: dict,
                  reference: list[float], wall_s: float) -> dict[str, Any]:
-    train_ep = evaluate(problem, hyper, inner_steps=config.inner_steps, seeds=[config.seed])
-    fresh = evaluate(problem, hyper, inner_steps=config.inner_steps, seeds=config.eval_seeds)
+    train_ep = evaluate_hyperparameters(problem, hyper, inner_steps=config.inner_steps, seeds=[config.seed])
+    fresh = evaluate_hyperparameters(problem, hyper, inner_steps=config.inner_steps, seeds=config.eval_seeds)
     cos = cosine(run.first_hypergradient, reference) if run.first_hypergradient else None
     before_train, before_fresh = initial["train_episode"], initial["fresh_episodes"]
     return {
@@ -164,7 +164,7 @@ def run_experiment(config: ExperimentConfig, *, json_path: str | Path | None = N
     """
     from tqdm.auto import tqdm
 
-    from pyg_rbp.tasks.hyperopt_report import plot_curves, render_markdown
+    from pyg_rbp.tasks.hyperopt.report import plot_curves, render_markdown
 
     json_path = Path(json_path) if json_path else None
     if md_path is None and json_path is not None:
@@ -196,9 +196,10 @@ def run_experiment(config: ExperimentConfig, *, json_path: str | Path | None = N
         log(f"[{config.task}] evaluating the starting hyperparameters")
         doc["initial"] = {
             "hyperparameters": hyper0.readable(),
-            "train_episode": evaluate(problem, hyper0, inner_steps=config.inner_steps, seeds=[config.seed]),
-            "fresh_episodes": evaluate(problem, hyper0, inner_steps=config.inner_steps,
-                                       seeds=config.eval_seeds),
+            "train_episode": evaluate_hyperparameters(problem, hyper0, inner_steps=config.inner_steps,
+                                                      seeds=[config.seed]),
+            "fresh_episodes": evaluate_hyperparameters(problem, hyper0, inner_steps=config.inner_steps,
+                                                       seeds=config.eval_seeds),
         }
     if "reference" not in doc:
         log(f"[{config.task}] BPTT hypergradient and last-step spectral radius at the starting point")

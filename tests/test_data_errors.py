@@ -40,6 +40,22 @@ def test_root_resolution(monkeypatch, tmp_path):
     assert default_root(tmp_path / "new") == tmp_path / "new" and (tmp_path / "new").is_dir()
 
 
+def test_installed_package_roots_in_the_user_cache_and_has_no_default_mirror(monkeypatch, tmp_path):
+    from pyg_rbp.data import storage
+
+    monkeypatch.delenv("PYG_RBP_DATA", raising=False)
+    monkeypatch.delenv("PYG_RBP_SHARED", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert storage.source_checkout() == Path(__file__).resolve().parents[1]
+    site_packages = tmp_path / "lib" / "python3.11" / "site-packages"  # where a wheel puts pyg_rbp
+    monkeypatch.setattr(storage, "REPO_ROOT", site_packages.parent)
+    assert storage.source_checkout() is None
+    assert configured_root() == tmp_path / "xdg" / "pyg_rbp" / "datasets"
+    assert storage.mirror_roots() == []
+    monkeypatch.setenv("PYG_RBP_DATA", str(tmp_path / "mine"))
+    assert configured_root() == tmp_path / "mine"
+
+
 def test_missing_pubmed_files_name_files_folder_and_source(offline, tmp_path):
     root = tmp_path / "empty_root"
     with pytest.raises(DataUnavailableError) as info:

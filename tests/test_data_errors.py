@@ -88,6 +88,7 @@ def test_ogb_without_release_marker_errors_instead_of_prompting(offline, tiny_ar
         load("ogbn-products", root=root)
 
 
+@pytest.mark.datasets("mnist")
 def test_mnist_train_missing(offline, shared_datasets):
     from pyg_rbp.data import load_mnist
 
@@ -100,6 +101,7 @@ def test_mnist_train_missing(offline, shared_datasets):
         load_mnist(shared_datasets, "valid")
 
 
+@pytest.mark.datasets("cora")
 def test_corrupted_file_gives_checksum_error(offline, shared_datasets, tmp_path):
     raw = _copy_cora(shared_datasets, tmp_path / "root")
     target = raw / "ind.cora.x"
@@ -114,6 +116,7 @@ def test_corrupted_file_gives_checksum_error(offline, shared_datasets, tmp_path)
     assert "ind.cora.y" not in message
 
 
+@pytest.mark.datasets("cora")
 def test_read_only_root_is_copied_to_cache(offline, shared_datasets, tmp_path):
     root = tmp_path / "ro_root"
     _copy_cora(shared_datasets, root)
@@ -133,6 +136,7 @@ def test_read_only_root_is_copied_to_cache(offline, shared_datasets, tmp_path):
         _set_writable(root, True)
 
 
+@pytest.mark.datasets("ogbg-molbace")
 def test_missing_files_are_seeded_from_a_local_mirror(offline, shared_datasets, monkeypatch, tmp_path):
     monkeypatch.setenv("PYG_RBP_SHARED", str(shared_datasets))
     root = tmp_path / "seeded"

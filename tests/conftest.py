@@ -1,43 +1,210 @@
-"""Shared test fixtures: a writable data cache seeded from the read-only shared copies."""
+"""Shared test fixtures: real datasets for the tests that need them, and generated tiny ones.
+
+A test that needs a real dataset says which (``@pytest.mark.datasets("cora", "mnist")``) and asks
+for ``data_root`` (a writable session root) or ``shared_datasets`` (a root to read in place). The
+dataset's raw files come from the offline mirror (``$PYG_RBP_SHARED``, else ``../shared/datasets``)
+or the configured data root, else are downloaded when a network is reachable, else the test is
+skipped, and the run ends with one summary line naming the datasets and how to provide them.
+Under CI (``CI=true`` or ``PYG_RBP_REQUIRE_DATA=1``, which ``.ci/run`` sets) a missing dataset
+fails the test instead, so CI runs every real-data test. Only ``raw`` files travel: a mirror's
+``processed/`` is never copied (see the security note in pyg_rbp.data.safe_load).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PYG_RBP_SHARED", REPO.parent / "shared" / "datasets"))
+SHARED = Path(os.environ.get("PYG_RBP_SHARED") or REPO.parent / "shared" / "datasets")
+REQUIRE_ENV = "PYG_RBP_REQUIRE_DATA"
+_CONFIGURED_ROOT = os.environ.get("PYG_RBP_DATA", "").strip()
+_DOWNLOAD = os.environ.get("PYG_RBP_DOWNLOAD", "").strip().lower()  # as the run began (fixtures change it)
+_MISSING: dict[str, str] = {}  # dataset name -> why it could not be provided
+_SKIPPED: list[str] = []  # node ids of the tests skipped for want of data
 
 
-@pytest.fixture(autouse=True)
-def _fresh_convergence_warnings():
-    """Each test sees the engine's once-per-process warnings afresh."""
-    from pyg_rbp.engine import reset_warnings
-
-    reset_warnings()
-    yield
+def data_required() -> bool:
+    """Whether a missing real dataset fails the test (CI) instead of skipping it."""
+    flags = (os.environ.get("CI", ""), os.environ.get(REQUIRE_ENV, ""))
+    return any(f.strip().lower() in {"1", "true", "yes", "on"} for f in flags)
 
 
-@pytest.fixture(scope="session")
-def shared_datasets() -> Path:
-    """The read-only folder of offline dataset copies (``../shared/datasets``)."""
-    if not SHARED.is_dir():
-        pytest.fail(f"offline datasets not found at {SHARED}; set PYG_RBP_SHARED")
-    return SHARED
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "datasets(*names): the real datasets (manifest names) the test reads through data_root"
+    )
 
 
-@pytest.fixture(scope="session")
-def data_root(tmp_path_factory, shared_datasets) -> Path:
-    """A writable data root seeded from the shared copies (loaders write ``processed/``)."""
-    root = tmp_path_factory.mktemp("pyg_rbp_data")
-    shutil.copytree(shared_datasets, root, dirs_exist_ok=True)
-    for path in root.rglob("*"):
+_NETWORK: list[bool] = []
+
+
+def network_available(host: str = "github.com", port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether ``host`` answers within ``timeout`` (DNS included); off when PYG_RBP_DOWNLOAD=0."""
+    if _DOWNLOAD in {"0", "false", "no", "off"}:
+        return False
+    if not _NETWORK:
+        result: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(timeout + 2.0)
+        _NETWORK.append(bool(result and result[0]))
+    return _NETWORK[0]
+
+
+def _wanted_files(entry):
+    """The files a test of ``entry`` needs (the offline MNIST copy holds only the test split)."""
+    if entry.name == "mnist":
+        return tuple(f for f in entry.files if Path(f.path).name.startswith("t10k-"))
+    return entry.files
+
+
+def _copy_raw(source: Path, target: Path) -> None:
+    """Copy a dataset folder without its ``processed/`` files, writable."""
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("processed"))
+    for path in [target, *target.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o200)
-    root.chmod(root.stat().st_mode | 0o200)
+
+
+def provide_dataset(name: str, root: Path) -> str | None:
+    """Put dataset ``name``'s raw files under ``root``; None on success, else why not."""
+    from pyg_rbp.data.errors import DataUnavailableError
+    from pyg_rbp.data.manifest import entry as manifest_entry
+    from pyg_rbp.data.manifest import missing_files
+    from pyg_rbp.data.storage import configured_root, prepare_dataset_folder
+
+    entry = manifest_entry(name)
+    wanted = _wanted_files(entry)
+    if not missing_files(entry, root / entry.folder, wanted):
+        return None
+    persistent = configured_root(_CONFIGURED_ROOT or None)
+    for source in (SHARED, persistent):
+        if source.is_dir() and not missing_files(entry, source / entry.folder, wanted):
+            _copy_raw(source / entry.folder, root / entry.folder)
+            return None
+    if not network_available():
+        return f"not in {SHARED} nor {persistent}, and no network to download it"
+    try:
+        base = prepare_dataset_folder(entry, persistent, download=True, files=wanted)
+    except DataUnavailableError as err:
+        return f"download failed: {str(err).splitlines()[0]}"
+    _copy_raw(base / entry.folder, root / entry.folder)
+    return None
+
+
+@pytest.fixture(scope="session")
+def _session_data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pyg_rbp_data")
+
+
+@pytest.fixture(scope="session")
+def real_data(_session_data_root):
+    """``real_data(*names) -> root``: a writable root holding those datasets, else skip (fail in CI)."""
+
+    def provide(*names: str) -> Path:
+        missing = {}
+        for name in names:
+            why = _MISSING.get(name) or provide_dataset(name, _session_data_root)
+            if why:
+                missing[name] = _MISSING[name] = why
+        if missing:
+            message = "real dataset(s) unavailable: " + "; ".join(f"{n}: {w}" for n, w in missing.items())
+            if data_required():
+                pytest.fail(message + " (required under CI / PYG_RBP_REQUIRE_DATA)")
+            pytest.skip(message)
+        return _session_data_root
+
+    return provide
+
+
+def _marked_datasets(request) -> tuple[str, ...]:
+    marker = request.node.get_closest_marker("datasets")
+    return tuple(marker.args) if marker else ()
+
+
+def _require_mirror() -> None:
+    """Skip (fail under CI) a test that needs the whole offline mirror when there is none."""
+    if not SHARED.is_dir():
+        message = (f"real dataset(s) unavailable: the offline mirror {SHARED} is absent "
+                   "(mark the test with @pytest.mark.datasets(...) to download what it needs)")
+        _MISSING.setdefault("offline mirror", f"{SHARED} absent")
+        if data_required():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def data_root(request, real_data) -> Path:
+    """A writable data root holding the datasets of the test's ``datasets`` marker.
+
+    An unmarked test gets the raw files of the whole offline mirror (and is skipped, or fails
+    under CI, without one)."""
+    names = _marked_datasets(request)
+    if names:
+        return real_data(*names)
+    root = real_data()
+    _require_mirror()
+    marker = root / ".whole-mirror"
+    if not marker.exists():
+        for child in SHARED.iterdir():
+            if child.is_dir():
+                _copy_raw(child, root / child.name)
+        marker.touch()
     return root
+
+
+@pytest.fixture
+def shared_datasets(request, real_data) -> Path:
+    """A root to read the test's marked datasets from: the offline mirror itself when it holds
+    them (read-only, read in place), else the session root they were provided in."""
+    from pyg_rbp.data.manifest import entry, missing_files
+
+    names = _marked_datasets(request)
+    if not names:
+        _require_mirror()
+    if SHARED.is_dir() and all(
+        not missing_files(entry(n), SHARED / entry(n).folder, _wanted_files(entry(n))) for n in names
+    ):
+        return SHARED
+    return real_data(*names)
+
+
+_SKIP_REASON = "real datasets unavailable (which, and how to provide them: the 'pyg_rbp:' line above)"
+
+
+def pytest_runtest_logreport(report):
+    """Fold every for-want-of-data skip into one ``-ra`` line (the count stays exact)."""
+    if report.skipped and isinstance(report.longrepr, tuple) and "real dataset(s) unavailable" in str(
+        report.longrepr[2]
+    ):
+        _SKIPPED.append(report.nodeid)
+        report.longrepr = (str(Path(__file__)), 0, _SKIP_REASON)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED:
+        why = sorted(set(_MISSING.values()))
+        terminalreporter.write_line(
+            f"pyg_rbp: {len(_SKIPPED)} test(s) skipped for want of real datasets "
+            f"{', '.join(sorted(_MISSING))} ({'; '.join(why)}): put their raw files in a mirror and "
+            "set PYG_RBP_SHARED=<dir> (default ../shared/datasets; layout and sources in "
+            "pyg_rbp/data/manifest.json), or run with network access. "
+            "CI=true or PYG_RBP_REQUIRE_DATA=1 makes them fail.",
+            yellow=True,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

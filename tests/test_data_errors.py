@@ -40,6 +40,22 @@ def test_root_resolution(monkeypatch, tmp_path):
     assert default_root(tmp_path / "new") == tmp_path / "new" and (tmp_path / "new").is_dir()
 
 
+def test_installed_package_roots_in_the_user_cache_and_has_no_default_mirror(monkeypatch, tmp_path):
+    from pyg_rbp.data import storage
+
+    monkeypatch.delenv("PYG_RBP_DATA", raising=False)
+    monkeypatch.delenv("PYG_RBP_SHARED", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert storage.source_checkout() == Path(__file__).resolve().parents[1]
+    site_packages = tmp_path / "lib" / "python3.11" / "site-packages"  # where a wheel puts pyg_rbp
+    monkeypatch.setattr(storage, "REPO_ROOT", site_packages.parent)
+    assert storage.source_checkout() is None
+    assert configured_root() == tmp_path / "xdg" / "pyg_rbp" / "datasets"
+    assert storage.mirror_roots() == []
+    monkeypatch.setenv("PYG_RBP_DATA", str(tmp_path / "mine"))
+    assert configured_root() == tmp_path / "mine"
+
+
 def test_missing_pubmed_files_name_files_folder_and_source(offline, tmp_path):
     root = tmp_path / "empty_root"
     with pytest.raises(DataUnavailableError) as info:
@@ -72,6 +88,7 @@ def test_ogb_without_release_marker_errors_instead_of_prompting(offline, tiny_ar
         load("ogbn-products", root=root)
 
 
+@pytest.mark.datasets("mnist")
 def test_mnist_train_missing(offline, shared_datasets):
     from pyg_rbp.data import load_mnist
 
@@ -84,6 +101,7 @@ def test_mnist_train_missing(offline, shared_datasets):
         load_mnist(shared_datasets, "valid")
 
 
+@pytest.mark.datasets("cora")
 def test_corrupted_file_gives_checksum_error(offline, shared_datasets, tmp_path):
     raw = _copy_cora(shared_datasets, tmp_path / "root")
     target = raw / "ind.cora.x"
@@ -98,6 +116,7 @@ def test_corrupted_file_gives_checksum_error(offline, shared_datasets, tmp_path)
     assert "ind.cora.y" not in message
 
 
+@pytest.mark.datasets("cora")
 def test_read_only_root_is_copied_to_cache(offline, shared_datasets, tmp_path):
     root = tmp_path / "ro_root"
     _copy_cora(shared_datasets, root)
@@ -117,6 +136,7 @@ def test_read_only_root_is_copied_to_cache(offline, shared_datasets, tmp_path):
         _set_writable(root, True)
 
 
+@pytest.mark.datasets("ogbg-molbace")
 def test_missing_files_are_seeded_from_a_local_mirror(offline, shared_datasets, monkeypatch, tmp_path):
     monkeypatch.setenv("PYG_RBP_SHARED", str(shared_datasets))
     root = tmp_path / "seeded"

@@ -14,6 +14,7 @@ def _split_sizes(loaded) -> tuple[int, int, int]:
     return tuple(int(loaded.split_idx[k].numel()) for k in ("train", "valid", "test"))
 
 
+@pytest.mark.datasets("cora")
 def test_cora_public(data_root):
     cora = load("Cora", root=data_root)
     assert (cora.name, cora.task, cora.metric) == ("cora", "node", "acc")
@@ -27,6 +28,7 @@ def test_cora_public(data_root):
     assert cora.evaluator is None and cora.dataset is None
 
 
+@pytest.mark.datasets("citeseer")
 def test_citeseer_unlabelled_gap_nodes(data_root):
     citeseer = load("citeseer", root=data_root)
     data = citeseer.data
@@ -39,6 +41,7 @@ def test_citeseer_unlabelled_gap_nodes(data_root):
     assert int(unlabelled.min()) >= 2312 and not bool(data.test_mask[unlabelled].any())
 
 
+@pytest.mark.datasets("ogbg-molbace")
 def test_ogbg_molbace_scaffold_split_and_rocauc(data_root):
     bace = load("ogbg-molbace", root=data_root)
     assert (bace.task, bace.metric, bace.num_classes, bace.num_features) == ("graph", "rocauc", 1, 9)
@@ -49,6 +52,7 @@ def test_ogbg_molbace_scaffold_split_and_rocauc(data_root):
     assert evaluate(bace, y, 2 - y.float() * 4) == pytest.approx(0.0)
 
 
+@pytest.mark.datasets("ogbg-molesol")
 def test_ogbg_molesol_rmse(data_root):
     esol = load("ogbg-molesol", root=data_root)
     assert (esol.task, esol.metric, esol.num_classes) == ("graph", "rmse", 1)
@@ -114,6 +118,7 @@ def test_tiny_ogbn_arxiv_layout(offline, tiny_arxiv_root):
     assert evaluate(arxiv, data.y, torch.where(torch.arange(50) < 10, wrong, data.y)) == pytest.approx(0.8)
 
 
+@pytest.mark.datasets("mnist")
 def test_mnist_test_split_read_in_place(offline, shared_datasets):
     images, labels = load_mnist(shared_datasets, "test")
     assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8

@@ -18,8 +18,8 @@ from pyg_rbp.data import (
 
 
 @pytest.fixture(scope="module")
-def cora(data_root):
-    return load("cora", root=data_root)
+def cora(real_data):
+    return load("cora", root=real_data("cora"))
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,7 @@ def test_paper_split_on_cora(cora):
     assert cora.data.x.shape == (2708, 1433) and int(cora.data.train_mask.sum()) == 140  # input untouched
 
 
+@pytest.mark.datasets("citeseer")
 def test_paper_split_drops_citeseer_unlabelled_nodes(data_root):
     citeseer = load("citeseer", root=data_root)
     split = paper_split(citeseer.data, seed=3)
@@ -87,6 +88,7 @@ def test_apply_protocol_paper_and_public(cora, cora_paper, offline, tiny_pubmed_
     assert apply_protocol(pubmed, "paper", seed=0).x.shape == (600, 16)  # the paper's PubMed width
 
 
+@pytest.mark.datasets("ogbg-molesol")
 def test_apply_protocol_rejects_mismatches(cora, data_root, offline, tiny_arxiv_root):
     with pytest.raises(ValueError, match="unknown protocol 'papr'"):
         apply_protocol(cora, "papr", seed=0)

@@ -246,6 +246,7 @@ def test_topologies():
     assert HopfieldCell(40, build_topology("complete", 16, (4, 4), 8)).dense
 
 
+@pytest.mark.datasets("mnist")
 def test_mnist_and_digits_patterns(data_root):
     mnist = load_patterns("mnist", root=data_root)
     assert mnist.images.shape == (10, 784) and mnist.shape == (28, 28)

@@ -186,6 +186,7 @@ def test_bad_input_raises_clear_errors():
             ExperimentConfig(task="mlp-digits", grads=["neumann"], **{name: 0})
 
 
+@pytest.mark.datasets("cora")
 def test_gcn_cora_hypergradients_are_finite_in_every_mode(data_root):
     problem = load_task("gcn-cora", root=data_root)
     assert problem.meta_split == "val" and problem.group_names == ["layer1", "layer2"]

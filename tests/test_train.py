@@ -133,6 +133,7 @@ def test_early_stopping_and_baselines(monkeypatch):
     assert lin["saved_bytes"] == 0 and 0.0 <= lin["test"] <= 1.0
 
 
+@pytest.mark.datasets("ogbg-molesol")
 def test_train_graph_on_molecules(data_root):
     from pyg_rbp.training.runner import load_dataset, run_one
 
@@ -351,6 +352,7 @@ def test_summary_lists_the_diverged_seeds():
     assert rows[0]["diverged"] == {"1": 4} and rows[0]["test_mean"] == pytest.approx(0.4)
 
 
+@pytest.mark.datasets("ogbg-molesol")
 def test_a_diverging_graph_run_stops_with_its_initial_model(monkeypatch, data_root):
     from torch_geometric.loader import DataLoader
 

@@ -3,7 +3,7 @@
 ``load`` returns a :class:`LoadedDataset` (task, metric, graph or dataset, official split,
 OGB evaluator); ``apply_protocol`` turns a node dataset into the graph a model trains on under
 the paper / public / official protocol; ``evaluate`` scores predictions with the dataset's
-metric. Files are checked against ``datasets/manifest.json`` before any loader runs, so a
+metric. Files are checked against ``pyg_rbp/data/manifest.json`` before any loader runs, so a
 missing file is a :class:`DataUnavailableError` (never a hang or a stdin prompt) and a
 corrupted one a :class:`ChecksumError`.
 """

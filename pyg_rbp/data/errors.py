@@ -16,4 +16,4 @@ class DataUnavailableError(RuntimeError):
 
 
 class ChecksumError(RuntimeError):
-    """A dataset file exists but its sha256 differs from the one in ``datasets/manifest.json``."""
+    """A dataset file exists but its sha256 differs from the one in ``pyg_rbp/data/manifest.json``."""

@@ -1,10 +1,11 @@
 """The dataset manifest: where each dataset lives under the data root and which files it needs.
 
-``datasets/manifest.json`` (tracked in git) is the single list of supported datasets, their
-public sources, the files each loader reads and the sha256 of those files where an offline copy
-was available to hash. Every loader checks its files against it *before* handing the folder to
-PyG or OGB, so that a missing file becomes a :class:`DataUnavailableError` naming what to put
-where (instead of a network hang or OGB's stdin prompt) and a corrupted file a
+``pyg_rbp/data/manifest.json`` (package data, so an installed wheel has it too) is the single
+list of supported datasets, their public sources, the files each loader reads and the sha256
+of those files where an offline copy was available to hash. Every loader checks its files
+against it *before* handing the folder to PyG or OGB, so that a missing file becomes a
+:class:`DataUnavailableError` naming what to put where (instead of a network hang or OGB's
+stdin prompt) and a corrupted file a
 :class:`ChecksumError`.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from pyg_rbp.data.errors import ChecksumError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MANIFEST_PATH = REPO_ROOT / "datasets" / "manifest.json"
+MANIFEST_PATH = Path(__file__).resolve().with_name("manifest.json")  # package data: ships in the wheel
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _read_manifest(path: str) -> dict[str, DatasetEntry]:
 
 
 def manifest(path: str | os.PathLike | None = None) -> dict[str, DatasetEntry]:
-    """All manifest entries by dataset name (``datasets/manifest.json`` unless ``path``)."""
+    """All manifest entries by dataset name (``pyg_rbp/data/manifest.json`` unless ``path``)."""
     return _read_manifest(str(path or MANIFEST_PATH))
 
 

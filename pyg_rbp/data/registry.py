@@ -29,7 +29,7 @@ _EMBEDDED: dict[str, Callable[[], LoadedDataset]] = {
 
 
 def load(name: str, root: str | os.PathLike | None = None, download: bool | None = None) -> LoadedDataset:
-    """Load dataset ``name`` (case-insensitive; see ``datasets/manifest.json``).
+    """Load dataset ``name`` (case-insensitive; see ``pyg_rbp/data/manifest.json``).
 
     ``root`` defaults to ``$PYG_RBP_DATA``, else ``<repo>/datasets``; a read-only root is
     copied into a writable cache. Missing files are copied from a local mirror

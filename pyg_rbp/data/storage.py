@@ -1,11 +1,13 @@
 """Where dataset files live: the data root, the writable cache, and local mirrors.
 
-The root comes from an argument, else ``$PYG_RBP_DATA``, else ``<repo>/datasets``; its layout
+The root comes from an argument, else ``$PYG_RBP_DATA``, else ``<repo>/datasets`` when running
+from a source checkout, else (an installed package) the user cache folder
+``$XDG_CACHE_HOME/pyg_rbp/datasets`` (``~/.cache/pyg_rbp/datasets``); its layout
 mirrors ``../shared/datasets`` (``Planetoid/<Name>/raw``, ``ogb/<ogb_dir>/...``, ``MNIST/raw``).
 Loaders write ``processed/`` next to ``raw/``, so a read-only root (the shared offline copies)
 is never written to: the dataset's folder is copied into a writable cache
 (``$PYG_RBP_CACHE``, else ``~/.cache/pyg_rbp``) and loaded from there. Missing files are first
-copied from a local mirror (``$PYG_RBP_SHARED``, else ``<repo>/../shared/datasets``), then
+copied from a local mirror (``$PYG_RBP_SHARED``, else, in a checkout, ``<repo>/../shared/datasets``), then
 downloaded if allowed, and otherwise reported with a :class:`DataUnavailableError`.
 Processes that load the same dataset under the same root at once take turns
 (:func:`dataset_lock`): PyG and OGB write ``processed/`` non-atomically.
@@ -38,12 +40,31 @@ CACHE_ENV = "PYG_RBP_CACHE"
 MIRROR_ENV = "PYG_RBP_SHARED"
 
 
+def source_checkout() -> Path | None:
+    """The repository folder when pyg_rbp runs from a clone (``pyproject.toml`` beside the package),
+    None when it runs from an installed wheel (site-packages has no ``pyproject.toml``)."""
+    pyproject = REPO_ROOT / "pyproject.toml"
+    if pyproject.is_file() and (REPO_ROOT / "pyg_rbp" / "__init__.py").is_file():
+        return REPO_ROOT
+    return None
+
+
+def user_cache_base() -> Path:
+    """``$XDG_CACHE_HOME/pyg_rbp``, else ``~/.cache/pyg_rbp``."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "pyg_rbp"
+
+
 def configured_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root as configured: ``root``, else ``$PYG_RBP_DATA``, else ``<repo>/datasets``."""
+    """The data root as configured: ``root``, else ``$PYG_RBP_DATA``, else ``<repo>/datasets`` in a
+    source checkout, else ``~/.cache/pyg_rbp/datasets`` (see :func:`user_cache_base`)."""
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get(ROOT_ENV, "").strip()
-    return Path(env).expanduser() if env else REPO_ROOT / "datasets"
+    if env:
+        return Path(env).expanduser()
+    checkout = source_checkout()
+    return checkout / "datasets" if checkout is not None else user_cache_base() / "datasets"
 
 
 def is_writable(path: Path) -> bool:
@@ -73,11 +94,7 @@ def is_writable_tree(folder: Path) -> bool:
 def cache_root_for(root: Path) -> Path:
     """The writable cache standing in for a read-only ``root`` (one per root path)."""
     base = os.environ.get(CACHE_ENV, "").strip()
-    if base:
-        cache_base = Path(base).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-        cache_base = (Path(xdg) if xdg else Path.home() / ".cache") / "pyg_rbp"
+    cache_base = Path(base).expanduser() if base else user_cache_base()
     resolved = str(Path(root).resolve())
     tag = hashlib.sha1(resolved.encode()).hexdigest()[:10]
     return cache_base / f"{Path(resolved).name or 'root'}-{tag}"
@@ -114,10 +131,11 @@ def default_root(root: str | os.PathLike | None = None) -> Path:
 
 def mirror_roots() -> list[Path]:
     """Local read-only copies to seed from: ``$PYG_RBP_SHARED`` (``os.pathsep``-separated;
-    set it to an empty string to disable), else ``<repo>/../shared/datasets``."""
+    set it to an empty string to disable), else ``<repo>/../shared/datasets`` in a checkout."""
     env = os.environ.get(MIRROR_ENV)
     if env is None:
-        candidates = [REPO_ROOT.parent / "shared" / "datasets"]
+        checkout = source_checkout()
+        candidates = [checkout.parent / "shared" / "datasets"] if checkout is not None else []
     else:
         candidates = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
     return [p for p in candidates if p.is_dir()]

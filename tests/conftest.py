@@ -29,6 +29,15 @@ _MISSING: dict[str, str] = {}  # dataset name -> why it could not be provided
 _SKIPPED: list[str] = []  # node ids of the tests skipped for want of data
 
 
+@pytest.fixture(autouse=True)
+def _fresh_convergence_warnings():
+    """Each test sees the engine's once-per-process warnings afresh."""
+    from pyg_rbp.engine import reset_warnings
+
+    reset_warnings()
+    yield
+
+
 def data_required() -> bool:
     """Whether a missing real dataset fails the test (CI) instead of skipping it."""
     flags = (os.environ.get("CI", ""), os.environ.get(REQUIRE_ENV, ""))

@@ -181,10 +181,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for graph in args.graphs.split(","):
         edge_index, num_nodes = load_graph(graph.strip())
         c = args.channels
-        gated = GatedCell(c)
+        gated = GatedCell(c, inject_input=False)  # the paper's cell, as measured
         cells = [
             ("GatedCell", gated, None, None),
-            ("GatedCell (scatter path)", GatedCell(c, fused=False), gated, None),
+            ("GatedCell (scatter path)", GatedCell(c, inject_input=False, fused=False), gated, None),
             ("SpMM + torch.nn.GRUCell (reference loop)", gated, None,
              lambda inputs, h, gru=gated.gru: gru(inputs.graph.csr.matmul(h), h)),
             ("ImplicitCell", ImplicitCell(c, c), None, None),

@@ -12,6 +12,11 @@ from pyg_rbp.engine import (
     DivergenceError,
     FixedPointStats,
     fixed_point,
+    get_grad_mode,
+    get_solver,
+    jacobian_penalty,
+    register_grad_mode,
+    register_solver,
     spectral_radius,
 )
 
@@ -24,5 +29,10 @@ __all__ = [
     "FixedPointStats",
     "__version__",
     "fixed_point",
+    "get_grad_mode",
+    "get_solver",
+    "jacobian_penalty",
+    "register_grad_mode",
+    "register_solver",
     "spectral_radius",
 ]

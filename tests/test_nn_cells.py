@@ -344,7 +344,7 @@ def test_bad_hyperparameters():
 
 def test_reprs_and_reset():
     cell = GatedCell(8)
-    assert repr(cell) == "GatedCell(8, aggr='add', inject_input=False, fused=True)"
+    assert repr(cell) == "GatedCell(8, aggr='add', inject_input=True, fused=True)"
     assert "ImplicitCell(3, 4, kappa=0.95" in repr(ImplicitCell(3, 4))
     assert repr(PPRCell(0.2)) == "PPRCell(alpha=0.2)"
     conv = FixedPointConv(cell, grad="cg", max_iter=7)

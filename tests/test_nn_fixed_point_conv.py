@@ -280,3 +280,135 @@ def test_a_training_step_leaves_no_adjacency_behind(mode):
     finally:
         adjacency.CSRAdjacency.__init__ = original
         gc.enable()
+
+
+# --- issue 15: nothing silent; issue 19: per-graph convergence; issue 18: solvers in layers ---
+
+def test_gated_cell_injects_its_input_by_default_and_the_paper_cell_says_so():
+    import warnings as _w
+
+    data = _graph(30, 1, 4)
+    assert GatedCell(4).inject_input and GatedCell(4).reads_input
+    torch.manual_seed(0)
+    paper = GatedCell(4, aggr="mean", inject_input=False).double()
+    conv = FixedPointConv(paper, max_iter=300)
+    with pytest.warns(UserWarning, match="cannot depend on x"):
+        a = conv(data.x, data.edge_index)
+    b = conv(2 * data.x + 1, data.edge_index)  # warned once per layer
+    assert (a - b).abs().max() < 1e-6  # the claim is true: the output forgot x
+    torch.manual_seed(0)
+    default = FixedPointConv(GatedCell(4, aggr="mean").double(), max_iter=300)
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        a = default(data.x, data.edge_index)
+    assert (a - default(2 * data.x + 1, data.edge_index)).abs().max() > 1e-3
+
+
+def test_the_models_build_the_paper_cell_explicitly():
+    from pyg_rbp.nn import FixedPointNodeClassifier
+
+    paper = FixedPointNodeClassifier(8, 8, 3, cell="gated", encoder=False)
+    assert paper.conv.cell.inject_input is False
+    assert FixedPointNodeClassifier(5, 8, 3, cell="gated").conv.cell.inject_input is True
+
+
+def test_convergence_warnings_are_per_layer_and_strict_raises():
+    import warnings as _w
+
+    from pyg_rbp.engine import ConvergenceError, ConvergenceWarning
+
+    data = _graph(20, 2, 4)
+    convs = [FixedPointConv(_cell("gated").double(), max_iter=2, tol=1e-12) for _ in range(2)]
+    with _w.catch_warnings(record=True) as caught:
+        _w.simplefilter("always")
+        for conv in convs + convs:
+            conv(data.x, data.edge_index)
+    assert sum(issubclass(w.category, ConvergenceWarning) for w in caught) == 2
+    assert convs[0].stats.residual > 1e-12 and convs[0].stats.converged is False
+    strict = FixedPointConv(_cell("gated").double(), max_iter=2, tol=1e-12, strict=True)
+    with pytest.raises(ConvergenceError, match="missed tol"):
+        strict(data.x, data.edge_index)
+
+
+@pytest.mark.parametrize("solver", ["iteration", "anderson"])
+def test_batched_and_one_by_one_graph_outputs_agree_to_the_tolerance(solver):
+    """The batch's solve stops on the worst graph's residual, so every graph is solved to tol
+    whatever shares its batch (a tiny graph beside large ones used to stop early)."""
+    from pyg_rbp.nn import FixedPointGraphModel
+
+    torch.manual_seed(0)
+    tol = 1e-4
+    model = FixedPointGraphModel(3, 8, 2, cell="gated", aggr="mean", max_iter=500, tol=tol,
+                                 solver=solver).double().eval()
+    graphs = [_graph(n, s, 3) for n, s in [(60, 1), (80, 2), (3, 3)]]
+    batch = Batch.from_data_list(graphs)
+    with torch.no_grad():
+        exact_model = FixedPointGraphModel(3, 8, 2, cell="gated", aggr="mean", max_iter=5000,
+                                           tol=1e-13).double().eval()
+        exact_model.load_state_dict(model.state_dict())
+        # through the model: pooled outputs
+        batched = model(batch.x, batch.edge_index, batch.batch)
+        alone = torch.cat([model(g.x, g.edge_index) for g in graphs])
+        exact = torch.cat([exact_model(g.x, g.edge_index) for g in graphs])
+        scale = exact.abs().max()
+        assert (batched - alone).abs().max() / scale < 20 * tol
+        assert (batched - exact).abs().max() / scale < 20 * tol
+        # node states of the small graph: per-graph stopping vs the old global residual
+        h = model.encoder(batch.x)
+        tiny = slice(140, 143)
+        per_graph = model.conv(h, batch.edge_index, batch=batch.batch)[tiny]
+        glob = model.conv(h, batch.edge_index)[tiny]
+        one = model.conv(h[tiny], graphs[2].edge_index)
+        ref = exact_model.conv(h[tiny], graphs[2].edge_index)
+
+    def err(a):
+        return float((a - ref).norm() / ref.norm())
+
+    assert err(per_graph) < 20 * tol and err(one) < 20 * tol
+    if solver == "iteration":
+        assert err(per_graph) <= 1.5 * err(one) + 1e-12
+        assert err(glob) > err(per_graph)  # the global residual stopped this graph earlier
+
+
+def test_solver_and_modes_through_the_layer_match_iteration():
+    data = _graph(40, 4, 3)
+    ref_conv = FixedPointConv(_cell("implicit").double(), grad="neumann", max_iter=400,
+                              tol=1e-12, backward_iter=300)
+    x = data.x.clone().requires_grad_(True)
+    ref = ref_conv(x, data.edge_index)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    for solver in ("anderson", "broyden"):
+        for grad in ("gmres", "cg"):
+            conv = FixedPointConv(ref_conv.cell, grad=grad, solver=solver, max_iter=400,
+                                  tol=1e-12, backward_iter=60)
+            out = conv(x, data.edge_index)
+            (g,) = torch.autograd.grad(out.square().sum(), x)
+            assert conv.stats.forward_iters < ref_conv.stats.forward_iters
+            torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+            torch.testing.assert_close(g, g_ref, rtol=1e-7, atol=1e-9)
+    assert "solver='anderson'" in repr(FixedPointConv(ref_conv.cell, solver="anderson"))
+    with pytest.raises(ValueError, match="unknown solver"):
+        FixedPointConv(ref_conv.cell, solver="newton")
+
+
+def test_layer_jacobian_penalty_reaches_the_cell_parameters():
+    data = _graph(30, 5, 4)
+    conv = FixedPointConv(_cell("gated").double(), max_iter=50)
+    h = conv(data.x, data.edge_index)
+    pen = conv.jacobian_penalty(h, data.x, data.edge_index, num_samples=2,
+                                generator=torch.Generator().manual_seed(0))
+    grads = torch.autograd.grad(pen, list(conv.cell.parameters()), allow_unused=True)
+    assert float(pen) > 0 and any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_spectral_norm_gated_cell_has_unit_norm_weights():
+    torch.manual_seed(0)
+    cell = GatedCell(6, spectral_norm=True).double()
+    conv = FixedPointConv(cell, max_iter=20)
+    data = _graph(20, 6, 6)
+    conv.train()
+    for _ in range(30):  # power iteration runs one step per training forward
+        conv(data.x, data.edge_index)
+    for w in (cell.gru.weight_ih, cell.gru.weight_hh):
+        assert abs(float(torch.linalg.matrix_norm(w.detach(), 2)) - 1.0) < 1e-3
+    assert "spectral_norm=True" in repr(cell)

@@ -33,6 +33,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "eval_every": (int, "check validation every this many epochs"),
     "patience": (int, "stop after this many epochs without a better validation (0: never)"),
     "batch_size": (int, "graphs per mini-batch (graph tasks)"),
+    "solver": (str, "forward solver of the fixed point: any registered one (iteration, the "
+                    "default and the paper's; anderson; broyden)"),
 }
 
 
@@ -47,9 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="paper | public (Planetoid, digits, karate) | official (OGB); default per dataset")
     p.add_argument("--model", default=None,
                    help="gated | implicit | ppr | linear-pca | gcn (node) ; gated | implicit | gin (graph)")
+    from pyg_rbp.engine import grad_mode_names
+
     p.add_argument("--grad", default=None,
-                   help="gradient mode(s): bptt,tbptt,rbp,cg,neumann, a comma list or 'all' "
-                        "(default neumann)")
+                   help=f"gradient mode(s): {','.join(grad_mode_names())} (any registered mode), "
+                        "a comma list or 'all' (the paper's five; default neumann)")
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
     p.add_argument("--seeds", default="0", help="seeds: 0,1,2 or a range 0-9 (default: 0)")

@@ -11,6 +11,10 @@ Liao et al. (2018) differ only in how they approximate ``z``:
 * :func:`cg_solve`: conjugate gradient on the normal equations
   :math:`(I - J)(I - J^\top) z = (I - J) g`.
 
+Beyond the paper, :func:`gmres_solve` runs restarted GMRES on the adjoint system itself: one VJP
+per iteration and no squared condition number, converging wherever :math:`I - J^\top` is
+nonsingular (also where the spectral radius of :math:`J` is >= 1 and the series diverge).
+
 All of them only need products with :math:`J^\top` (vector-Jacobian products, VJPs) and, for CG,
 with :math:`J` (Jacobian-vector products, JVPs), which :class:`StepLinearization` computes from
 the autograd graph of a single recorded step of ``f``. Nothing here knows about graphs.
@@ -191,4 +195,95 @@ def cg_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0) -> 
     return z, iters
 
 
-ADJOINT_SOLVERS = {"neumann": neumann_solve, "rbp": rbp_solve, "cg": cg_solve}
+def _stack_dot(basis: list[Tensor], w: State, count: int) -> Tensor:
+    """``[<V_0, w>, ..., <V_{count-1}, w>]`` for a basis stored as one ``[m+1, *shape]`` tensor
+    per state tensor: one matrix-vector product per tensor."""
+    return sum(torch.mv(b[:count].reshape(count, -1), wi.reshape(-1)) for b, wi in zip(basis, w))  # type: ignore[return-value]
+
+
+def _stack_combine(basis: list[Tensor], coef: Tensor, count: int) -> State:
+    """``sum_i coef_i V_i`` over the first ``count`` basis vectors."""
+    return tuple((coef.to(b.dtype) @ b[:count].reshape(count, -1)).view(b.shape[1:]) for b in basis)
+
+
+def _small_lstsq(hess: Tensor, beta: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Least squares ``min_y ||beta e_1 - H y||`` of the ``(k+1) x k`` Hessenberg matrix, on the
+    CPU in float64 (rank-deficient ``H``, after a lucky breakdown, is fine). Returns ``y`` and
+    the residual norm."""
+    h = hess[: k + 1, :k].detach().to("cpu", torch.float64)
+    rhs = torch.zeros(k + 1, dtype=torch.float64)
+    rhs[0] = float(beta)
+    y = torch.linalg.lstsq(h, rhs.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+    return y, torch.linalg.vector_norm(rhs - h @ y)
+
+
+def gmres_solve(lin: StepLinearization, g: State, iters: int, tol: float = 0.0,
+                restart: int = 30) -> tuple[State, int]:
+    r"""Restarted GMRES on the adjoint system :math:`(I - J^\top) z = g` from :math:`z_0 = 0`.
+
+    Each iteration costs one VJP (no JVPs, no normal equations): the Krylov basis is built by
+    Arnoldi with classical Gram-Schmidt applied twice (CGS2, two matrix-vector products over the
+    stacked basis per iteration), and :math:`z` minimises the residual over the basis. After
+    ``restart`` iterations the basis is dropped and the solve restarts from the current
+    :math:`z` (memory: ``restart + 1`` states). ``iters`` is the total VJP budget. With
+    ``tol > 0`` it stops once the residual :math:`\|g - (I - J^\top) z\|` is below
+    ``tol * ||g||`` (checked every iteration: one host synchronisation each); otherwise the
+    small least-squares problem is solved once per restart cycle. Returns ``z`` and the VJPs
+    spent.
+    """
+    if not isinstance(restart, int) or restart < 1:
+        raise ValueError(f"gmres restart must be an integer >= 1, got {restart!r}")
+    z = tuple(torch.zeros_like(gi) for gi in g)
+    if iters <= 0:
+        return z, 0
+    g_norm = norm(g)
+    r = g
+    spent = 0
+    while spent < iters:
+        m = min(restart, iters - spent)
+        beta = norm(r)
+        basis = [torch.zeros((m + 1, *ri.shape), dtype=ri.dtype, device=ri.device) for ri in r]
+        inv_beta = torch.where(beta > _TINY, 1.0 / beta.clamp_min(_TINY), torch.zeros_like(beta))
+        for b, ri in zip(basis, r):
+            b[0] = ri * inv_beta
+        hess = torch.zeros((m + 1, m), dtype=torch.float64, device=g[0].device)
+        k = 0
+        done = False
+        while k < m:
+            v = tuple(b[k] for b in basis)
+            jv = lin.vjp(v)
+            w = tuple(vi - ji for vi, ji in zip(v, jv))
+            spent += 1
+            coef = _stack_dot(basis, w, k + 1)
+            w = tuple(wi - ci for wi, ci in zip(w, _stack_combine(basis, coef, k + 1)))
+            coef2 = _stack_dot(basis, w, k + 1)  # second Gram-Schmidt pass (CGS2)
+            w = tuple(wi - ci for wi, ci in zip(w, _stack_combine(basis, coef2, k + 1)))
+            h_next = norm(w)
+            hess[: k + 1, k] = (coef + coef2).to(torch.float64)
+            hess[k + 1, k] = h_next.to(torch.float64)
+            # a (lucky) breakdown leaves a zero basis vector: the later columns are zero too
+            scale = torch.where(h_next > 1e-13 * beta, 1.0 / h_next.clamp_min(_TINY),
+                                torch.zeros_like(h_next))
+            for b, wi in zip(basis, w):
+                b[k + 1] = wi * scale
+            k += 1
+            if tol > 0:
+                _, res = _small_lstsq(hess, beta, k)
+                if float(res) <= tol * float(g_norm):
+                    done = True
+                    break
+        y, _ = _small_lstsq(hess, beta, k)
+        y_dev = y.to(g[0].device)
+        z = tuple(zi + di for zi, di in zip(z, _stack_combine(basis, y_dev, k)))
+        if done or spent >= iters:
+            break
+        # residual of the restart from the Arnoldi relation: r = V_{k+1} (beta e_1 - H y)
+        e = -(hess[: k + 1, :k] @ y_dev.to(torch.float64))
+        e[0] += beta.to(torch.float64)
+        r = _stack_combine(basis, e, k + 1)
+    return z, spent
+
+
+ADJOINT_SOLVERS = {"neumann": neumann_solve, "rbp": rbp_solve, "cg": cg_solve, "gmres": gmres_solve}
+"""The adjoint solvers of the built-in implicit modes (the registry is
+:func:`pyg_rbp.engine.get_grad_mode`)."""

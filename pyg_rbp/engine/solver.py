@@ -1,10 +1,13 @@
-r"""The fixed-point solver with five gradient modes: :func:`fixed_point`.
+r"""The fixed-point solve made differentiable: :func:`fixed_point`.
 
-Runs :math:`h_{t+1} = f(h_t)` and makes the result differentiable in one of five ways (BPTT,
-truncated BPTT, RBP, CG-RBP, Neumann-RBP). The implicit modes run the solve without recording a
-graph and record one step only, so their memory does not depend on the number of forward steps.
-All modes produce the same forward sequence :math:`h_1, h_2, \dots`: they differ only in what
-is recorded and how the backward pass obtains the adjoint.
+Solves :math:`h = f(h)` with a registered forward solver (plain iteration by default, Anderson,
+Broyden: :mod:`pyg_rbp.engine.forward`) and makes the result differentiable with a registered
+gradient mode (the paper's BPTT, truncated BPTT, RBP, CG-RBP, Neumann-RBP, and GMRES and
+phantom gradients: :mod:`pyg_rbp.engine.modes`). The implicit modes run the solve without
+recording a graph and record one step only, so their memory does not depend on the number of
+forward steps. With plain iteration all modes produce the same forward sequence
+:math:`h_1, h_2, \dots`: they differ only in what is recorded and how the backward pass obtains
+the adjoint.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Union
 
 import torch
 from torch import Tensor
 
-from pyg_rbp.engine.adjoint import ADJOINT_SOLVERS, State, StepLinearization, norm
-from pyg_rbp.engine.modes import IMPLICIT_MODES, normalize_grad_mode
+from pyg_rbp.engine.adjoint import State, StepLinearization, norm
+from pyg_rbp.engine.forward import get_solver, normalize_solver, solver_options_for
+from pyg_rbp.engine.modes import GradMode, get_grad_mode
 from pyg_rbp.engine.stats import FixedPointStats
 
 StateLike = Union[Tensor, Sequence[Tensor]]
@@ -33,7 +37,11 @@ class ConvergenceWarning(UserWarning):
     """A forward solve missed its tolerance or did not settle."""
 
 
-_WARNED: set[str] = set()
+class ConvergenceError(RuntimeError):
+    """With ``strict=True``: a forward solve missed its tolerance or did not settle."""
+
+
+_WARNED: set[tuple[Any, str]] = set()
 
 _GROWTH_LIMIT = 1e4  # ||h_T|| / max(||h_0||, 1) beyond which a tol=0 solve is called divergent
 _SETTLE_LIMIT = 1e-1  # relative residual beyond which a tol=0 solve is called unsettled
@@ -42,12 +50,15 @@ _SETTLE_LIMIT = 1e-1  # relative residual beyond which a tol=0 solve is called u
 _GROWTH_RESIDUAL = 1e-4
 
 
-def _warn_once(key: str, message: str) -> None:
-    """Warn once per process and kind of problem, so a training loop is not flooded."""
+def _warn_once(key: tuple[Any, str], message: str, strict: bool = False) -> None:
+    """Warn once per ``(warn_key, kind of problem)`` (a layer, or a call site), so a training
+    loop is not flooded but every layer reports its own problem; raise with ``strict``."""
+    if strict:
+        raise ConvergenceError(message + " (strict=True)")
     if key in _WARNED:
         return
     _WARNED.add(key)
-    warnings.warn(message, ConvergenceWarning, stacklevel=4)
+    warnings.warn(message, ConvergenceWarning, stacklevel=5)
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -94,19 +105,23 @@ class _ImplicitGrad(torch.autograd.Function):
 class _AdjointBackward:
     """Solves the adjoint system for the gradients arriving at the fixed point."""
 
-    def __init__(self, lin: StepLinearization, mode: str, iters: int, tol: float,
-                 stats: FixedPointStats, track: bool) -> None:
+    def __init__(self, lin: StepLinearization, mode: GradMode, iters: int, tol: float,
+                 stats: FixedPointStats, track: bool, options: dict[str, Any]) -> None:
         self.lin = lin
-        self.mode = mode
+        self.mode = mode.name
+        self.solve = mode.adjoint
         self.iters = iters
         self.tol = tol
         self.stats = stats
         self.track = track
+        self.options = options
 
     def __call__(self, grads: Sequence[Tensor]) -> State:
         g = tuple(grads)
         with torch.enable_grad():
-            z, spent = ADJOINT_SOLVERS[self.mode](self.lin, g, self.iters, self.tol)
+            vjps, jvps = self.lin.num_vjp, self.lin.num_jvp
+            z, spent = self.solve(self.lin, g, self.iters, self.tol, **self.options)
+            self.stats.backward_vjps = (self.lin.num_vjp - vjps) + (self.lin.num_jvp - jvps)
             if self.track:
                 self.stats._backward_residual = self.lin.adjoint_residual(z, g).detach()
         self.stats.backward_iters = spent
@@ -121,7 +136,7 @@ class _AdjointBackward:
                 f"fixed_point backward ({self.mode}): the adjoint became NaN/inf within "
                 f"{spent} iterations. The Neumann/RBP iteration diverges when the spectral "
                 "radius of J = df/dh is >= 1 (forward relative residual "
-                f"{self.stats.residual:.3e}); use grad='cg', damping < 1, fewer "
+                f"{self.stats.residual:.3e}); use grad='gmres' or 'cg', damping < 1, fewer "
                 "backward_iter, or a contractive cell"
             )
         return z
@@ -140,10 +155,68 @@ def _check_int(name: str, value: int, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _ratio(diff: Tensor, base: Tensor) -> Tensor:
+    # a norm that overflowed (a state beyond ~1e154 in float64) is not a zero residual
+    return torch.where(torch.isfinite(base), diff / base.clamp_min(1e-30),
+                       torch.full_like(diff, math.inf))
+
+
 def _relative_change(new: State, old: State) -> Tensor:
     with torch.no_grad():
         diff = norm(tuple(a.detach() - b.detach() for a, b in zip(new, old)))
-        return diff / norm(tuple(b.detach() for b in old)).clamp_min(1e-30)
+        return _ratio(diff, norm(tuple(b.detach() for b in old)))
+
+
+def _check_number(name: str, value: Any, *, low: float, high: float = math.inf,
+                  low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` and the accepted range."""
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+            isinstance(value, Tensor) and value.numel() == 1):
+        raise ValueError(f"{name} must be a number in {lo}{low:g}, {high:g}{hi}, got "
+                         f"{type(value).__name__} {value!r}")
+    v = float(value)
+    ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not (ok and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+    return v
+
+
+def _segment_residual(segments: Tensor | None, num_segments: int) -> Callable[[State, State], Tensor]:
+    r"""The stopping residual: :math:`\|new - old\| / \|old\|`, or with ``segments`` (a segment
+    id per row of the state's first dimension) the worst such ratio over the segments."""
+    if segments is None:
+        return _relative_change
+
+    def residual(new: State, old: State) -> Tensor:
+        with torch.no_grad():
+            diff = old[0].new_zeros(num_segments)
+            base = old[0].new_zeros(num_segments)
+            for a, b in zip(new, old):
+                a, b = a.detach(), b.detach()
+                diff.index_add_(0, segments, (a - b).reshape(a.shape[0], -1).pow(2).sum(1))
+                base.index_add_(0, segments, b.reshape(b.shape[0], -1).pow(2).sum(1))
+            return _ratio(diff.sqrt(), base.sqrt()).max()
+
+    return residual
+
+
+def _check_segments(segments: Any, h: State) -> tuple[Tensor | None, int]:
+    if segments is None:
+        return None, 1
+    if not isinstance(segments, Tensor) or segments.dim() != 1 or segments.dtype not in (
+            torch.int64, torch.int32):
+        raise ValueError("segments must be a 1-D integer tensor (a segment id per row of the state)")
+    rows = {t.shape[0] if t.dim() else -1 for t in h}
+    if rows != {segments.numel()}:
+        raise ValueError(f"segments has {segments.numel()} entries; every state tensor must have "
+                         f"that many rows (first dimension), got {sorted(rows)}")
+    if segments.numel() == 0:
+        return None, 1
+    if bool(segments.min() < 0):
+        raise ValueError("segments must be >= 0")
+    segments = segments.to(device=h[0].device, dtype=torch.long)
+    return segments, int(segments.max()) + 1
 
 
 def fixed_point(
@@ -158,13 +231,21 @@ def fixed_point(
     damping: float = 1.0,
     backward_tol: float = 0.0,
     track: bool | None = None,
+    solver: str = "iteration",
+    solver_options: dict[str, Any] | None = None,
+    grad_options: dict[str, Any] | None = None,
+    segments: Tensor | None = None,
+    strict: bool = False,
+    spectral_radius_iters: int = 0,
+    warn_key: Hashable | None = None,
 ) -> Any:
-    r"""Iterate ``h <- f(h)`` from ``h0`` and make the result differentiable.
+    r"""Solve ``h = f(h)`` from ``h0`` and make the result differentiable.
 
     Gradients reach every tensor that ``f`` uses and that requires grad (module parameters and
     inputs captured by the closure: features, edge weights, ...). No parameter list is needed.
 
-    Gradient modes (``grad``; case-insensitive, ``"cg_rbp"`` and ``"neumann_rbp"`` accepted):
+    Gradient modes (``grad``, any registered :class:`~pyg_rbp.engine.GradMode`; case-insensitive,
+    ``"cg_rbp"`` and ``"neumann_rbp"`` accepted):
 
     * ``"bptt"``: back-propagation through all forward steps. Memory grows with ``max_iter``.
     * ``"tbptt"``: back-propagation through the last ``backward_iter`` steps only.
@@ -173,52 +254,98 @@ def fixed_point(
     * ``"cg"``: conjugate gradient on :math:`(I-J)(I-J^\top) z = (I-J) g`, ``backward_iter``
       iterations from :math:`z_0 = 0`; Jacobian-vector products by the double-VJP trick.
     * ``"neumann"``: :math:`z = \sum_{k=0}^{K} (J^\top)^k g` with ``K = backward_iter`` VJPs.
+    * ``"gmres"``: restarted GMRES on :math:`(I - J^\top) z = g`, ``backward_iter`` VJPs
+      (``grad_options={"restart": 30}``); converges wherever :math:`I - J^\top` is nonsingular.
+    * ``"phantom"``: ``backward_iter`` damped steps :math:`h \leftarrow (1-\lambda) h + \lambda
+      f(h)` from the detached solution, differentiated by autograd (``grad_options={"damping":
+      0.5}`` is :math:`\lambda`). Memory grows with ``backward_iter``, not ``max_iter``.
 
-    The implicit modes (``rbp``, ``cg``, ``neumann``) run the solve under ``torch.no_grad`` and
-    record only the final step, so their memory is independent of ``max_iter``. In exact
-    arithmetic, ``neumann`` with ``K`` VJPs equals ``tbptt`` with ``K + 1`` steps when the last
-    ``K + 1`` states sit at the fixed point, and ``rbp`` with ``K`` iterations equals
-    ``neumann`` with ``K - 1``.
+    The implicit modes (``rbp``, ``cg``, ``neumann``, ``gmres``) run the solve under
+    ``torch.no_grad`` and record only the final step, so their memory is independent of
+    ``max_iter``. In exact arithmetic, ``neumann`` with ``K`` VJPs equals ``tbptt`` with
+    ``K + 1`` steps when the last ``K + 1`` states sit at the fixed point, and ``rbp`` with
+    ``K`` iterations equals ``neumann`` with ``K - 1``.
+
+    Forward solvers (``solver``, any registered one, see :mod:`pyg_rbp.engine.forward`):
+    ``"iteration"`` (plain iteration, the paper's), ``"anderson"`` (``solver_options``: window
+    ``m``, mixing ``beta``, regularisation ``lam``), ``"broyden"`` (memory ``m``). All stop on
+    the same residual. With an accelerated solver the forward has no plain steps to unroll:
+    ``bptt`` refuses it, and ``tbptt`` differentiates ``backward_iter`` plain steps taken from
+    the solution (the phantom gradient with :math:`\lambda = 1`).
 
     Args:
         f: one step of the dynamics; maps a state to the next state of the same structure and
             shapes (a tensor, or a tuple of tensors when ``h0`` is a tuple).
         h0: initial state.
-        grad: gradient mode, one of :data:`pyg_rbp.GRAD_MODES`.
-        max_iter: maximum number of forward steps (exactly this many when ``tol == 0``).
+        grad: gradient mode, one of :func:`~pyg_rbp.engine.grad_mode_names`.
+        max_iter: maximum number of applications of ``f`` by the solver (exactly this many by
+            ``"iteration"`` when ``tol == 0``).
         tol: stop early once :math:`\|f(h) - h\| / \|h\| \le` ``tol``. Checking it synchronises
             with the device once per step; ``tol = 0`` never does inside the loop.
-        backward_iter: truncation ``K`` of ``tbptt`` / iterations of the adjoint solvers
-            (at least 1; ``neumann`` also takes 0, which keeps only :math:`z = g`).
+        backward_iter: truncation ``K`` of ``tbptt``/``phantom``, iterations of the adjoint
+            solvers (at least 1; ``neumann`` also takes 0, which keeps only :math:`z = g`).
         return_stats: also return a :class:`FixedPointStats`.
         damping: :math:`\beta` in :math:`h \leftarrow (1-\beta) h + \beta f(h)`; 1 means none.
         backward_tol: stop the adjoint solver early at this relative accuracy (0: never).
         track: record the per-step residual trace and the backward residual (one extra VJP).
             Defaults to ``return_stats``.
+        solver: forward solver name. solver_options: its keyword options.
+        grad_options: the gradient mode's own options (``restart`` of gmres, ``damping`` of
+            phantom).
+        segments: a segment id per row of the state's first dimension (PyG's ``batch`` vector
+            for a batch of graphs): the stopping residual is then the worst per-segment
+            residual, so with ``tol > 0`` every segment is solved to ``tol`` whatever else shares
+            the batch.
+        strict: raise :class:`ConvergenceError` where a :class:`ConvergenceWarning` would be shown
+            (missed tolerance, unsettled or growing state).
+        spectral_radius_iters: estimate the spectral radius of :math:`J` at the solution with this
+            many power iterations (VJPs) into ``stats.spectral_radius`` (0: don't).
+        warn_key: convergence warnings are shown once per ``warn_key`` and kind of problem
+            (layers pass themselves); default: once per call site of ``f``.
 
     Returns:
         The final state, or ``(state, stats)`` when ``return_stats`` is set. ``stats`` gains
-        ``backward_iters`` and ``backward_residual`` once backward has run.
+        ``backward_iters``, ``backward_vjps`` and ``backward_residual`` once backward has run.
 
     Raises:
-        ValueError: unknown mode, bad budgets, NaN/inf in ``h0``.
+        ValueError: unknown mode or solver, bad budgets, NaN/inf in ``h0``, ``bptt`` with an
+            accelerated solver.
         DivergenceError: the state (forward) or the adjoint (backward) became NaN/inf.
+        ConvergenceError: with ``strict=True``, where a warning would be shown.
     """
-    mode = normalize_grad_mode(grad)
+    mode_obj = get_grad_mode(grad)
+    mode = mode_obj.name
+    solver_name = normalize_solver(solver)
+    solve = get_solver(solver_name)
+    plain_steps = bool(getattr(solve, "plain_steps", False))
+    options = solver_options_for(solve, solver_options)
+    mode_options = mode_obj.resolve_options(grad_options)
     _check_int("max_iter", max_iter, 1)
     # Neumann with K = 0 keeps only the first term (z = g); RBP and CG need one iteration.
-    _check_int("backward_iter", backward_iter, 0 if mode in ("bptt", "neumann") else 1)
-    if not (tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if not (0 < damping <= 1):
-        raise ValueError(f"damping must be in (0, 1], got {damping!r}")
+    _check_int("backward_iter", backward_iter, mode_obj.min_backward_iter)
+    _check_int("spectral_radius_iters", spectral_radius_iters, 0)
+    tol = _check_number("tol", tol, low=0.0)
+    backward_tol = _check_number("backward_tol", backward_tol, low=0.0)
+    damping = _check_number("damping", damping, low=0.0, high=1.0, low_open=True, high_open=False)
+    if mode_obj.records == "from_solution":
+        _check_number(f"grad_options['damping'] of {mode}", mode_options.get("damping", 1.0),
+                      low=0.0, high=1.0, low_open=True, high_open=False)
+    if mode_obj.records == "all" and not plain_steps:
+        raise ValueError(
+            f"fixed_point: grad='bptt' differentiates the forward steps, and solver="
+            f"{solver_name!r} takes no plain steps of f; use solver='iteration', or grad='tbptt'/"
+            "'phantom' (steps from the solution) or an implicit mode")
     track = return_stats if track is None else track
+    if warn_key is None:
+        warn_key = getattr(f, "__code__", type(f))
 
     h, is_tuple = _as_state(h0, "h0")
     for i, t in enumerate(h):
         if not bool(torch.isfinite(t.detach()).all()):
             where = f"h0[{i}]" if is_tuple else "h0"
             raise ValueError(f"fixed_point: {where} contains NaN or inf")
+    segs, num_segments = _check_segments(segments, h)
+    residual_fn = _segment_residual(segs, num_segments)
     shapes = [(t.shape, t.dtype) for t in h]
     checked = False
 
@@ -243,22 +370,73 @@ def fixed_point(
             out_state = tuple((1 - damping) * a + damping * b for a, b in zip(state, out_state))
         return out_state
 
-    stats = FixedPointStats(grad=mode, max_iter=max_iter, tol=float(tol))
+    stats = FixedPointStats(grad=mode, max_iter=max_iter, tol=float(tol), solver=solver_name)
     trace: list[Tensor] | None = [] if (track or tol > 0) else None
     record_graph = torch.is_grad_enabled()
 
+    if plain_steps and mode_obj.records in ("all", "last", "one"):
+        h, prev, n = _iterate_and_record(step, h, mode_obj, max_iter, tol, backward_iter,
+                                         record_graph, trace, residual_fn)
+        if mode_obj.implicit and record_graph:
+            prev = h
+            h = _record_implicit(step, h, mode_obj, backward_iter, backward_tol, stats, track,
+                                 mode_options)
+            n += 1
+            if trace is not None:
+                trace.append(residual_fn(h, prev))
+        stats._residual = trace[-1] if trace else residual_fn(h, prev)
+    else:
+        with torch.no_grad():
+            result = solve(step, h, max_iter=max_iter, tol=tol, residual=residual_fn,
+                           trace=trace, **options)
+        n = result.evals
+        stats._residual = result.residual
+        h = result.state
+        if record_graph and mode_obj.implicit:
+            # the recorded step recomputes the solver's last application of f, with a graph
+            h = _record_implicit(step, result.previous, mode_obj, backward_iter, backward_tol,
+                                 stats, track, mode_options)
+        elif record_graph and mode_obj.records in ("last", "from_solution"):
+            lam = mode_options.get("damping", 1.0) if mode_obj.records == "from_solution" else 1.0
+            h = tuple(t.detach() for t in h)
+            with torch.enable_grad():
+                for _ in range(backward_iter):
+                    out = step(h)
+                    h = out if lam == 1.0 else tuple((1 - lam) * a + lam * b for a, b in zip(h, out))
+            n += backward_iter
+
+    stats.forward_iters = n
+    stats._trace = trace
+    _check_forward(f, h0, h, stats, step, is_tuple, strict=strict, warn_key=warn_key)
+    if spectral_radius_iters > 0:
+        stats.spectral_radius = spectral_radius(step, h, iters=spectral_radius_iters)
+
+    result_state: Any = tuple(h) if is_tuple else h[0]
+    return (result_state, stats) if return_stats else result_state
+
+
+def _iterate_and_record(step: Callable[[State], State], h: State, mode_obj: GradMode,
+                        max_iter: int, tol: float, backward_iter: int, record_graph: bool,
+                        trace: list[Tensor] | None,
+                        residual_fn: Callable[[State, State], Tensor]) -> tuple[State, State, int]:
+    """Plain iteration for the modes that record forward steps (bptt, tbptt) or the last one
+    (implicit modes: the returned state is then the input of that step, recorded by the caller).
+
+    All modes produce the same forward sequence; they differ only in which steps carry a graph.
+    Returns the state, the state before it and the number of steps taken.
+    """
     if not record_graph:
         recorded = 0
-    elif mode == "bptt":
+    elif mode_obj.records == "all":
         recorded = max_iter
-    elif mode == "tbptt":
+    elif mode_obj.records == "last":
         recorded = min(backward_iter, max_iter)
     else:
         recorded = 1
     # With a tolerance, the truncated and implicit modes cannot know in advance which steps are
     # the last ones: they run free until convergence, keeping the last `recorded` states in a
     # ring buffer, then replay exactly those final steps with a graph.
-    replaying = record_graph and tol > 0 and mode != "bptt"
+    replaying = record_graph and tol > 0 and mode_obj.records != "all"
     free_budget = max_iter if replaying else max_iter - recorded
     history: deque[State] = deque(maxlen=max(recorded, 1))
     prev = h
@@ -270,7 +448,7 @@ def fixed_point(
             prev, h = h, step(h)
             n += 1
             if trace is not None:
-                trace.append(_relative_change(h, prev))
+                trace.append(residual_fn(h, prev))
                 if tol > 0 and bool(trace[-1] <= tol):
                     break
     if replaying:
@@ -278,38 +456,33 @@ def fixed_point(
         h = history[-recorded]
         n -= recorded
         del trace[len(trace) - recorded:]  # type: ignore[index,arg-type]
+    if mode_obj.implicit and record_graph:
+        return h, prev, n  # the caller records the last step
+    with torch.enable_grad():
+        for _ in range(recorded):
+            prev, h = h, step(h)
+            n += 1
+            if trace is not None:
+                trace.append(residual_fn(h, prev))
+                if tol > 0 and bool(trace[-1] <= tol):
+                    break
+    return h, prev, n
 
-    if mode in IMPLICIT_MODES and record_graph:
-        h_in = tuple(t.detach().requires_grad_(True) for t in h)
-        with torch.enable_grad():
-            out = step(h_in)
-        n += 1
-        if trace is not None:
-            trace.append(_relative_change(out, h_in))
-        prev, h = h_in, out
-        if _reaches_other_leaves(out, h_in):
-            lin = StepLinearization(out, h_in)
-            adjoint = _AdjointBackward(lin, mode, backward_iter, backward_tol, stats, track)
-            h = _ImplicitGrad.apply(adjoint, *out)
-        else:  # nothing but the state requires grad (a frozen layer): nothing to differentiate
-            h = tuple(o.detach() for o in out)
-    else:
-        with torch.enable_grad():
-            for _ in range(recorded):
-                prev, h = h, step(h)
-                n += 1
-                if trace is not None:
-                    trace.append(_relative_change(h, prev))
-                    if tol > 0 and bool(trace[-1] <= tol):
-                        break
 
-    stats.forward_iters = n
-    stats._trace = trace
-    stats._residual = trace[-1] if trace else _relative_change(h, prev)
-    _check_forward(f, h0, h, stats, step, is_tuple)
-
-    result: Any = tuple(h) if is_tuple else h[0]
-    return (result, stats) if return_stats else result
+def _record_implicit(step: Callable[[State], State], h: State, mode_obj: GradMode,
+                     backward_iter: int, backward_tol: float, stats: FixedPointStats,
+                     track: bool, mode_options: dict[str, Any]) -> State:
+    """Record one step from ``h`` with a graph and attach the adjoint backward to its output."""
+    h_in = tuple(t.detach().requires_grad_(True) for t in h)
+    with torch.enable_grad():
+        out = step(h_in)
+    if _reaches_other_leaves(out, h_in):
+        lin = StepLinearization(out, h_in)
+        adjoint = _AdjointBackward(lin, mode_obj, backward_iter, backward_tol, stats, track,
+                                   mode_options)
+        return _ImplicitGrad.apply(adjoint, *out)
+    # nothing but the state requires grad (a frozen layer): nothing to differentiate
+    return tuple(o.detach() for o in out)
 
 
 def _reaches_other_leaves(out: State, h_in: State) -> bool:
@@ -336,7 +509,8 @@ def _reaches_other_leaves(out: State, h_in: State) -> bool:
 
 
 def _check_forward(f: Callable, h0: StateLike, h: State, stats: FixedPointStats,
-                   step: Callable[[State], State], is_tuple: bool) -> None:
+                   step: Callable[[State], State], is_tuple: bool, *, strict: bool = False,
+                   warn_key: Hashable = None) -> None:
     """One synchronisation after the loop: NaN/inf is an error, a missed tolerance a warning."""
     finite = all(bool(torch.isfinite(t.detach()).all()) for t in h)
     if not finite:
@@ -360,10 +534,11 @@ def _check_forward(f: Callable, h0: StateLike, h: State, stats: FixedPointStats,
     if stats.tol > 0:
         if residual is not None and residual > stats.tol:
             _warn_once(
-                f"tol-{stats.grad}",
+                (warn_key, f"tol-{stats.grad}"),
                 f"fixed_point: forward missed tol={stats.tol:g} after {stats.forward_iters} "
                 f"iterations (relative residual {residual:.3e}); implicit gradients are "
                 "approximate away from a fixed point",
+                strict,
             )
         return
     h0_state, _ = _as_state(h0, "h0")
@@ -371,16 +546,18 @@ def _check_forward(f: Callable, h0: StateLike, h: State, stats: FixedPointStats,
     growth = float(norm(tuple(t.detach() for t in h))) / start_norm
     if growth > _GROWTH_LIMIT and (residual is None or residual > _GROWTH_RESIDUAL):
         _warn_once(
-            "growth",
+            (warn_key, "growth"),
             f"fixed_point: the state norm grew {growth:.2e}x over {stats.forward_iters} "
             f"iterations (relative residual {residual:.3e}); the map looks divergent "
             "(spectral radius of df/dh > 1)",
+            strict,
         )
     elif residual is not None and residual > _SETTLE_LIMIT:
         _warn_once(
-            "settle",
+            (warn_key, "settle"),
             f"fixed_point: the state did not settle in {stats.forward_iters} iterations "
             f"(relative residual {residual:.3e}); implicit gradients assume a fixed point",
+            strict,
         )
 
 

@@ -30,8 +30,13 @@ class FixedPointStats:
         forward_iters: number of applications of ``f`` in the forward pass.
         max_iter: the iteration budget that was given.
         tol: the forward tolerance that was given (``0`` means a fixed number of steps).
-        backward_iters: VJP iterations of the backward solve (``None`` before backward or for
+        backward_iters: iterations of the backward solve (``None`` before backward or for
             the unrolled modes, whose backward is plain autograd).
+        solver: the forward solver's name.
+        backward_vjps: Jacobian products (VJPs, and JVPs for CG) the adjoint solve spent,
+            without the one ``track`` adds for :attr:`backward_residual`.
+        spectral_radius: power-iteration estimate of the spectral radius of :math:`J` at the
+            solution (only with ``spectral_radius_iters > 0``).
     """
 
     grad: str
@@ -39,6 +44,9 @@ class FixedPointStats:
     tol: float
     forward_iters: int = 0
     backward_iters: int | None = None
+    solver: str = "iteration"
+    backward_vjps: int | None = None
+    spectral_radius: float | None = None
     _residual: torch.Tensor | float | None = field(default=None, repr=False)
     _trace: list[torch.Tensor] | None = field(default=None, repr=False)
     _backward_residual: torch.Tensor | float | None = field(default=None, repr=False)
@@ -71,6 +79,7 @@ class FixedPointStats:
         """Plain-Python summary, suitable for JSON."""
         return {
             "grad": self.grad,
+            "solver": self.solver,
             "forward_iters": self.forward_iters,
             "max_iter": self.max_iter,
             "tol": self.tol,
@@ -78,13 +87,16 @@ class FixedPointStats:
             "converged": self.converged,
             "backward_iters": self.backward_iters,
             "backward_residual": self.backward_residual,
+            "backward_vjps": self.backward_vjps,
+            "spectral_radius": self.spectral_radius,
         }
 
     def __repr__(self) -> str:
         res = self.residual
         bres = self.backward_residual
         return (
-            f"FixedPointStats(grad={self.grad!r}, forward_iters={self.forward_iters}, "
+            f"FixedPointStats(grad={self.grad!r}, solver={self.solver!r}, "
+            f"forward_iters={self.forward_iters}, "
             f"residual={res if res is None else f'{res:.3e}'}, "
             f"backward_iters={self.backward_iters}, "
             f"backward_residual={bres if bres is None else f'{bres:.3e}'})"

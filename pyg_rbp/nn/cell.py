@@ -101,6 +101,12 @@ class FixedPointCell(MessagePassing):
         """Width of ``x`` the cell needs (``None``: any width)."""
         return None
 
+    @property
+    def reads_input(self) -> bool:
+        """Whether :meth:`step` reads ``x`` (else the fixed point, once reached, cannot depend
+        on ``x``: it only sets the initial state)."""
+        return True
+
     def _prepare_graph(self, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
                        x: Tensor, normalize: str = "none",
                        add_self_loops: bool = False) -> PreparedGraph:

@@ -75,14 +75,22 @@ class GatedCell(FixedPointCell):
         \mathbf{h}_i' = \mathrm{GRU}(\mathbf{m}_i, \mathbf{h}_i)
 
     with :math:`\bigoplus` the aggregation ``aggr`` and :math:`e_{j,i}` the edge weight
-    (default 1). The bracketed input injection is used only with ``inject_input=True``.
+    (default 1). The bracketed input injection is on by default (``inject_input=True``).
 
     Default initial state (in :class:`~pyg_rbp.nn.FixedPointConv`): :math:`\mathbf{h}^{(0)} =
     \mathbf{x}`, as in the paper, where the (PCA-reduced) node features are the initial state.
-    Without input injection the step itself does not read ``x``: the implicit gradient modes
-    (``rbp``, ``cg``, ``neumann``) then give ``x`` no gradient (the fixed point does not depend
-    on where the iteration started), BPTT/TBPTT give the gradient through ``h0``. Set
-    ``inject_input=True`` to train an encoder in front of the cell in every mode.
+    The paper's model does not inject the input (``inject_input=False``, what its protocol
+    uses): the step itself then does not read ``x``, so the fixed point of a contractive map
+    does not depend on ``x`` at all; the implicit gradient modes give ``x`` no gradient and
+    BPTT/TBPTT only the gradient through ``h0`` (``FixedPointConv`` warns when such a solve
+    settles).
+
+    ``spectral_norm=True`` reparametrises the GRU's weights (``weight_ih``, which multiplies the
+    aggregated neighbour states, and ``weight_hh``) with PyTorch's spectral normalisation, so
+    each has spectral norm 1 (by power iteration, one step per training forward). This bounds
+    the gates' linear parts; it does not by itself make the map a contraction, whose spectral
+    radius also depends on the aggregation and the gate values (measured in
+    ``benchmarks/results/solvers_*.md``).
 
     The map is not guaranteed to be a contraction; with 100 steps the state usually settles
     (check ``FixedPointConv.stats.residual``), and ``damping`` in the solver helps when not.
@@ -91,7 +99,10 @@ class GatedCell(FixedPointCell):
         channels (int): size of the state (and of ``x``).
         aggr (str, optional): ``"add"`` (the paper), ``"mean"``, or any PyG aggregation
             (``"max"``, ...); sum and mean use the fused CSR kernel. (default: ``"add"``)
-        inject_input (bool, optional): add ``x`` to the aggregated message. (default: ``False``)
+        inject_input (bool, optional): add ``x`` to the aggregated message. (default: ``True``;
+            the paper's model: ``False``)
+        spectral_norm (bool, optional): spectral normalisation of the GRU weights.
+            (default: ``False``)
         bias (bool, optional): GRU biases. (default: ``True``)
         fused (bool, optional): use the CSR kernel for sum/mean aggregation; ``False`` uses
             PyG's gather/scatter path. (default: ``True``)
@@ -103,16 +114,27 @@ class GatedCell(FixedPointCell):
         - **output:** next state :math:`(|\mathcal{V}|, C)`
     """
 
-    def __init__(self, channels: int, aggr: str = "add", inject_input: bool = False,
-                 bias: bool = True, fused: bool = True, **kwargs: Any) -> None:
+    def __init__(self, channels: int, aggr: str = "add", inject_input: bool = True,
+                 bias: bool = True, fused: bool = True, spectral_norm: bool = False,
+                 **kwargs: Any) -> None:
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         kwargs.setdefault("aggr", aggr)
         super().__init__(fused=fused, **kwargs)
         self.channels = channels
         self.inject_input = bool(inject_input)
+        self.spectral_norm = bool(spectral_norm)
         self.gru = torch.nn.GRUCell(channels, channels, bias=bias)
+        if self.spectral_norm:
+            from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+            _sn(self.gru, "weight_ih")
+            _sn(self.gru, "weight_hh")
         self.reset_parameters()
+
+    @property
+    def reads_input(self) -> bool:
+        return self.inject_input
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -134,5 +156,6 @@ class GatedCell(FixedPointCell):
         return inputs.x
 
     def __repr__(self) -> str:
+        sn = ", spectral_norm=True" if self.spectral_norm else ""
         return (f"{self.__class__.__name__}({self.channels}, aggr={self.aggr!r}, "
-                f"inject_input={self.inject_input}, fused={self.fused})")
+                f"inject_input={self.inject_input}, fused={self.fused}{sn})")

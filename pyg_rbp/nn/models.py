@@ -58,7 +58,7 @@ class FixedPointNodeClassifier(torch.nn.Module):
     Args:
         in_channels, hidden_channels, out_channels (int): feature sizes.
         cell (str): ``"gated"``, ``"implicit"`` or ``"ppr"``.
-        grad, max_iter, backward_iter, tol, damping: of the :class:`FixedPointConv`.
+        grad, max_iter, backward_iter, tol, damping, solver: of the :class:`FixedPointConv`.
         dropout (float): dropout on the features entering and leaving the fixed point.
         encoder (bool): ``"gated"`` only, see above.
         alpha (float): ``"ppr"`` teleport probability. kappa (float): ``"implicit"`` bound.
@@ -71,12 +71,13 @@ class FixedPointNodeClassifier(torch.nn.Module):
                  cell: str = "gated", grad: str = "neumann", max_iter: int = 100,
                  backward_iter: int = 20, tol: float = 0.0, dropout: float = 0.0,
                  encoder: bool = True, alpha: float = 0.1, kappa: float = 0.95,
-                 num_mlp_layers: int = 2, damping: float = 1.0, aggr: str = "add") -> None:
+                 num_mlp_layers: int = 2, damping: float = 1.0, aggr: str = "add",
+                 solver: str = "iteration") -> None:
         super().__init__()
         self.cell_name = _check_cell_name(cell)
         self.dropout = float(dropout)
-        solver: dict[str, Any] = dict(grad=grad, max_iter=max_iter, backward_iter=backward_iter,
-                                      tol=tol, damping=damping)
+        solve: dict[str, Any] = dict(grad=grad, max_iter=max_iter, backward_iter=backward_iter,
+                                     tol=tol, damping=damping, solver=solver)
         self.encoder: torch.nn.Module | None = None
         self.mlp: torch.nn.Module | None = None
         self.decoder: torch.nn.Module | None = None
@@ -89,11 +90,11 @@ class FixedPointNodeClassifier(torch.nn.Module):
                     f"({in_channels}) must equal hidden_channels ({hidden_channels})"
                 )
             self.conv = FixedPointConv(
-                GatedCell(hidden_channels, aggr=aggr, inject_input=encoder), **solver)
+                GatedCell(hidden_channels, aggr=aggr, inject_input=encoder), **solve)
             self.decoder = torch.nn.Linear(hidden_channels, out_channels)
         elif self.cell_name == "implicit":
             self.conv = FixedPointConv(ImplicitCell(in_channels, hidden_channels, kappa=kappa),
-                                       **solver)
+                                       **solve)
             self.decoder = torch.nn.Linear(hidden_channels, out_channels)
         else:
             if num_mlp_layers < 1:
@@ -101,7 +102,7 @@ class FixedPointNodeClassifier(torch.nn.Module):
             self.mlp = MLP(in_channels=in_channels, hidden_channels=hidden_channels,
                            out_channels=out_channels, num_layers=num_mlp_layers,
                            dropout=dropout, norm=None)
-            self.conv = FixedPointConv(PPRCell(alpha=alpha), **solver)
+            self.conv = FixedPointConv(PPRCell(alpha=alpha), **solve)
 
     def reset_parameters(self) -> None:
         for module in (self.encoder, self.mlp, self.decoder, self.conv):
@@ -138,7 +139,8 @@ class FixedPointGraphModel(torch.nn.Module):
     ignored); the cell runs on the encoded features (``"gated"``: initial state and injected
     input; ``"implicit"``: injected input, zero initial state; ``"ppr"``: initial state and
     teleport target); node states are pooled per graph (``pool``: ``"mean"``, ``"add"`` or
-    ``"max"``) and a two-layer MLP gives the output.
+    ``"max"``) and a two-layer MLP gives the output. With ``batch`` the solve's tolerance
+    applies to each graph's own residual, so batched and one-by-one outputs agree to it.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
@@ -146,14 +148,14 @@ class FixedPointGraphModel(torch.nn.Module):
                  backward_iter: int = 20, tol: float = 0.0, dropout: float = 0.0,
                  pool: str = "mean", node_encoder: torch.nn.Module | None = None,
                  alpha: float = 0.1, kappa: float = 0.95, damping: float = 1.0,
-                 aggr: str = "add") -> None:
+                 aggr: str = "add", solver: str = "iteration") -> None:
         super().__init__()
         self.cell_name = _check_cell_name(cell)
         graph_pool(pool)  # validates the name
         self.pool = pool
         self.dropout = float(dropout)
-        solver: dict[str, Any] = dict(grad=grad, max_iter=max_iter, backward_iter=backward_iter,
-                                      tol=tol, damping=damping)
+        solve: dict[str, Any] = dict(grad=grad, max_iter=max_iter, backward_iter=backward_iter,
+                                     tol=tol, damping=damping, solver=solver)
         self.encoder = node_encoder if node_encoder is not None else torch.nn.Linear(
             in_channels, hidden_channels)
         if self.cell_name == "gated":
@@ -162,7 +164,7 @@ class FixedPointGraphModel(torch.nn.Module):
             cell_module = ImplicitCell(hidden_channels, hidden_channels, kappa=kappa)
         else:
             cell_module = PPRCell(alpha=alpha)
-        self.conv = FixedPointConv(cell_module, **solver)
+        self.conv = FixedPointConv(cell_module, **solve)
         self.head = MLP([hidden_channels, hidden_channels, out_channels], dropout=dropout,
                         norm=None)
 
@@ -176,7 +178,8 @@ class FixedPointGraphModel(torch.nn.Module):
                 edge_weight: Tensor | None = None) -> Tensor:
         h = self.encoder(x)
         h = F.dropout(h, p=self.dropout, training=self.training)
-        h = self.conv(h, edge_index, edge_weight)
+        # per-graph stopping: a graph's state does not depend on what shares its batch
+        h = self.conv(h, edge_index, edge_weight, batch=batch)
         if batch is None:
             batch = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
         return self.head(graph_pool(self.pool)(h, batch))

@@ -125,7 +125,7 @@ def test_read_only_root_is_copied_to_cache(offline, shared_datasets, tmp_path):
         cora = load("cora", root=root)
         assert cora.root == cache_root_for(root) and str(cora.root).startswith(str(offline))
         assert cora.data.num_nodes == 2708
-        assert (cora.root / "Planetoid" / "Cora" / "processed" / "data.pt").is_file()
+        assert (cora.root / "Planetoid" / "Cora" / "raw" / "ind.cora.x").is_file()
         assert not (root / "Planetoid" / "Cora" / "processed").exists()
         copied = default_root(root)
         assert copied == cache_root_for(root)

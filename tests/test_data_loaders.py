@@ -98,7 +98,7 @@ def test_tiny_pubmed_layout(offline, tiny_pubmed_root):
     assert data.edge_index.size(1) == 2 * truth["num_undirected_edges"]
     assert _split_sizes(pubmed) == (30, 500, 60)
     assert bool(data.labelled_mask.all())
-    assert (root / "Planetoid" / "PubMed" / "processed" / "data.pt").is_file()
+    assert not (root / "Planetoid" / "PubMed" / "processed").exists()  # read from raw, no pickle cache
 
 
 def test_tiny_ogbn_arxiv_layout(offline, tiny_arxiv_root):

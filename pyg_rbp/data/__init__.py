@@ -10,7 +10,7 @@ corrupted one a :class:`ChecksumError`.
 
 from pyg_rbp.data.baseline import linear_pca_baseline
 from pyg_rbp.data.digits import digits_graph
-from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
+from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
 from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.data.manifest import dataset_names, manifest
 from pyg_rbp.data.metrics import evaluate, higher_is_better
@@ -36,6 +36,7 @@ __all__ = [
     "ChecksumError",
     "DataUnavailableError",
     "LoadedDataset",
+    "UnsafeDataError",
     "apply_protocol",
     "configured_root",
     "dataset_names",

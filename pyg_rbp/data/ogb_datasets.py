@@ -5,7 +5,9 @@ OGB 1.3.6 has three traps this module closes: it asks on stdin whether to re-dow
 "no"), and under torch >= 2.6 it cannot read back its own processed file because ``torch.load``
 defaults to ``weights_only=True``. We check every file against the manifest first (so OGB never
 reaches its download/prompt code), and allow-list the PyG storage classes OGB pickles with
-``torch.serialization.add_safe_globals`` (no process-wide environment override).
+``torch.serialization.add_safe_globals`` (no process-wide environment override, never
+``weights_only=False``); every ``*.pt`` file is checked to load that way before OGB runs
+(:mod:`pyg_rbp.data.safe_load`).
 """
 
 from __future__ import annotations
@@ -16,17 +18,8 @@ import torch
 
 from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.data.manifest import DatasetEntry
+from pyg_rbp.data.safe_load import allow_pyg_pickles
 from pyg_rbp.data.storage import prepare_dataset_folder
-
-
-def allow_pyg_pickles() -> None:
-    """Let ``torch.load(weights_only=True)`` rebuild the PyG objects OGB saves."""
-    from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
-    from torch_geometric.data.storage import EdgeStorage, GlobalStorage, NodeStorage
-
-    torch.serialization.add_safe_globals(
-        [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage, NodeStorage, EdgeStorage]
-    )
 
 
 def _ogb_root(entry: DatasetEntry, root: str | os.PathLike | None, download: bool | None):

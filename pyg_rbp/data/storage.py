@@ -34,6 +34,7 @@ from pyg_rbp.data.manifest import (
     unavailable_message,
     verify_checksums,
 )
+from pyg_rbp.data.safe_load import check_torch_files
 
 ROOT_ENV = "PYG_RBP_DATA"
 CACHE_ENV = "PYG_RBP_CACHE"
@@ -101,11 +102,18 @@ def cache_root_for(root: Path) -> Path:
 
 
 def copy_missing(source: Path, target: Path) -> None:
-    """Copy every file of ``source`` absent (or of another size) in ``target``; make it writable."""
+    """Copy every file of ``source`` absent (or of another size) in ``target``; make it writable.
+
+    ``processed/`` folders are not copied: processed files are pickles, rebuilt here from the
+    verified raw files rather than trusted from a mirror or a read-only root.
+    """
     target.mkdir(parents=True, exist_ok=True)
     target.chmod(target.stat().st_mode | stat.S_IWUSR)
     for path in sorted(source.rglob("*")):
-        dest = target / path.relative_to(source)
+        rel = path.relative_to(source)
+        if "processed" in rel.parts:
+            continue
+        dest = target / rel
         if path.is_dir():
             dest.mkdir(parents=True, exist_ok=True)
             dest.chmod(dest.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
@@ -176,6 +184,7 @@ def prepare_dataset_folder(
     checked = wanted + (entry.optional_files if files is None else ())
     if not needs_write and not missing_files(entry, folder, wanted):
         verify_checksums(entry, folder, checked)
+        check_torch_files(folder)
         return base
     if not is_writable_tree(folder):
         cache = cache_root_for(base)
@@ -199,7 +208,42 @@ def prepare_dataset_folder(
             reason = note + "The download did not provide them."
             raise DataUnavailableError(unavailable_message(entry, requested, missing, reason))
     verify_checksums(entry, folder, checked)
+    check_torch_files(folder)  # every *.pt loads under weights_only=True, else refused (or rebuilt)
     return base
+
+
+def private_temp_folder(name: str) -> Path:
+    """``<tmp>/<name>-<uid>``, created 0700, refused if it is a symlink, another user's, or
+    writable by others (the system temporary folder is shared: anyone may plant a name there)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = Path(tempfile.gettempdir()) / f"{name}-{uid}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if (
+        stat.S_ISLNK(info.st_mode)
+        or not stat.S_ISDIR(info.st_mode)
+        or (hasattr(os, "getuid") and info.st_uid != uid)
+        or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        raise RuntimeError(
+            f"{folder} is a symlink, not a folder, not owned by you or writable by others: refusing "
+            f"to keep lock files there (it may have been planted); remove it or set TMPDIR"
+        )
+    return folder
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating, mode 0600) a lock file without following a symlink at ``path``."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        if path.is_symlink():
+            raise RuntimeError(f"lock file {path} is a symlink: refusing to follow it; remove it") from exc
+        raise
 
 
 @contextmanager
@@ -208,8 +252,9 @@ def dataset_lock(name: str, root: str | os.PathLike | None = None) -> Iterator[N
 
     PyG and OGB write a dataset's ``processed/`` files in place; two processes that load the
     same fresh dataset at once (a sweep of ``pyg-rbp train`` runs, say) could read a half-written
-    file. The lock file lives in the system's temporary folder, keyed by the resolved root and
-    the name, so it works for read-only roots too. Without ``fcntl`` (Windows) it is a no-op.
+    file. The lock file lives in a private folder of the system's temporary folder
+    (:func:`private_temp_folder`; never through a symlink), keyed by the resolved root and the
+    name, so it works for read-only roots too. Without ``fcntl`` (Windows) it is a no-op.
     """
     try:
         import fcntl
@@ -217,11 +262,12 @@ def dataset_lock(name: str, root: str | os.PathLike | None = None) -> Iterator[N
         yield
         return
     key = hashlib.sha1(f"{configured_root(root).resolve()}|{name.lower()}".encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "pyg_rbp-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.lock", "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    fd = open_lock_file(private_temp_folder("pyg_rbp-locks") / f"{key}.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

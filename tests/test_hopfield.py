@@ -83,6 +83,38 @@ def test_dense_and_sparse_paths_agree_on_states_and_gradients():
             torch.testing.assert_close(g, grads[0], rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_torch_sparse_adjacency_gives_the_edge_index_results(layout):
+    """A torch.sparse adjacency of the cell's own graph (adj_t convention, any entry order) runs
+    exactly as its edge_index; values other than one act as edge weights."""
+    torch.manual_seed(0)
+    ei = build_topology("random", 4, (2, 2), 4, avg_degree=4.0, seed=3)
+    n = 12
+    cell = HopfieldCell(n, ei, clamp=torch.arange(4), init_std=0.3).double()
+    x = node_input(n, 4, 3)
+
+    def adjacency(values):
+        adj = torch.sparse_coo_tensor(ei.flip(0), values, (n, n)).coalesce()  # adj_t[i, j]: j -> i
+        return adj if layout == "coo" else adj.to_sparse_csr()
+
+    for mode in ("bptt", "neumann", "cg"):
+        results = []
+        for graph in (cell.edge_index, adjacency(torch.ones(ei.size(1), dtype=DT))):
+            cell.weight.grad = None
+            out = FixedPointConv(cell, grad=mode, max_iter=30, backward_iter=10)(x, graph)
+            out.sin().sum().backward()
+            results.append((out.detach(), cell.weight.grad.clone()))
+        torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-13)
+        torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-12, atol=1e-13)
+    w = torch.rand(ei.size(1), dtype=DT) + 0.5
+    h = torch.randn(n, 3, dtype=DT)
+    torch.testing.assert_close(cell(h, x, adjacency(w)), cell(h, x, cell.edge_index, w), rtol=0, atol=1e-14)
+    other = build_topology("random", 4, (2, 2), 4, avg_degree=4.0, seed=4)
+    wrong = torch.sparse_coo_tensor(other.flip(0), torch.ones(other.size(1), dtype=DT), (n, n))
+    with pytest.raises(ValueError, match="not exactly the cell's"):
+        cell(h, x, wrong)
+
+
 @pytest.mark.parametrize("dense", [True, False])
 def test_gradcheck_float64(dense):
     cell = small_cell(n=7, clamp=2, dense=dense)

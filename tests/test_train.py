@@ -45,7 +45,7 @@ def test_bad_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown model"):
         build_config("cora", "node", model="transformer")
     with pytest.raises(ValueError, match="not a graph-level model"):
-        build_config("ogbg-molbace", "graph", model="gcn")
+        build_config("ogbg-molbace", "graph", model="ppr")  # gcn is a graph model too (GCNGraphModel)
     with pytest.raises(ValueError, match="only --protocol official"):
         build_config("ogbg-molbace", "graph", protocol="paper")
     with pytest.raises(ValueError, match="official is for OGB"):

@@ -35,6 +35,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "batch_size": (int, "graphs per mini-batch (graph tasks)"),
     "solver": (str, "forward solver of the fixed point: any registered one (iteration, the "
                     "default and the paper's; anderson; broyden)"),
+    "val_fraction": (float, "10-fold: fraction of the training folds held out for validation"),
 }
 
 
@@ -46,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", default="cora", help="dataset name (default: cora)")
     p.add_argument("--protocol", default=None,
-                   help="paper | public (Planetoid, digits, karate) | official (OGB); default per dataset")
+                   help="paper | public (Planetoid, digits, karate) | official (OGB) | 10-fold (TU sets); "
+                        "default per dataset")
     p.add_argument("--model", default=None,
                    help="gated | implicit | ppr | linear-pca | gcn (node) ; gated | implicit | gin (graph)")
     from pyg_rbp.engine import grad_mode_names
@@ -56,7 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "a comma list or 'all' (the paper's five; default neumann)")
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
-    p.add_argument("--seeds", default="0", help="seeds: 0,1,2 or a range 0-9 (default: 0)")
+    p.add_argument("--seeds", default=None, help="seeds: 0,1,2 or a range 0-9 (default: 0)")
+    p.add_argument("--folds", default=None,
+                   help="10-fold protocol: the folds to run, 0,1,2 or a range (default: 0-9); "
+                        "each fold is one result row, in place of a seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--json", default=None, help="write results here (atomically, after every seed)")
@@ -113,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    seeds = parse_seeds(args.seeds)
     try:
         configs = configs_from_args(args)
     except ValueError as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
+    seeds = parse_seeds(_runs_spec(args, configs[0].protocol))
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("pyg-rbp train: --device cuda requested but CUDA is not available")
     for cfg in configs:
@@ -144,6 +149,24 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def _runs_spec(args: argparse.Namespace, protocol: str) -> str:
+    """The seeds to run, or under ``10-fold`` the folds (``--folds``, default all ten)."""
+    from pyg_rbp.data.protocols import KFOLD, NUM_FOLDS
+
+    if protocol == KFOLD:
+        if args.seeds is not None:
+            raise SystemExit("pyg-rbp train: under --protocol 10-fold each run is a fold: "
+                             "pass --folds (e.g. --folds 0-9), not --seeds")
+        spec = args.folds or f"0-{NUM_FOLDS - 1}"
+        folds = parse_seeds(spec)
+        if max(folds) >= NUM_FOLDS:
+            raise SystemExit(f"pyg-rbp train: --folds must lie in 0-{NUM_FOLDS - 1}, got {spec!r}")
+        return spec
+    if args.folds is not None:
+        raise SystemExit(f"pyg-rbp train: --folds is for --protocol 10-fold (this run: {protocol})")
+    return args.seeds or "0"
 
 
 def _pm(mean: float | None, std: float | None) -> str:

@@ -8,6 +8,10 @@
   20 per class / 500 / 1000; digits' and karate's fixed splits).
 - ``official``: OGB's official split (ogbn-* node datasets).
 
+- ``10-fold``: graph classification (TU sets) as in Xu et al. (GIN, 2019): a stratified 10-fold
+  split drawn with a fixed seed (:func:`kfold_split`); each fold trains on the other nine and
+  reports its test fold; a validation part may be carved out of the training folds.
+
 Under ``public`` and ``official`` the features can be used ``raw`` or ``row-normalized``
 (each row divided by its sum, as PyG's ``NormalizeFeatures``, which GCN's and APPNP's published
 Planetoid numbers used); the ``paper`` protocol always takes PCA features.
@@ -143,3 +147,49 @@ def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: 
     width = paper_hidden(loaded.name) if hidden is None else int(hidden)
     data.x = pca_features(data.x, width, seed=seed)
     return data
+
+
+KFOLD = "10-fold"
+"""The graph-classification cross-validation protocol (GIN, Xu et al. 2019)."""
+NUM_FOLDS = 10
+FOLD_SEED = 0
+"""GIN's ``separate_data`` seeds ``StratifiedKFold(n_splits=10, shuffle=True)`` with 0."""
+
+
+def kfold_split(y: torch.Tensor, fold: int, num_folds: int = NUM_FOLDS, seed: int = FOLD_SEED,
+                val_fraction: float = 0.0) -> dict[str, torch.Tensor]:
+    """``{"train", "valid", "test"}`` graph indices of fold ``fold`` of a stratified k-fold split.
+
+    scikit-learn's ``StratifiedKFold(num_folds, shuffle=True, random_state=seed)``, as GIN's
+    reference code: the test part is fold ``fold``, the training part the other folds. With
+    ``val_fraction > 0`` that fraction of the training part (stratified, drawn with ``seed`` and
+    ``fold``) becomes the validation part, for model selection that never looks at the test fold;
+    with 0 the validation part is empty (GIN's protocol, which trains on all nine folds). Same
+    ``y``, ``seed`` and ``fold``: same split, every fold's test part disjoint from the others'.
+    """
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    y = torch.as_tensor(y).view(-1).cpu()
+    if y.is_floating_point():
+        raise ValueError(f"kfold_split needs integer class labels, got {y.dtype}")
+    if not isinstance(num_folds, int) or num_folds < 2:
+        raise ValueError(f"num_folds must be an integer >= 2, got {num_folds!r}")
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be an integer in 0..{num_folds - 1}, got {fold!r}")
+    if not 0.0 <= val_fraction < 0.5:
+        raise ValueError(f"val_fraction must be in [0, 0.5), got {val_fraction!r}")
+    counts = torch.bincount(y)
+    smallest = int(counts[counts > 0].min()) if y.numel() else 0
+    if smallest < num_folds:
+        raise ValueError(f"the smallest class has {smallest} graphs: too few for {num_folds} "
+                         "stratified folds")
+    labels = y.numpy()
+    folds = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    train, test = list(folds.split(labels.reshape(-1, 1), labels))[fold]
+    val = train[:0]
+    if val_fraction > 0:
+        train, val = train_test_split(train, test_size=val_fraction, stratify=labels[train],
+                                      random_state=seed * 1000 + fold)
+    return {"train": torch.as_tensor(sorted(train), dtype=torch.long),
+            "valid": torch.as_tensor(sorted(val), dtype=torch.long),
+            "test": torch.as_tensor(sorted(test), dtype=torch.long)}

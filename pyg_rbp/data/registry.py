@@ -16,11 +16,13 @@ from pyg_rbp.data.manifest import DatasetEntry, entry
 from pyg_rbp.data.ogb_datasets import load_ogbg, load_ogbn
 from pyg_rbp.data.planetoid import load_planetoid
 from pyg_rbp.data.storage import dataset_lock
+from pyg_rbp.data.tu import is_tu_name, load_tu, tu_entry
 
 _ON_DISK: dict[str, Callable[[DatasetEntry, str | os.PathLike | None, bool | None], LoadedDataset]] = {
     "planetoid": load_planetoid,
     "ogbn": load_ogbn,
     "ogbg": load_ogbg,
+    "tu": load_tu,
 }
 _EMBEDDED: dict[str, Callable[[], LoadedDataset]] = {
     "digits": load_digits_dataset,
@@ -38,7 +40,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool | None
     says which files to put where. A file whose sha256 differs from the manifest raises
     :class:`ChecksumError`.
     """
-    dataset = entry(name)
+    dataset = tu_entry(name, root) if is_tu_name(name) else entry(name)  # any TU set, listed or not
     if dataset.loader in _EMBEDDED:
         return _EMBEDDED[dataset.loader]()
     if dataset.loader == "mnist":

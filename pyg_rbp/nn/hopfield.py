@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyg_rbp.nn.adjacency import PreparedGraph, validate_edge_weight
+from pyg_rbp.nn.adjacency import PreparedGraph, as_edge_index, validate_edge_weight
 from pyg_rbp.nn.cell import CellInputs, FixedPointCell
 
 __all__ = ["HopfieldCell"]
@@ -112,9 +112,11 @@ class HopfieldCell(FixedPointCell):
 
     Shapes:
         - **input:** state ``h`` :math:`(N, C)`, input ``x`` :math:`(N, C)`, ``edge_index``
-          :math:`(2, E)` (the cell's own graph, ``cell.edge_index``), ``edge_weight``
-          :math:`(E)` *(optional, a fixed multiplier per directed edge; forces the sparse
-          path)*. The ``C`` channels are independent patterns: they never mix.
+          :math:`(2, E)` (the cell's own graph, ``cell.edge_index``) or that graph as a
+          ``torch.sparse`` / ``SparseTensor`` adjacency :math:`(N, N)` in PyG's ``adj_t``
+          convention (any entry order; values other than one act as ``edge_weight``),
+          ``edge_weight`` :math:`(E)` *(optional, a fixed multiplier per directed edge; forces
+          the sparse path)*. The ``C`` channels are independent patterns: they never mix.
         - **output:** next state :math:`(N, C)`
     """
 
@@ -228,6 +230,32 @@ class HopfieldCell(FixedPointCell):
 
     # --- once per solve --------------------------------------------------------------------
 
+    def _aligned_sparse_weights(self, adj: Any, edge_weight: Tensor | None, x: Tensor) -> Tensor | None:
+        """The per-edge multipliers of a ``torch.sparse`` / ``SparseTensor`` adjacency of the
+        cell's own graph, in the order of :attr:`edge_index` (``None`` when they are all one).
+
+        The adjacency follows PyG's ``adj_t`` convention (``adj_t[i, j]``: edge ``j -> i``); its
+        sparsity pattern must be exactly the cell's synapses, in any order."""
+        ei, w = as_edge_index(adj, edge_weight, self.num_nodes, like=x)
+        n = self.num_nodes
+        own = self.edge_index[0] * n + self.edge_index[1]
+        given = ei[0].to(own.device) * n + ei[1].to(own.device)
+        same = given.numel() == own.numel() and bool(torch.equal(given.sort().values, own.sort().values))
+        if not same:
+            raise ValueError(
+                "HopfieldCell owns the weights of the graph it was built for: the sparse adjacency "
+                f"has {given.numel()} entries that are not exactly the cell's {own.numel()} directed "
+                "synapses (cell.edge_index)"
+            )
+        if w is None or bool((w == 1).all()):
+            return None
+        # position of each of the cell's edges in the given order
+        order_given = given.argsort()
+        order_own = own.argsort()
+        pos = torch.empty_like(order_own)
+        pos[order_own] = order_given
+        return w.to(own.device).index_select(0, pos)
+
     def _check_graph(self, edge_index: Any) -> None:
         if edge_index is None or edge_index is self.edge_index:
             return
@@ -263,6 +291,11 @@ class HopfieldCell(FixedPointCell):
         if x.dtype != self.weight.dtype or x.device != self.weight.device:
             raise ValueError(f"x ({x.dtype}, {x.device}) must match the cell's weights "
                              f"({self.weight.dtype}, {self.weight.device})")
+        if isinstance(edge_index, Tensor) and edge_index.layout != torch.strided or (
+                edge_index is not None and not isinstance(edge_index, Tensor)
+                and hasattr(edge_index, "sizes")):  # torch.sparse or SparseTensor adjacency
+            edge_weight = self._aligned_sparse_weights(edge_index, edge_weight, x)
+            edge_index = self.edge_index
         self._check_graph(edge_index)
         extra: dict[str, Tensor] = {}
         self._weight_tensors = {}

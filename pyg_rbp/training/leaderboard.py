@@ -29,6 +29,7 @@ from typing import Any
 
 from pyg_rbp.engine import GRAD_MODES
 from pyg_rbp.results import atomic_save_figure
+from pyg_rbp.training import tu_board
 from pyg_rbp.training.config import PLANETOID, PROTOCOLS, TrainConfig, build_config, dataset_task
 from pyg_rbp.training.runner import diverged_seeds, mean_std
 
@@ -117,6 +118,8 @@ def _plan(datasets: Sequence[str], seeds: int, profile: str) -> list[Entry]:
                                      f"cpu budget: {len(s)} of {seeds} seeds"
                                      if cpu and len(s) < seeds else ""))
             entries.append(Entry(build_config(name, task, protocol="public", model="gcn"), _seeds(seeds)))
+        elif name.startswith("tu-"):  # TU graph classification, 10-fold (pyg_rbp.training.tu_board)
+            entries.extend(tu_board.tu_entries(name, seeds, cpu))
         elif task == "graph":
             over: dict[str, Any] = {"epochs": CPU_GRAPH_EPOCHS} if cpu else {}
             s = _seeds(seeds, CPU_GRAPH_SEEDS) if cpu else _seeds(seeds)
@@ -410,6 +413,7 @@ def rows(entries: Sequence[Entry], out_dir: str | Path, *, root: str | Path | No
             "device": _devices(results),
             "val_curve": _mean_curve(results),
             "command": c.command(), "status": status, "note": e.note,
+            **tu_board.fold_fields(results, c.protocol),
         })
     return out
 
@@ -558,6 +562,7 @@ def target_checks(rows_: list[dict[str, Any]]) -> list[str]:
                 f"{_row_label(fp)} {_fmt_score(metric, fp['test_mean'], fp['test_std'])} vs GIN "
                 f"{_fmt_score(metric, gin['test_mean'], gin['test_std'])} (same harness and budget, "
                 f"{len(fp['seeds'])} seed(s)): **{'matches or beats GIN' if ok else 'below GIN'}**.")
+    lines += tu_board.target_lines(rows_)
     missing = sorted({r["dataset"] for r in rows_ if r["status"] == UNAVAILABLE})
     if missing:
         lines.append(f"- {', '.join(missing)}: {UNAVAILABLE}; the commands in their rows are the ones to run "
@@ -619,6 +624,8 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
                 f"{r['status']} |")
         if proto == "paper":
             out += ["", *_per_seed_table(rs)]
+        if proto == "10-fold":
+            out += ["", *tu_board.fold_table(rs)]
         notes: dict[str, list[str]] = {}
         for r in rs:
             if r["note"]:

@@ -81,6 +81,65 @@ class GINGraphModel(nn.Module):
         return self.head(self.dropout(graph_pool(self.pool)(h, batch, size=num_graphs)))
 
 
+class GCNGraphModel(nn.Module):
+    r"""PyG's :class:`~torch_geometric.nn.models.GCN` (Kipf and Welling), global pooling and a
+    linear read-out: the graph-level GCN baseline, in the same form as :class:`GINGraphModel`.
+
+    Each layer is :math:`H' = \mathrm{ReLU}(\hat D^{-1/2} (A + I) \hat D^{-1/2} H W)` (batch norm
+    between layers, as the GIN baseline); node states are pooled per graph (``pool``: ``"mean"``,
+    ``"add"`` or ``"max"``) and a linear layer gives the output.
+
+    Args:
+        in_channels, hidden, out_channels (int): feature sizes.
+        num_layers (int): GCN layers.
+        dropout (float): between layers and before the read-out.
+        node_encoder (Module, optional): maps raw node features to ``hidden`` first (OGB's
+            ``AtomEncoder`` for molecules).
+        pool (str): the global read-out.
+
+    Shapes: ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`, ``batch`` :math:`(N)` ->
+    :math:`(B, C_{out})`.
+
+    Example::
+
+        model = GCNGraphModel(7, 32, 2, num_layers=4, dropout=0.0, pool="add")
+        logits = model(batch.x, batch.edge_index, batch.batch)
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
+                 dropout: float, node_encoder: nn.Module | None = None, pool: str = "mean") -> None:
+        super().__init__()
+        from torch_geometric.nn.models import GCN
+
+        from pyg_rbp.nn.models import graph_pool
+
+        graph_pool(pool)  # validates the name
+        self.pool = pool
+        self.node_encoder = node_encoder
+        gcn_in = hidden if node_encoder is not None else in_channels
+        self.gcn = GCN(gcn_in, hidden, num_layers=num_layers, dropout=dropout, norm="batch_norm")
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, out_channels)
+
+    def reset_parameters(self) -> None:
+        if self.node_encoder is not None and hasattr(self.node_encoder, "reset_parameters"):
+            self.node_encoder.reset_parameters()
+        self.gcn.reset_parameters()
+        self.head.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
+                edge_weight: Tensor | None = None) -> Tensor:
+        from pyg_rbp.nn.models import graph_pool
+
+        h = self.node_encoder(x) if self.node_encoder is not None else x.float()
+        h = self.gcn(h, edge_index, edge_weight=edge_weight)
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        return self.head(self.dropout(graph_pool(self.pool)(h, batch, size=num_graphs)))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(gcn={self.gcn}, pool={self.pool!r})"
+
+
 def _atom_encoder(dataset: str, hidden: int) -> nn.Module | None:
     if not dataset.startswith("ogbg-mol"):
         return None
@@ -120,6 +179,9 @@ def build_graph_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> 
     encoder = _atom_encoder(cfg.dataset, cfg.hidden)
     if cfg.model == "gin":
         return GINGraphModel(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout, encoder,
+                             pool=cfg.pool)
+    if cfg.model == "gcn":
+        return GCNGraphModel(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout, encoder,
                              pool=cfg.pool)
     if cfg.model not in ("gated", "implicit"):
         raise ValueError(f"model {cfg.model!r} is not a graph-level model")

@@ -101,7 +101,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     # ppr and gcn drop out their input features first (attribute `dropout`), then hidden units:
     # for sparse features do the input dropout here, on the non-zeros, and switch theirs off.
     feature_dropout = None
-    if cfg.model in ("ppr", "gcn") and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
+    if cfg.model in ("ppr", "gcn", "appnp") and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
         feature_dropout = SparseFeatureDropout(x, cfg.dropout)
         model.dropout = 0.0
     y_cpu = y.detach().cpu()

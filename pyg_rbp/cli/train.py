@@ -32,7 +32,12 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "epochs": (int, "training epochs (full-graph steps for node tasks)"),
     "eval_every": (int, "check validation every this many epochs"),
     "patience": (int, "stop after this many epochs without a better validation (0: never)"),
-    "batch_size": (int, "graphs per mini-batch (graph tasks)"),
+    "batch_size": (int, "graphs per mini-batch (graph tasks); target nodes per mini-batch (node "
+                        "tasks with --loader history|neighbor|cluster)"),
+    "loader": (str, "node tasks: full (one full-graph step per epoch), history (batches with "
+                    "historical fixed points), neighbor or cluster (PyG's samplers; sampling extra)"),
+    "num_neighbors": (str, "--loader neighbor: neighbours sampled per hop, e.g. 10,10"),
+    "num_parts": (int, "--loader cluster: METIS parts of the graph"),
     "solver": (str, "forward solver of the fixed point: any registered one (iteration, the "
                     "default and the paper's; anderson; broyden)"),
     "val_fraction": (float, "10-fold: fraction of the training folds held out for validation"),
@@ -68,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore finished seeds already in --json")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--world-size", type=int, default=None,
+                   help="train data-parallel in this many processes (spawned here; gloo on CPU, "
+                        "NCCL on CUDA); under torchrun the group comes from its environment")
     p.set_defaults(func=run)
 
 
@@ -110,6 +118,41 @@ def configs_from_args(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; with ``--world-size N`` (N > 1) spawn N processes, under torchrun join its group."""
+    import os
+
+    from pyg_rbp.training.distributed import WorkerFailed, init_from_env, shutdown, spawn
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.world_size is not None and args.world_size < 1:
+        raise SystemExit(f"pyg-rbp train: --world-size must be >= 1, got {args.world_size}")
+    if world == 1 and (args.world_size or 1) > 1:
+        try:
+            spawn(_distributed_worker, args.world_size, (args,), device=args.device,
+                  threads=args.threads or 1)
+        except WorkerFailed as err:
+            raise SystemExit(f"pyg-rbp train: {err}") from None
+        return 0
+    if world > 1:
+        rank, _, device = init_from_env(args.device)
+        args.device = str(device)
+        try:
+            return _run(args, rank)
+        finally:
+            shutdown()
+    return _run(args, 0)
+
+
+def _distributed_worker(args: argparse.Namespace) -> None:
+    """One spawned process of ``--world-size N`` (the group is already initialised)."""
+    from pyg_rbp.training.distributed import current_group, init_from_env
+
+    args.device = str(init_from_env(args.device)[2])
+    _run(args, current_group()[0])
+
+
+def _run(args: argparse.Namespace, rank: int) -> int:
+    """Train and report; only rank 0 prints and writes ``--json``."""
     import torch
 
     from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
@@ -125,26 +168,31 @@ def run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(_runs_spec(args, configs[0].protocol))
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("pyg-rbp train: --device cuda requested but CUDA is not available")
+    main = rank == 0
     for cfg in configs:
-        print(cfg.command())
+        if main:
+            print(cfg.command())
     try:
-        doc = run_seeds(configs, seeds, device=args.device, root=args.root, json_path=args.json,
-                        progress=not args.no_progress, resume=not args.fresh)
+        doc = run_seeds(configs, seeds, device=args.device, root=args.root,
+                        json_path=args.json if main else None, progress=main and not args.no_progress,
+                        resume=not args.fresh, log=print if main else (lambda _: None))
     except DataUnavailableError as err:
         raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
     except ChecksumError as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
     except ResultsFileConflict as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
+    if not main:
+        return 0
     rows = []
     for s in doc["summary"]:
         rows.append({**s, "test": _pm(s["test_mean"], s["test_std"]), "val": _pm(s["val_mean"], s["val_std"]),
                      "mem": human_bytes(s["saved_bytes"]), "cuda": human_bytes(s["cuda_peak_bytes"]),
-                     "n": len(s["seeds"]),
+                     "n": len(s["seeds"]), "nodes_s": _nodes_per_s(doc["results"], s["grad"]),
                      "diverged": ", ".join(f"seed {k} at {v}" for k, v in s["diverged"].items()) or "-"})
     print(markdown_table(rows, ["dataset", "model", "grad", "metric", "test", "val", "epoch_time_s",
-                                "mem", "cuda", "n", "diverged"],
-                         ["dataset", "model", "grad", "metric", "test", "val", "s/epoch",
+                                "nodes_s", "mem", "cuda", "n", "diverged"],
+                         ["dataset", "model", "grad", "metric", "test", "val", "s/epoch", "nodes/s",
                           "saved for backward", "CUDA peak", "seeds", "diverged (step)"]))
     if args.json:
         print(f"wrote {args.json}")
@@ -173,3 +221,11 @@ def _pm(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "-"
     return f"{mean:.4f} ± {std:.4f}"
+
+
+def _nodes_per_s(results: list, grad: str | None) -> str:
+    """Median nodes/s over the seeds of one gradient mode (``-`` where not measured)."""
+    import statistics
+
+    values = [r["nodes_per_s"] for r in results if r.get("grad") == grad and r.get("nodes_per_s")]
+    return f"{statistics.median(values):.0f}" if values else "-"

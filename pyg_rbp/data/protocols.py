@@ -7,7 +7,10 @@
 - ``public``: the dataset's own fixed split with its raw features (Planetoid's public split
   20 per class / 500 / 1000; digits' and karate's fixed splits).
 - ``official``: OGB's official split (ogbn-* node datasets).
-
+- ``per-class`` (Shchur et al. 2018, for graphs without an official split such as Amazon and
+  Coauthor): the largest connected component, and per seed a random split of 20 labelled nodes
+  per class for training, 30 per class for validation, the rest for testing
+  (:func:`per_class_split`), with raw or row-normalized features.
 - ``10-fold``: graph classification (TU sets) as in Xu et al. (GIN, 2019): a stratified 10-fold
   split drawn with a fixed seed (:func:`kfold_split`); each fold trains on the other nine and
   reports its test fold; a validation part may be carved out of the training folds.
@@ -26,6 +29,9 @@ from torch_geometric.utils import subgraph
 from pyg_rbp.data.loaded import LoadedDataset
 
 PROTOCOLS = ("paper", "public", "official")
+PROTOCOLS = PROTOCOLS + ("per-class",)  # Shchur et al.'s split (issue 17)
+PER_CLASS_TRAIN = 20
+PER_CLASS_VAL = 30
 FEATURES = ("raw", "row-normalized")
 PAPER_HIDDEN = {"cora": 64, "citeseer": 64, "pubmed": 16}
 DEFAULT_HIDDEN = 64
@@ -138,6 +144,13 @@ def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: 
         )
     if protocol == "public" and is_ogb:
         raise ValueError(f"{loaded.name} has no Planetoid public split; use protocol 'official'")
+    if protocol == "public" and not bool(loaded.data.train_mask.any()):
+        raise ValueError(f"{loaded.name} has no public split; use protocol 'per-class'")
+    if protocol == "per-class":
+        data = per_class_split(largest_connected_component(loaded.data), seed)
+        if features == "row-normalized":
+            data.x = row_normalize(data.x)
+        return data
     if protocol in ("public", "official"):
         data = loaded.data.clone()
         if features == "row-normalized":
@@ -193,3 +206,71 @@ def kfold_split(y: torch.Tensor, fold: int, num_folds: int = NUM_FOLDS, seed: in
     return {"train": torch.as_tensor(sorted(train), dtype=torch.long),
             "valid": torch.as_tensor(sorted(val), dtype=torch.long),
             "test": torch.as_tensor(sorted(test), dtype=torch.long)}
+
+
+def largest_connected_component(data: Data) -> Data:
+    """The subgraph induced by the largest (weakly) connected component, relabelled ``0..n-1``.
+
+    Node attributes of shape ``[N, ...]`` are restricted to it; ``orig_node_index`` maps back to
+    the input's node ids. Ties between equally large components go to the one holding the
+    smallest node id, so the result is deterministic.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = int(data.num_nodes)
+    row, col = data.edge_index.cpu().numpy()
+    adj = sp.coo_matrix((np.ones(row.size, dtype=np.int8), (row, col)), shape=(n, n))
+    _, labels = connected_components(adj, directed=True, connection="weak")
+    labels = torch.from_numpy(labels).long()
+    sizes = torch.bincount(labels)
+    keep = (labels == int(torch.argmax(sizes))).nonzero().view(-1)  # argmax: first of the ties
+    edge_index, _ = subgraph(keep, data.edge_index, relabel_nodes=True, num_nodes=n)
+    out = Data(edge_index=edge_index)
+    for key, value in data.items():
+        if key == "edge_index":
+            continue
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == n:
+            value = value.to_dense() if value.is_sparse else value
+            out[key] = value[keep]
+    out.num_nodes = keep.numel()
+    out.orig_node_index = keep
+    return out
+
+
+def per_class_split(data: Data, seed: int, train_per_class: int = PER_CLASS_TRAIN,
+                    val_per_class: int = PER_CLASS_VAL) -> Data:
+    """Shchur et al.'s split: per class ``train_per_class`` random training nodes, then
+    ``val_per_class`` validation nodes, all other labelled nodes for testing.
+
+    Returns a copy of ``data`` with new ``train_mask``/``val_mask``/``test_mask``; same ``seed``,
+    same split. Raises :class:`ValueError` when a class has too few labelled nodes to give every
+    part at least one (train + val + 1).
+    """
+    if data.y is None or data.y.dim() != 1:
+        shape = None if data.y is None else tuple(data.y.shape)
+        raise ValueError(f"per_class_split needs single-label node targets y of shape [N]; got {shape}")
+    if train_per_class < 1 or val_per_class < 1:
+        raise ValueError(f"need at least one train and one validation node per class, got "
+                         f"{train_per_class} and {val_per_class}")
+    n = int(data.num_nodes)
+    labelled = getattr(data, "labelled_mask", None)
+    labelled = torch.ones(n, dtype=torch.bool) if labelled is None else labelled.bool()
+    y = data.y.cpu()
+    gen = torch.Generator().manual_seed(int(seed))
+    masks = torch.zeros(3, n, dtype=torch.bool)
+    need = train_per_class + val_per_class + 1
+    for c in torch.unique(y[labelled]).tolist():
+        members = ((y == c) & labelled).nonzero().view(-1)
+        if members.numel() < need:
+            raise ValueError(
+                f"class {c} has {members.numel()} labelled nodes; the per-class split needs at least "
+                f"{need} ({train_per_class} train + {val_per_class} validation + 1 test)")
+        members = members[torch.randperm(members.numel(), generator=gen)]
+        masks[0, members[:train_per_class]] = True
+        masks[1, members[train_per_class:train_per_class + val_per_class]] = True
+        masks[2, members[train_per_class + val_per_class:]] = True
+    out = data.clone()
+    out.train_mask, out.val_mask, out.test_mask = masks
+    return out

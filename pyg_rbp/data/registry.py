@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from pyg_rbp.data.amazon_coauthor import load_shchur
 from pyg_rbp.data.digits import load_digits_dataset
 from pyg_rbp.data.karate import load_karate
 from pyg_rbp.data.loaded import LoadedDataset
@@ -23,6 +24,7 @@ _ON_DISK: dict[str, Callable[[DatasetEntry, str | os.PathLike | None, bool | Non
     "ogbn": load_ogbn,
     "ogbg": load_ogbg,
     "tu": load_tu,
+    "shchur": load_shchur,
 }
 _EMBEDDED: dict[str, Callable[[], LoadedDataset]] = {
     "digits": load_digits_dataset,

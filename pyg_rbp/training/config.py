@@ -19,15 +19,22 @@ from pyg_rbp.engine import normalize_grad_mode
 FIXED_POINT_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr")
 """Models whose core is a fixed-point solve (they take a gradient mode)."""
 
-BASELINE_MODELS: tuple[str, ...] = ("linear-pca", "gcn", "gin")
-"""Baselines trained in the same harness with the same budget (no fixed point, no ``grad``)."""
+BASELINE_MODELS: tuple[str, ...] = ("linear-pca", "gcn", "gin", "appnp")
+"""Baselines trained in the same harness with the same budget (no fixed point, no ``grad``);
+``appnp`` is APPNP with K = 10 propagation steps."""
 
 MODELS: tuple[str, ...] = FIXED_POINT_MODELS + BASELINE_MODELS
-NODE_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr", "linear-pca", "gcn")
+NODE_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr", "linear-pca", "gcn", "appnp")
 GRAPH_MODELS: tuple[str, ...] = ("gated", "implicit", "gin", "gcn")
 
 PLANETOID = ("cora", "citeseer", "pubmed")
-PROTOCOLS: tuple[str, ...] = ("paper", "public", "official", "10-fold")
+PROTOCOLS: tuple[str, ...] = ("paper", "public", "official", "10-fold", "per-class")
+
+SHCHUR: tuple[str, ...] = ("amazon-computers", "amazon-photo", "coauthor-cs", "coauthor-physics")
+"""Graphs without an official split: trained under the ``per-class`` protocol."""
+
+LOADERS: tuple[str, ...] = ("full", "neighbor", "cluster", "history")
+"""How node training iterates the graph (:mod:`pyg_rbp.training.loaders`)."""
 
 # PCA width of the paper protocol (BRIEF.md section 2: 64 for Cora, 16 for PubMed).
 PAPER_HIDDEN = {"cora": 64, "citeseer": 64, "pubmed": 16}
@@ -66,6 +73,9 @@ class TrainConfig:
     batch_size: int = 32
     solver: str = "iteration"
     val_fraction: float = 0.0
+    loader: str = "full"
+    num_neighbors: str = "10,10"
+    num_parts: int = 32
 
     def __post_init__(self) -> None:
         self.validate()
@@ -119,6 +129,17 @@ class TrainConfig:
             raise ValueError("val_fraction applies to the 10-fold protocol only")
         if self.lr <= 0 or self.weight_decay < 0 or self.tol < 0:
             raise ValueError("lr must be > 0, weight_decay and tol >= 0")
+        self._validate_loader()
+
+    def _validate_loader(self) -> None:
+        if self.loader not in LOADERS:
+            raise ValueError(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
+        if not isinstance(self.num_parts, int) or isinstance(self.num_parts, bool) or self.num_parts < 1:
+            raise ValueError(f"num_parts must be an integer >= 1, got {self.num_parts!r}")
+        parse_num_neighbors(self.num_neighbors)
+        if self.loader == "history" and self.model not in FIXED_POINT_MODELS:
+            raise ValueError(f"--loader history solves fixed points batch by batch: it needs a "
+                             f"fixed-point model ({', '.join(FIXED_POINT_MODELS)}), got {self.model!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,7 +169,20 @@ class TrainConfig:
 # Fields added after the committed leaderboard was computed: omitted from the command at their
 # default, so the commands (and the cell names hashed from them) of existing rows stay valid.
 _OMIT_AT_DEFAULT: dict[str, Any] = {"aggr": "add", "features": "raw", "pool": "mean",
-                                    "solver": "iteration", "val_fraction": 0.0}
+                                    "solver": "iteration", "val_fraction": 0.0,
+                                    "loader": "full", "num_neighbors": "10,10", "num_parts": 32}
+
+
+def parse_num_neighbors(spec: str) -> list[int]:
+    """``"10,10"`` -> [10, 10]: neighbours sampled per hop (-1: all), for ``--loader neighbor``."""
+    try:
+        values = [int(v) for v in str(spec).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v == 0 or v < -1 for v in values):
+        raise ValueError(f"num_neighbors must be a comma list of positive integers or -1 per hop, "
+                         f"got {spec!r}")
+    return values
 
 
 def _flag_value(value: Any) -> str:
@@ -158,10 +192,13 @@ def _flag_value(value: Any) -> str:
 
 
 def default_protocol(dataset: str) -> str:
-    """``official`` for OGB datasets (their official split), ``public`` for the others (the
-    Planetoid public split; digits' and karate's fixed splits); ``10-fold`` for TU sets."""
+    """``official`` for OGB datasets (their official split), ``per-class`` for the Amazon and
+    Coauthor graphs, ``10-fold`` for TU sets, ``public`` for the others (the Planetoid public
+    split; digits' and karate's fixed splits)."""
     if dataset.startswith("tu-"):
         return "10-fold"
+    if dataset in SHCHUR:
+        return "per-class"
     return "official" if dataset.startswith("ogb") else "public"
 
 
@@ -229,11 +266,28 @@ def defaults_for(dataset: str, protocol: str, model: str, task: str) -> dict[str
         elif model in ("gated", "implicit"):
             d.update(max_iter=50, backward_iter=10, tol=1e-4, weight_decay=5e-4)
         return d
+    if protocol == "per-class":
+        d.update(per_class_defaults(model))
+        return d
     # fixed splits of the other node datasets (digits, karate) and OGB's official ones
     d.update(hidden=64, max_iter=50, backward_iter=10, dropout=0.5, optimizer="adam", lr=0.01,
              weight_decay=5e-4, epochs=300, eval_every=1, patience=100)
     if model in ("gated", "implicit"):
         d.update(dropout=0.2, tol=1e-4)
+    return d
+
+
+def per_class_defaults(model: str) -> dict[str, Any]:
+    """Settings of the ``per-class`` protocol (Amazon, Coauthor), in the spirit of Shchur et al.:
+    hidden 64, dropout 0.5, Adam lr 0.01, weight decay 5e-4, early stopping on validation
+    (patience 50 of at most 300 epochs); fixed points of at most 30 steps (tolerance 1e-4),
+    Neumann backward with 10 terms; ``history`` batches of 2048 target nodes.
+    """
+    d: dict[str, Any] = dict(hidden=64, max_iter=30, backward_iter=10, tol=1e-4, dropout=0.5,
+                             optimizer="adam", lr=0.01, weight_decay=5e-4, epochs=300, eval_every=1,
+                             patience=50, batch_size=2048)
+    if model in ("gated", "implicit"):
+        d.update(dropout=0.2)
     return d
 
 
@@ -253,6 +307,8 @@ def build_config(dataset: str, task: str, *, protocol: str | None = None, model:
         raise ValueError(f"{dataset} has no public split: use --protocol official (or paper)")
     if protocol == "official" and not dataset.startswith("ogb"):
         raise ValueError(f"--protocol official is for OGB datasets; use public or paper for {dataset}")
+    if dataset in SHCHUR and protocol in ("public", "paper"):
+        raise ValueError(f"{dataset} has no {protocol} split: use --protocol per-class")
     model = model or default_model(dataset, protocol, task)
     values = defaults_for(dataset, protocol, model, task)
     known = {f.name for f in fields(TrainConfig)}

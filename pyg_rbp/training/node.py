@@ -23,7 +23,14 @@ from pyg_rbp.engine import DivergenceError
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_node_model, count_parameters, fixed_point_stats, set_seed
-from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, checked_step, loss_fn
+from pyg_rbp.training.objective import (
+    DivergenceGuard,
+    ModelSelection,
+    check_gradients,
+    check_loss,
+    checked_step,
+    loss_fn,
+)
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -89,6 +96,13 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         raise ValueError("the split has an empty train, validation or test set")
     if cfg.model == "linear-pca":
         return _linear_baseline(loaded, data, seed)
+    if cfg.loader != "full":
+        return train_node_batched(cfg, loaded, data, seed, device=device, progress=progress)
+    from pyg_rbp.training.distributed import current_group
+
+    if current_group()[1] > 1:
+        raise ValueError("several processes share mini-batches: use --loader history, neighbor or "
+                         "cluster with --world-size / torchrun")
     if data.x is None:
         raise ValueError(f"{loaded.name}: the graph has no node features (data.x is None)")
     data = data.to(device)
@@ -101,7 +115,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     # ppr and gcn drop out their input features first (attribute `dropout`), then hidden units:
     # for sparse features do the input dropout here, on the non-zeros, and switch theirs off.
     feature_dropout = None
-    if cfg.model in ("ppr", "gcn") and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
+    if cfg.model in ("ppr", "gcn", "appnp") and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
         feature_dropout = SparseFeatureDropout(x, cfg.dropout)
         model.dropout = 0.0
     y_cpu = y.detach().cpu()
@@ -172,6 +186,8 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         "fixed_point": fixed_point_stats(model),
         "history": selection.history,
         "diverged": guard.info,
+        "loader": "full",
+        "nodes_per_s": (int(data.num_nodes) / statistics.median(step_times)) if step_times else None,
     }
 
 
@@ -190,3 +206,153 @@ def _linear_baseline(loaded: LoadedDataset, data: Data, seed: int) -> dict[str, 
         "saved_bytes": 0, "cuda_peak_bytes": None, "num_params": None, "fixed_point": None,
         "C": res["C"],
     }
+
+
+def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *,
+                       device: str | torch.device = "cpu", progress: bool = True,
+                       accumulate: int = 1, model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """:func:`train_node` with mini-batches (``cfg.loader``: history, neighbor or cluster).
+
+    Every epoch runs the loader's rounds (:mod:`pyg_rbp.training.loaders`): per round this
+    process's share of batches, the loss on each batch's training nodes, gradients averaged over
+    the round's batches (``accumulate`` of them here, times the processes of a
+    :mod:`torch.distributed` group, which DDP averages), one optimiser step. Validation checks
+    all nodes without gradient. The result adds ``loader``, ``batches`` (per epoch, all
+    processes), ``nodes_per_s`` (target nodes trained per second of training steps, all
+    processes), ``world_size``, and ``saved_bytes`` as the largest over the first epoch's batches.
+    ``model`` overrides the one built from ``cfg`` (the multi-process tests start all from one).
+    """
+    from tqdm.auto import tqdm
+
+    from pyg_rbp.training.distributed import current_group, wrap_ddp
+    from pyg_rbp.training.loaders import make_loader
+
+    rank, world = current_group()
+    device = torch.device(device)
+    set_seed(seed)
+    train_mask, val_mask, test_mask = _masks(data)
+    if data.x is None:
+        raise ValueError(f"{loaded.name}: the graph has no node features (data.x is None)")
+    if world > 1 and accumulate != 1:
+        raise ValueError("accumulate > 1 is the single-process stand-in for several processes; "
+                         "with torch.distributed use accumulate=1")
+    data = data.to(device)
+    built = model if model is not None else build_node_model(cfg, data.x.size(1), loaded.num_classes)
+    built = built.to(device)
+    dtype = next(p.dtype for p in built.parameters() if p.is_floating_point())
+    x = data.x.to(dtype)
+    y = data.y
+    loader = make_loader(cfg, data, built, device, world_size=world, rank=rank, accumulate=accumulate,
+                         seed=seed)
+    net = wrap_ddp(built)
+    opt = make_optimizer(cfg, built.parameters())
+    metric = loaded.metric
+    y_cpu = y.detach().cpu()
+    train_cpu = train_mask.detach().cpu()
+
+    def score(out: torch.Tensor, mask: torch.Tensor) -> float:
+        m = mask.detach().cpu()
+        return evaluate(loaded, y_cpu[m], out.detach().cpu()[m])
+
+    selection = ModelSelection(metric, cfg.patience)
+    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/{cfg.loader}/s{seed}"
+    guard = DivergenceGuard(built, label)
+    epoch_times: list[float] = []
+    saved = 0
+    nodes_per_epoch = 0
+    batches_per_epoch = 0
+
+    def validate(epoch: int, train_loss: float | None) -> bool:
+        built.eval()
+        out = loader.predict(built, x)
+        val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
+        return selection.update(epoch, score(out, val_mask), val_loss,
+                                lambda: score(out, test_mask), cfg.eval_every, train_loss=train_loss)
+
+    t_start = time.perf_counter()
+    show = progress and rank == 0
+    bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not show, leave=False, dynamic_ncols=True)
+    epoch = done = 0
+    loss_value = float("nan")
+    with CudaPeakMemory(device) as peak:
+        for epoch in bar:
+            try:
+                built.train()
+                rounds = loader.rounds(epoch)
+                inner = tqdm(rounds, desc=f"epoch {epoch}", disable=not show, leave=False)
+                synchronize(device)
+                t0 = time.perf_counter()
+                losses = []
+                nodes = 0
+                for mine in inner:
+                    opt.zero_grad(set_to_none=True)
+                    writes: list[tuple[torch.Tensor, torch.Tensor]] = []
+                    for batch in mine:
+                        with SavedTensorBytes() if epoch == 1 else contextlib.nullcontext() as mem:
+                            out = loader.forward(net, x, batch, writes)
+                            is_train = train_cpu[batch.targets.cpu()].to(out.device)
+                            if bool(is_train.any()):
+                                tgt = batch.targets[is_train.to(batch.targets.device)]
+                                loss = loss_fn(metric, out[is_train], y[tgt])
+                            else:  # no training node here: the solve still updates the buffer
+                                loss = out.sum() * 0.0
+                        if mem is not None:
+                            saved = max(saved, mem.bytes)
+                        nodes += batch.targets.numel()
+                        check_loss(loss, f"at epoch {epoch}")
+                        (loss / accumulate).backward()
+                        losses.append(float(loss.detach()))
+                    loader.commit(writes)
+                    check_gradients(built, f"at epoch {epoch}")
+                    opt.step()
+                inner.close()
+                synchronize(device)
+                epoch_times.append(time.perf_counter() - t0)
+                nodes_per_epoch = all_ranks_sum(nodes, world)
+                batches_per_epoch = len(rounds) * loader.group
+                done = epoch
+                loss_value = statistics.fmean(losses) if losses else float("nan")
+                if epoch % cfg.eval_every and epoch != cfg.epochs:
+                    continue
+                stop = validate(epoch, loss_value)
+            except DivergenceError as err:
+                guard.record(epoch, err)
+                break
+            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{selection.val:.4f}",
+                            test=f"{selection.test:.4f}")
+            if stop:
+                break
+        if guard.info is not None and selection.best is None:
+            guard.validate_initial(built, lambda: validate(0, None))
+    bar.close()
+    median = statistics.median(epoch_times) if epoch_times else None
+    return {
+        "seed": seed,
+        "val": selection.val,
+        "test": selection.test,
+        "best_epoch": selection.epoch,
+        "epochs_run": done,
+        "epoch_time_s": median,
+        "train_time_s": time.perf_counter() - t_start,
+        "saved_bytes": saved,
+        "cuda_peak_bytes": peak.peak_bytes,
+        "num_params": count_parameters(built),
+        "fixed_point": fixed_point_stats(built),
+        "history": selection.history,
+        "diverged": guard.info,
+        "loader": cfg.loader,
+        "batches": batches_per_epoch,
+        "nodes_per_s": (nodes_per_epoch / median) if median else None,
+        "world_size": world,
+    }
+
+
+def all_ranks_sum(value: int, world: int) -> int:
+    """``value`` summed over the processes of the torch.distributed group (itself when alone)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.long)
+    dist.all_reduce(t)
+    return int(t)

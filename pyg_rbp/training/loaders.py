@@ -1,0 +1,251 @@
+"""How node training iterates a graph: full-graph steps or mini-batches (``--loader``).
+
+* ``full``: one step on the whole graph per epoch (:func:`pyg_rbp.training.node.train_node`).
+* ``history``: a partition of *all* nodes into batches of ``batch_size`` (reverse Cuthill-McKee
+  order, :func:`pyg_rbp.nn.history.partition_nodes`); each batch's fixed point is solved with its
+  1-hop halo read from a :class:`~pyg_rbp.nn.history.HistoryBuffer` and written back, the loss
+  is taken on the batch's training nodes. An epoch is one block Gauss-Seidel sweep. Needs no
+  ``pyg-lib`` / ``torch-sparse``.
+* ``neighbor``: PyG's :class:`~torch_geometric.loader.NeighborLoader` seeded at the training
+  nodes (``num_neighbors`` per hop); the fixed point is solved on the sampled subgraph.
+* ``cluster``: PyG's :class:`~torch_geometric.loader.ClusterData` (METIS, ``num_parts`` parts)
+  and :class:`~torch_geometric.loader.ClusterLoader`, about ``batch_size`` nodes per batch.
+
+``neighbor`` and ``cluster`` need ``pyg-lib`` or ``torch-sparse`` (the ``sampling`` extra);
+without them :func:`make_loader` raises :class:`SamplingUnavailableError` saying what to install.
+
+Batches are grouped in *rounds* of ``world_size * accumulate`` batches: with several processes
+(:mod:`pyg_rbp.training.distributed`) rank ``r`` takes the ``r``-th share of every round, all
+batches of a round are solved against the same buffer snapshot and the solved rows of every
+rank are all-gathered into every rank's buffer before the next round (the buffer stays
+identical on all ranks). A single process with ``accumulate = k`` runs exactly the same rounds
+(``k`` batches, gradients averaged), which is what the multi-process test compares against.
+Evaluation (:meth:`NodeLoader.predict`) runs without gradient: sweeps of the history batches
+(on a separate buffer, since dropout is off), or one full-graph forward for the sampling loaders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from pyg_rbp.training.config import TrainConfig, parse_num_neighbors
+
+
+class SamplingUnavailableError(RuntimeError):
+    """``--loader neighbor|cluster`` without ``pyg-lib`` or ``torch-sparse`` installed."""
+
+
+def sampling_available() -> bool:
+    """Whether PyG's NeighborLoader/ClusterData can run here (pyg-lib or torch-sparse present)."""
+    import torch_geometric.typing as tg
+
+    return bool(tg.WITH_PYG_LIB or tg.WITH_TORCH_SPARSE)
+
+
+SAMPLING_HINT = (
+    "install the sampling extra: pip install 'pyg_rbp[sampling]' (builds torch-sparse from source, "
+    "about 8 minutes; `make sampling-wheel` or .ci/run caches the wheel), or on a machine with PyG's "
+    "wheel index: pip install pyg-lib torch-sparse -f https://data.pyg.org/whl/torch-${TORCH}+${CUDA}.html")
+
+
+@dataclass
+class Batch:
+    """One training batch: what goes into the model and which outputs the loss reads.
+
+    Attributes:
+        inputs: global ids of the nodes whose features enter the model (its rows, in order).
+        targets: global ids of the nodes whose outputs are returned (loss and predictions).
+        positions: where the targets sit among the model's output rows.
+        payload: the loader's own object (a :class:`~pyg_rbp.nn.history.HaloBatch`, a PyG batch).
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    positions: Tensor
+    payload: Any = None
+    edge_index: Tensor | None = None
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.inputs.numel())
+
+
+@dataclass
+class NodeLoader:
+    """Base class: rounds of batches for training, and full predictions for evaluation."""
+
+    data: Data
+    world_size: int = 1
+    rank: int = 0
+    accumulate: int = 1
+    seed: int = 0
+    name: str = "base"
+    batches: list[Batch] = field(default_factory=list)
+
+    @property
+    def group(self) -> int:
+        return self.world_size * self.accumulate
+
+    def rounds(self, epoch: int) -> list[list[Batch]]:
+        """This epoch's rounds (batches shuffled per epoch with ``seed``), each this rank's share
+        of ``accumulate`` batches. A last round with fewer batches than ``world_size *
+        accumulate`` is dropped (history partitions always fill their rounds)."""
+        gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        order = torch.randperm(len(self.batches), generator=gen).tolist()
+        return self._share([self.batches[i] for i in order])
+
+    def _share(self, batches: list[Batch]) -> list[list[Batch]]:
+        if len(batches) < self.group:
+            raise ValueError(f"{len(batches)} batches cannot feed {self.world_size} process(es) x "
+                             f"{self.accumulate}: use a smaller --batch-size")
+        full = len(batches) - len(batches) % self.group
+        lo, hi = self.rank * self.accumulate, (self.rank + 1) * self.accumulate
+        return [batches[s:s + self.group][lo:hi] for s in range(0, full, self.group)]
+
+    def forward(self, model: torch.nn.Module, x: Tensor, batch: Batch,
+                writes: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """The model's outputs on ``batch.targets`` (differentiable)."""
+        out = model(x.index_select(0, batch.inputs), batch.edge_index, None)
+        return out.index_select(0, batch.positions)
+
+    def commit(self, writes: list[tuple[Tensor, Tensor]]) -> None:
+        """Publish the states solved in this round (history buffer only)."""
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, x: Tensor) -> Tensor:
+        """Outputs for every node without gradient (full-graph forward)."""
+        return model(x, self.data.edge_index, getattr(self.data, "edge_weight", None))
+
+
+@dataclass
+class HistoryLoader(NodeLoader):
+    """``--loader history``: halo batches over all nodes and historical fixed points."""
+
+    name: str = "history"
+    halo_batches: list[Any] = field(default_factory=list)
+    buffer: Any = None
+    eval_buffer: Any = None
+    eval_sweeps: int = 1
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, data: Data, model: torch.nn.Module, device: torch.device,
+              world_size: int = 1, rank: int = 0, accumulate: int = 1, seed: int = 0) -> HistoryLoader:
+        from pyg_rbp.nn.history import (
+            HistoryBuffer,
+            build_halo_batches,
+            find_fixed_point_conv,
+            partition_nodes,
+        )
+
+        n = int(data.num_nodes)
+        conv = find_fixed_point_conv(model)
+        parts = partition_nodes(data.edge_index, n, cfg.batch_size, method="rcm",
+                                multiple_of=world_size * accumulate)
+        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        halo = build_halo_batches(conv.cell, data.edge_index.to(device), n, parts,
+                                  getattr(data, "edge_weight", None), dtype=dtype)
+        batches = [Batch(inputs=h.nodes, targets=h.nodes, positions=torch.arange(h.num_nodes, device=device),
+                         payload=h, edge_index=h.edge_index) for h in halo]
+        return cls(data=data, world_size=world_size, rank=rank, accumulate=accumulate, seed=seed,
+                   batches=batches, halo_batches=halo, buffer=HistoryBuffer(n), eval_buffer=HistoryBuffer(n))
+
+    def forward(self, model: torch.nn.Module, x: Tensor, batch: Batch,
+                writes: list[tuple[Tensor, Tensor]]) -> Tensor:
+        from pyg_rbp.nn.history import history_forward
+
+        return history_forward(model, x.index_select(0, batch.inputs), batch.payload, self.buffer, writes)
+
+    def commit(self, writes: list[tuple[Tensor, Tensor]]) -> None:
+        from pyg_rbp.training.distributed import gather_rows
+
+        for nodes, states in gather_rows(writes, self.world_size):
+            self.buffer.write(nodes, states)
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, x: Tensor) -> Tensor:
+        """``eval_sweeps`` sweeps over the batches in a fixed order on the evaluation buffer
+        (warm from the previous evaluation), shared between processes round by round."""
+        from pyg_rbp.nn.history import history_forward
+        from pyg_rbp.training.distributed import gather_rows
+
+        out: Tensor | None = None
+        for _ in range(self.eval_sweeps):
+            for start in range(0, len(self.batches), self.group):
+                group = self.batches[start:start + self.group]
+                mine = group[self.rank * self.accumulate:(self.rank + 1) * self.accumulate]
+                writes: list[tuple[Tensor, Tensor]] = []
+                logits: list[tuple[Tensor, Tensor]] = []
+                for batch in mine:
+                    y = history_forward(model, x.index_select(0, batch.inputs), batch.payload,
+                                        self.eval_buffer, writes)
+                    logits.append((batch.targets, y))
+                for nodes, states in gather_rows(writes, self.world_size):
+                    self.eval_buffer.write(nodes, states)
+                for nodes, y in gather_rows(logits, self.world_size):
+                    if out is None:
+                        out = y.new_zeros((int(self.data.num_nodes), *y.shape[1:]))
+                    out.index_copy_(0, nodes.to(out.device), y.to(out.device))
+        assert out is not None
+        return out
+
+
+@dataclass
+class SampledLoader(NodeLoader):
+    """``--loader neighbor|cluster``: PyG's loaders; batches are drawn once per epoch."""
+
+    name: str = "neighbor"
+    pyg_loader: Any = None
+    device: Any = None
+
+    def rounds(self, epoch: int) -> list[list[Batch]]:
+        # every process draws the same batches (same seed), then takes its share
+        torch.manual_seed(self.seed * 100003 + epoch)
+        self.batches = [self._to_batch(b) for b in self.pyg_loader]
+        return self._share(self.batches)
+
+    def _to_batch(self, b: Any) -> Batch:
+        device = self.device
+        if self.name == "neighbor":
+            n_id = b.n_id.to(device)
+            positions = torch.arange(int(b.batch_size), device=device)
+        else:
+            n_id = b.n_id.to(device)
+            positions = b.train_mask.nonzero().view(-1).to(device)
+        return Batch(inputs=n_id, targets=n_id.index_select(0, positions), positions=positions,
+                     payload=None, edge_index=b.edge_index.to(device))
+
+
+def make_loader(cfg: TrainConfig, data: Data, model: torch.nn.Module, device: torch.device,
+                world_size: int = 1, rank: int = 0, accumulate: int = 1, seed: int = 0) -> NodeLoader:
+    """The :class:`NodeLoader` that ``cfg.loader`` names, for the graph ``data`` (with masks)."""
+    if cfg.loader == "history":
+        return HistoryLoader.build(cfg, data, model, device, world_size, rank, accumulate, seed)
+    if cfg.loader not in ("neighbor", "cluster"):
+        raise ValueError(f"make_loader builds mini-batch loaders; got loader={cfg.loader!r}")
+    if not sampling_available():
+        raise SamplingUnavailableError(
+            f"--loader {cfg.loader} uses PyG's sampling, which needs pyg-lib or torch-sparse; "
+            + SAMPLING_HINT)
+    cpu = Data(edge_index=data.edge_index.cpu(), num_nodes=int(data.num_nodes),
+               train_mask=data.train_mask.cpu(), n_id=torch.arange(int(data.num_nodes)))
+    if cfg.loader == "neighbor":
+        from torch_geometric.loader import NeighborLoader
+
+        pyg_loader: Sequence[Any] = NeighborLoader(
+            cpu, num_neighbors=parse_num_neighbors(cfg.num_neighbors), batch_size=cfg.batch_size,
+            input_nodes=cpu.train_mask, shuffle=True)
+    else:
+        from torch_geometric.loader import ClusterData, ClusterLoader
+
+        parts = min(cfg.num_parts, int(data.num_nodes))
+        per_batch = max(1, round(cfg.batch_size * parts / int(data.num_nodes)))
+        pyg_loader = ClusterLoader(ClusterData(cpu, num_parts=parts, log=False),
+                                   batch_size=per_batch, shuffle=True)
+    return SampledLoader(data=data, world_size=world_size, rank=rank, accumulate=accumulate, seed=seed,
+                         name=cfg.loader, pyg_loader=pyg_loader, device=device)

@@ -1,0 +1,116 @@
+"""Several processes (torch.distributed, gloo on CPU): same parameters as one process, no hangs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import to_undirected
+
+from pyg_rbp.data.loaded import LoadedDataset
+from pyg_rbp.training.config import build_config
+from pyg_rbp.training.distributed import WorkerFailed, gather_rows, spawn, train_and_save
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _problem(n: int = 90, classes: int = 3, seed: int = 0) -> tuple[LoadedDataset, Data]:
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.randint(0, n, (2, 4 * n), generator=g)
+    ei = to_undirected(ei[:, ei[0] != ei[1]], num_nodes=n)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 6, generator=g) + torch.nn.functional.one_hot(y, 6).float()
+    order = torch.randperm(n, generator=g)
+    masks = torch.zeros(3, n, dtype=torch.bool)
+    masks[0, order[:30]] = True
+    masks[1, order[30:50]] = True
+    masks[2, order[50:]] = True
+    data = Data(x=x, edge_index=ei, y=y, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
+    loaded = LoadedDataset(name="karate", task="node", metric="acc", num_features=6, num_classes=classes,
+                           data=data)
+    return loaded, data
+
+
+def _cfg(model: str = "implicit"):
+    return build_config("karate", "node", model=model, loader="history", batch_size=20, epochs=3,
+                        dropout=0.0, max_iter=60, tol=1e-10, backward_iter=20, eval_every=1, patience=0)
+
+
+@pytest.mark.parametrize("model", ["implicit"])
+def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path, model):
+    loaded, data = _problem()
+    cfg = _cfg(model)
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    train_and_save(cfg, loaded, data, 0, str(one), dtype=torch.float64, accumulate=2)
+    spawn(train_and_save, 2, (cfg, loaded, data, 0, str(two), "cpu", torch.float64))
+    a, b = torch.load(one, weights_only=False), torch.load(two, weights_only=False)
+    assert a["result"]["batches"] == b["result"]["batches"] == 6  # 3 rounds of 2 batches per epoch
+    assert b["result"]["world_size"] == 2 and a["result"]["world_size"] == 1
+    for k, v in a["state"].items():
+        assert v.dtype == torch.float64
+        torch.testing.assert_close(b["state"][k], v, rtol=1e-6, atol=1e-6, msg=k)
+    # the parameters moved: the comparison is not between two initial states
+    torch.manual_seed(0)
+    from pyg_rbp.training.models import build_node_model, set_seed
+
+    set_seed(0)
+    init = build_node_model(cfg, 6, 3).double().state_dict()
+    assert any(not torch.allclose(init[k], v) for k, v in a["state"].items())
+    assert a["result"]["val"] == pytest.approx(b["result"]["val"])
+
+
+def _gather_worker(out_dir: str) -> None:
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    rows = [(torch.tensor([rank, 10 + rank]), torch.full((2, 3), float(rank)))]
+    if rank == 1:
+        rows.append((torch.tensor([20]), torch.full((1, 3), 7.0)))
+    got = gather_rows(rows)
+    torch.save(got, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_gather_rows_gives_every_rank_every_row(tmp_path):
+    spawn(_gather_worker, 2, (str(tmp_path),))
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert [ids.tolist() for ids, _ in got] == [[0, 10], [1, 11, 20]]
+        assert got[1][1][:, 0].tolist() == [1.0, 1.0, 7.0]
+
+
+def _dying_worker() -> None:
+    import torch.distributed as dist
+
+    if dist.get_rank() == 1:
+        os._exit(3)
+    gather_rows([(torch.tensor([0]), torch.zeros(1, 2))])  # would wait for rank 1 forever
+    time.sleep(60)
+
+
+def test_a_dead_rank_ends_the_job_with_a_clear_error():
+    t0 = time.monotonic()
+    with pytest.raises(WorkerFailed, match="rank 1 of 2 died \\(exit code 3\\)"):
+        spawn(_dying_worker, 2)
+    assert time.monotonic() - t0 < 45
+
+
+def test_cli_world_size_spawns_and_only_rank_0_writes(tmp_path):
+    out = tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pyg_rbp.cli", "train", "--dataset", "karate", "--model", "implicit",
+           "--loader", "history", "--batch-size", "8", "--epochs", "3", "--world-size", "2",
+           "--threads", "1", "--no-progress", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("| karate |") == 1  # one table: rank 0's
+    doc = json.loads(out.read_text())
+    (res,) = doc["results"]
+    assert res["world_size"] == 2 and res["loader"] == "history" and res["nodes_per_s"] > 0
+    assert res["batches"] % 2 == 0 and res["epochs_run"] == 3

@@ -1,0 +1,100 @@
+"""Mini-batch node training: history batches, PyG's samplers (when installed), loader settings."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from pyg_rbp.training.config import build_config
+from pyg_rbp.training.loaders import (
+    HistoryLoader,
+    SamplingUnavailableError,
+    make_loader,
+    sampling_available,
+)
+from pyg_rbp.training.models import build_node_model
+from pyg_rbp.training.node import train_node
+
+IN_CI = os.environ.get("PYG_RBP_CI") == "1"
+needs_sampling = pytest.mark.skipif(
+    not sampling_available() and not IN_CI,
+    reason="PyG's NeighborLoader/ClusterData need torch-sparse or pyg-lib (pip install "
+           "'pyg_rbp[sampling]'); CI (PYG_RBP_CI=1) installs it and runs these")
+
+
+def _problem():
+    from test_distributed import _problem as make
+
+    loaded, data = make(n=120, classes=3, seed=1)
+    data.x = data.x + 1.5 * torch.nn.functional.one_hot(data.y, 6).float()  # an easier task
+    return loaded, data
+
+
+def test_history_rounds_share_every_batch_once_between_ranks():
+    loaded, data = _problem()
+    cfg = build_config("karate", "node", model="implicit", loader="history", batch_size=25)
+    model = build_node_model(cfg, 6, 3)
+    shares = [HistoryLoader.build(cfg, data, model, torch.device("cpu"), world_size=2, rank=r)
+              for r in (0, 1)]
+    assert len(shares[0].batches) == 6  # 5 batches of <= 25 nodes, rounded up to a multiple of 2
+    for epoch in (1, 2):
+        mine = [[b.targets for rnd in s.rounds(epoch) for b in rnd] for s in shares]
+        assert len(mine[0]) == len(mine[1]) == 3
+        allnodes = torch.cat(mine[0] + mine[1]).sort().values
+        assert torch.equal(allnodes, torch.arange(120))
+    assert [b.targets.tolist() for r in shares[0].rounds(1) for b in r] != \
+        [b.targets.tolist() for r in shares[0].rounds(2) for b in r]  # reshuffled per epoch
+
+
+def test_history_training_matches_full_graph_with_less_memory():
+    loaded, data = _problem()
+    common = dict(model="implicit", epochs=40, dropout=0.0, max_iter=40, tol=1e-6, patience=0, lr=0.02)
+    full = train_node(build_config("karate", "node", **common), loaded, data, 0, progress=False)
+    hist = train_node(build_config("karate", "node", loader="history", batch_size=30, **common),
+                      loaded, data, 0, progress=False)
+    assert hist["loader"] == "history" and hist["batches"] == 4 and hist["nodes_per_s"] > 0
+    assert full["test"] > 0.8, full["test"]
+    assert abs(hist["test"] - full["test"]) < 0.1, (hist["test"], full["test"])
+    assert hist["saved_bytes"] < full["saved_bytes"] / 2
+
+
+def test_loader_settings_are_validated():
+    with pytest.raises(ValueError, match="fixed-point model"):
+        build_config("karate", "node", model="gcn", loader="history")
+    with pytest.raises(ValueError, match="loader must be one of"):
+        build_config("karate", "node", loader="saint")
+    with pytest.raises(ValueError, match="num_neighbors"):
+        build_config("karate", "node", loader="neighbor", num_neighbors="10,x")
+    cfg = build_config("karate", "node", model="ppr", loader="neighbor", num_neighbors="5,-1")
+    assert "--loader neighbor --num-neighbors 5,-1" in cfg.command()
+    assert "--loader" not in build_config("karate", "node", model="ppr").command()
+
+
+def test_sampling_loaders_say_what_to_install(monkeypatch):
+    import pyg_rbp.training.loaders as loaders
+
+    loaded, data = _problem()
+    monkeypatch.setattr(loaders, "sampling_available", lambda: False)
+    for name in ("neighbor", "cluster"):
+        cfg = build_config("karate", "node", model="ppr", loader=name)
+        with pytest.raises(SamplingUnavailableError, match="sampling"):
+            make_loader(cfg, data, build_node_model(cfg, 6, 3), torch.device("cpu"))
+
+
+@needs_sampling
+@pytest.mark.parametrize("name", ["neighbor", "cluster"])
+def test_sampled_loaders_feed_the_fixed_point_layers(name):
+    loaded, data = _problem()
+    cfg = build_config("karate", "node", model="implicit", loader=name, batch_size=30, num_parts=4,
+                       num_neighbors="5,5", epochs=30, dropout=0.0, lr=0.02, patience=0)
+    loader = make_loader(cfg, data, build_node_model(cfg, 6, 3), torch.device("cpu"))
+    batches = [b for r in loader.rounds(1) for b in r]
+    if name == "neighbor":  # seeded at the 30 training nodes: one batch of 30 targets
+        assert sum(b.targets.numel() for b in batches) == int(data.train_mask.sum())
+        assert bool(data.train_mask[torch.cat([b.targets for b in batches])].all())
+    else:  # METIS parts cover the nodes; targets are the training nodes among them
+        assert sum(b.num_nodes for b in batches) == 120
+    res = train_node(cfg, loaded, data, 0, progress=False)
+    assert res["loader"] == name and res["test"] > 0.5

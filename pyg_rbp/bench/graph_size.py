@@ -271,7 +271,8 @@ class GraphSizeConfig:
             parse_graph(g, self.degree)
         unknown = [g for g in self.grads if g not in GRAD_MODES]
         if unknown or not self.grads:
-            raise ValueError(f"unknown gradient modes {unknown or self.grads}; valid: {', '.join(GRAD_MODES)}")
+            raise ValueError(f"unknown gradient modes {unknown or self.grads}; "
+                             f"valid: {', '.join(GRAD_MODES)}")
         for name in ("steps", "backward_iter", "hidden", "degree", "classes", "repeats", "jobs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -450,8 +451,8 @@ def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig
         if grad in UNROLLED and cfg.predict:
             phase = "probe"
             probe = probe_unrolled_bytes(graph, cfg)
-            probe["predicted_saved_bytes"] = (
-                probe["base_bytes"] + probe["per_step_bytes"] * recorded_steps(grad, steps, cfg.backward_iter))
+            recorded = recorded_steps(grad, steps, cfg.backward_iter)
+            probe["predicted_saved_bytes"] = probe["base_bytes"] + probe["per_step_bytes"] * recorded
             row["probe"] = probe
             row["predicted_saved_bytes"] = probe["predicted_saved_bytes"]
             if cfg.skip_predicted_oom and device.type == "cpu" and (

@@ -220,11 +220,15 @@ def load_real_graph(name: str, root: str | os.PathLike | None = None, hidden: in
 
 
 def build_graph(spec: GraphSpec, *, hidden: int = 64, classes: int = 7, seed: int = 0,
-                exponent: float = 2.5, root: str | os.PathLike | None = None) -> BenchGraph:
-    """The graph of ``spec`` with ``hidden``-wide features (the cell's initial state)."""
+                exponent: float = 2.5, root: str | os.PathLike | None = None,
+                device: torch.device | str | None = None) -> BenchGraph:
+    """The graph of ``spec`` with ``hidden``-wide features (the cell's initial state).
+
+    Power-law graphs are drawn on ``device`` (default CPU); the others are built on the CPU.
+    """
     if spec.synthetic:
         assert spec.num_nodes is not None and spec.num_edges is not None
-        kwargs: dict[str, Any] = {"exponent": exponent} if spec.kind == "powerlaw" else {}
+        kwargs: dict[str, Any] = {"exponent": exponent, "device": device} if spec.kind == "powerlaw" else {}
         g = SYNTHETIC[spec.kind](spec.num_nodes, spec.num_edges, hidden, classes, seed, **kwargs)
     else:
         g = load_real_graph(spec.kind, root=root, hidden=hidden, seed=seed)
@@ -444,7 +448,8 @@ def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig
     try:
         t0 = time.perf_counter()
         graph = build_graph(spec, hidden=cfg.hidden, classes=cfg.classes, seed=cfg.seed,
-                            exponent=cfg.exponent, root=cfg.root).to(device)
+                            exponent=cfg.exponent, root=cfg.root,
+                            device=device if device.type == "cuda" else None).to(device)
         row["graph_info"] = graph.describe()
         row["graph_build_s"] = time.perf_counter() - t0
         row["peak_rss_graph_bytes"] = peak_rss_bytes()
@@ -721,6 +726,10 @@ class GraphSizeRun:
         if top.get("status") == "ok":
             return
         lo, hi = 0, self.cfg.steps  # ok at lo (0: none yet), fails at hi
+        # A forward that ran out of memory at step s fails for every T >= s (the first s steps
+        # are the same computation whatever T): start the search below s.
+        if top.get("failed_phase") == "forward" and top.get("failed_after_forward_steps"):
+            hi = max(1, min(hi, int(top["failed_after_forward_steps"])))
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if self._try(spec, grad, mid).get("status") == "ok":
@@ -740,6 +749,9 @@ class GraphSizeRun:
                     continue
                 ok = [r["steps"] for r in tries if r.get("status") == "ok"]
                 bad = [r["steps"] for r in tries if r.get("status") != "ok"]
+                # a forward that failed at step s shows that T = s fails too
+                bad += [int(r["failed_after_forward_steps"]) for r in tries
+                        if r.get("failed_phase") == "forward" and r.get("failed_after_forward_steps")]
                 largest = max(ok) if ok else 0
                 done = largest == self.cfg.steps or (bool(bad) and min(bad) == largest + 1)
                 out.append({"graph": spec.name, "grad": grad, "largest_steps": largest,

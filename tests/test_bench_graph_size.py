@@ -18,6 +18,7 @@ from pyg_rbp.bench.graph_size import (
     parse_graph,
     parse_size,
     plot,
+    predict_saved_bytes,
     run_configuration,
     verdicts,
 )
@@ -63,21 +64,23 @@ def _cfg(**kw) -> GraphSizeConfig:
 
 def test_measured_bytes_follow_the_modes_and_the_prediction_holds():
     cfg = _cfg()
-    rows = {g: measure_configuration("powerlaw:1500", g, cfg) for g in ("bptt", "tbptt", "neumann")}
+    rows = {g: measure_configuration("powerlaw:1500", g, cfg) for g in ("probe", "bptt", "tbptt", "neumann")}
     assert all(r["status"] == "ok" for r in rows.values()), rows
     b, t, n = (rows[g]["saved_bytes"] for g in ("bptt", "tbptt", "neumann"))
     assert n < t < b
     # The unrolled modes save base + per_step * recorded steps; the T=1/T=2 probe predicts them.
-    probe = rows["bptt"]["probe"]
-    assert probe["per_step_bytes"] > 0
-    assert rows["bptt"]["predicted_saved_bytes"] == probe["base_bytes"] + 8 * probe["per_step_bytes"]
-    assert rows["tbptt"]["predicted_saved_bytes"] == probe["base_bytes"] + 3 * probe["per_step_bytes"]
+    probe = rows["probe"]["probe"]
+    assert probe["per_step_bytes"] > 0 and "saved_bytes" not in rows["probe"]  # the probe trains nothing
+    assert predict_saved_bytes(probe, "bptt", 8, 3) == probe["base_bytes"] + 8 * probe["per_step_bytes"]
+    assert predict_saved_bytes(probe, "tbptt", 8, 3) == probe["base_bytes"] + 3 * probe["per_step_bytes"]
+    assert predict_saved_bytes(probe, "neumann", 8, 3) is None
     for g in ("bptt", "tbptt"):
-        assert rows[g]["predicted_saved_bytes"] == pytest.approx(rows[g]["saved_bytes"], rel=0.05)
+        assert predict_saved_bytes(probe, g, 8, 3) == pytest.approx(rows[g]["saved_bytes"], rel=0.05)
     # Neumann saves about one recorded step, whatever T: close to BPTT's T=1 bytes.
     assert n == pytest.approx(probe["saved_bytes_T1"], rel=0.25)
     assert rows["neumann"]["forward_iters"] == 8
-    for r in rows.values():
+    for g in ("bptt", "tbptt", "neumann"):
+        r = rows[g]
         assert r["peak_rss_bytes"] > 0 and r["step_time_s"] > 0 and r["graph_info"]["num_nodes"] == 1500
 
 
@@ -117,7 +120,6 @@ def test_bptt_runs_out_of_memory_inside_its_capped_subprocess(tmp_path):
     row = run_configuration(parse_graph("powerlaw:20k"), "bptt", cfg, scratch=tmp_path)
     assert row["status"] == "out_of_memory", row
     assert row["failed_phase"] == "forward" and 1 <= row["failed_after_forward_steps"] < 200
-    assert row["predicted_saved_bytes"] > cfg.memory_limit_bytes  # the prediction agrees
     assert row["process_peak_rss_bytes"] < cfg.memory_limit_bytes
 
 
@@ -132,6 +134,10 @@ def _fake_runner(calls: list, fits_up_to: int = 10**9):
         base = {"graph": spec.name, "grad": grad, "steps": steps, "graph_info": info,
                 "backward_iter": None if grad == "bptt" else cfg.backward_iter}
         per_step = 100 * n
+        if grad == "probe":
+            probe = {"saved_bytes_T1": 2 * per_step, "saved_bytes_T2": 3 * per_step,
+                     "per_step_bytes": per_step, "base_bytes": per_step}
+            return {**base, "status": "ok", "probe": probe}
         recorded = steps if grad == "bptt" else min(steps, cfg.backward_iter) if grad == "tbptt" else 1
         pred = {"predicted_saved_bytes": per_step * (recorded + 1)} if grad != "neumann" else {}
         if grad == "bptt" and steps > fits_up_to:
@@ -152,13 +158,15 @@ def test_resume_skips_finished_refuses_other_settings_and_fresh_restarts(tmp_pat
     calls: list = []
     cfg = GraphSizeConfig(graphs=["powerlaw:1k"], grads=["bptt", "neumann"])
     GraphSizeRun(cfg, path, progress=False, log=lambda s: None, runner=_fake_runner(calls)).run()
-    assert len(calls) == 2 and json.loads(path.read_text())["complete"]
+    assert calls == [("powerlaw-1k-10ke", "probe", 100), ("powerlaw-1k-10ke", "bptt", 100),
+                     ("powerlaw-1k-10ke", "neumann", 100)]  # the probe first, its own subprocess
+    assert json.loads(path.read_text())["complete"]
     calls.clear()
     GraphSizeRun(cfg, path, progress=False, log=lambda s: None, runner=_fake_runner(calls)).run()
     assert calls == []  # same settings: nothing measured again
     more = GraphSizeConfig(graphs=["powerlaw:1k", "powerlaw:2k"], grads=["bptt", "neumann"], jobs=2)
     GraphSizeRun(more, path, progress=False, log=lambda s: None, runner=_fake_runner(calls)).run()
-    assert sorted(calls) == [("powerlaw-2k-20ke", "bptt", 100), ("powerlaw-2k-20ke", "neumann", 100)]
+    assert sorted(calls) == [("powerlaw-2k-20ke", g, 100) for g in ("bptt", "neumann", "probe")]
     with pytest.raises(ValueError, match="other settings.*steps"):
         GraphSizeRun(GraphSizeConfig(graphs=["powerlaw:1k"], steps=50), path, runner=_fake_runner(calls))
     calls.clear()
@@ -176,6 +184,18 @@ def test_resume_skips_finished_refuses_other_settings_and_fresh_restarts(tmp_pat
     path.write_text(json.dumps({"schema": "something else"}))
     with pytest.raises(ValueError, match="not a graph-size result"):
         GraphSizeRun(cfg, path, runner=_fake_runner(calls))
+
+
+def test_skip_predicted_oom_runs_no_subprocess_for_a_predicted_failure(tmp_path):
+    calls: list = []
+    # fake probe: 100 bytes per node per step; 1m nodes x 101 recorded steps ~ 9.4 GiB > 1 GiB
+    cfg = GraphSizeConfig(graphs=["powerlaw:1m"], grads=["bptt", "neumann"], memory_limit_gb=1.0,
+                          skip_predicted_oom=True)
+    result = GraphSizeRun(cfg, tmp_path / "gs.json", progress=False, log=lambda s: None,
+                          runner=_fake_runner(calls)).run()
+    assert [c[1] for c in calls] == ["probe", "neumann"]
+    bptt = [r for r in result["results"] if r["grad"] == "bptt"][0]
+    assert bptt["status"] == "skipped" and bptt["predicted_saved_bytes"] == 101 * 100 * 10**6
 
 
 def test_largest_steps_bisection_finds_the_boundary(tmp_path):

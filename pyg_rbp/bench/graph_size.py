@@ -18,9 +18,10 @@ default) it runs one configuration in a **fresh subprocess** and records
   ``resource.setrlimit(RLIMIT_AS, memory_limit)``, so running out of memory is a caught
   ``MemoryError`` / allocator error inside that subprocess, never the kernel's OOM killer.
 
-For the unrolled modes a probe first measures the saved bytes at ``T = 1`` and ``T = 2``
-(forward only); they grow linearly in the recorded steps, so the bytes at ``T`` (``bptt``) or
-``K`` (``tbptt``) are predicted, and reported beside the observed outcome. Where BPTT could not
+For the unrolled modes a probe (its own subprocess, configuration ``probe``, before the modes
+of that graph) measures BPTT's saved bytes at ``T = 1`` and ``T = 2`` (forward only); they grow
+linearly in the recorded steps, so the bytes at ``T`` (``bptt``) or ``K`` (``tbptt``) are
+predicted, and reported beside the observed outcome. Where BPTT could not
 run, the Neumann/BPTT memory ratio uses that prediction (and says so).
 
 ``largest_steps`` bisects, for one mode and graph, the largest ``T`` that still trains within
@@ -71,6 +72,9 @@ GRAPH_SIZE_GRADS = ("bptt", "tbptt", "neumann")
 
 UNROLLED = ("bptt", "tbptt")
 """Modes whose saved bytes grow with the recorded steps (probed and predicted)."""
+
+PROBE = "probe"
+"""The configuration that measures BPTT's bytes at T=1 and T=2 on a graph (no training)."""
 
 DEFAULT_GRAPHS = ("powerlaw:10k", "powerlaw:100k", "powerlaw:1m",
                   "amazon-computers", "amazon-photo", "coauthor-cs")
@@ -369,6 +373,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(p in text for p in _OOM_PATTERNS)
 
 
+class _Done(Exception):
+    """Ends :func:`measure_configuration` early (the probe) through the common epilogue."""
+
+
 class _StepCounter:
     """Counts the cell's forward steps (patched onto one model instance only)."""
 
@@ -427,6 +435,14 @@ def recorded_steps(grad: str, steps: int, backward_iter: int) -> int:
     return steps if grad == "bptt" else min(backward_iter, steps)
 
 
+def predict_saved_bytes(probe: dict[str, Any] | None, grad: str, steps: int,
+                        backward_iter: int) -> int | None:
+    """``base + per_step * recorded steps`` from a probe; ``None`` for other modes or no probe."""
+    if not probe or grad not in UNROLLED:
+        return None
+    return int(probe["base_bytes"] + probe["per_step_bytes"] * recorded_steps(grad, steps, backward_iter))
+
+
 def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig,
                           steps: int | None = None) -> dict[str, Any]:
     """Build the graph, then train ``grad`` at ``steps`` (default ``cfg.steps``) for up to
@@ -453,18 +469,13 @@ def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig
         row["graph_info"] = graph.describe()
         row["graph_build_s"] = time.perf_counter() - t0
         row["peak_rss_graph_bytes"] = peak_rss_bytes()
-        if grad in UNROLLED and cfg.predict:
+        if grad == PROBE:
             phase = "probe"
-            probe = probe_unrolled_bytes(graph, cfg)
-            recorded = recorded_steps(grad, steps, cfg.backward_iter)
-            probe["predicted_saved_bytes"] = probe["base_bytes"] + probe["per_step_bytes"] * recorded
-            row["probe"] = probe
-            row["predicted_saved_bytes"] = probe["predicted_saved_bytes"]
-            if cfg.skip_predicted_oom and device.type == "cpu" and (
-                    probe["predicted_saved_bytes"] + row["peak_rss_graph_bytes"] > cfg.memory_limit_bytes):
-                row.update(status="skipped", reason="predicted saved bytes plus the graph exceed "
-                                                    f"the {cfg.memory_limit_gb:g} GiB limit")
-                return row
+            row["peak_rss_reset"] = reset_peak_rss()
+            t0 = time.perf_counter()
+            row["probe"] = probe_unrolled_bytes(graph, cfg)
+            row.update(status="ok", probe_time_s=time.perf_counter() - t0, backward_iter=None)
+            raise _Done
         phase = "model"
         row["peak_rss_reset"] = reset_peak_rss()
         if device.type == "cuda":
@@ -498,6 +509,8 @@ def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig
         row.update(status="ok", step_time_s=statistics.median(times), step_time_min_s=min(times),
                    step_times_s=times, forward_iters=stats.forward_iters if stats else None,
                    residual=stats.residual if stats else None)
+    except _Done:
+        pass
     except Exception as exc:  # noqa: BLE001 - running out of memory is a result
         oom = is_out_of_memory(exc)
         row.update(status="out_of_memory" if oom else "error", failed_phase=phase,
@@ -644,12 +657,21 @@ class GraphSizeRun:
     # -- output ---------------------------------------------------------------------------------
 
     def configurations(self) -> list[tuple[GraphSpec, str]]:
-        return [(spec, grad) for spec in self.cfg.specs() for grad in self.cfg.grads]
+        """Every ``(graph, grad)`` to run; a graph's probe (unrolled modes) comes first."""
+        probe = self.cfg.predict and any(g in UNROLLED for g in self.cfg.grads)
+        return [(spec, grad) for spec in self.cfg.specs()
+                for grad in ([PROBE] if probe else []) + list(self.cfg.grads)]
 
     def result(self, complete: bool) -> dict[str, Any]:
         order = {(s.name, g): i for i, (s, g) in enumerate(self.configurations())}
         rows = sorted(self.rows.values(),
                       key=lambda r: (order.get((r["graph"], r["grad"]), len(order)), r["steps"]))
+        probes = {r["graph"]: r["probe"] for r in rows if r["grad"] == PROBE and r.get("probe")}
+        for r in [*rows, *self.tries.values()]:
+            predicted = predict_saved_bytes(probes.get(r["graph"]), r["grad"], r["steps"],
+                                            self.cfg.backward_iter)
+            if predicted is not None:
+                r["predicted_saved_bytes"] = predicted
         out = {
             "schema": SCHEMA,
             "complete": complete,
@@ -685,19 +707,21 @@ class GraphSizeRun:
 
         def one(item: tuple[GraphSpec, str]) -> None:
             spec, grad = item
-            row = self.runner(spec, grad, self.cfg)
+            row = self._skip_predicted(spec, grad, self.cfg.steps) or self.runner(spec, grad, self.cfg)
             with self._lock:
                 self.rows[_key(spec.name, grad, self.cfg.steps)] = row
             self.save()
             self.log(f"[graph-size] {spec.name} {grad}: {_describe(row)}")
             bar.update()
 
-        if self.cfg.jobs > 1:
-            with ThreadPoolExecutor(self.cfg.jobs) as pool:
-                list(pool.map(one, todo))
-        else:
-            for item in todo:
-                one(item)
+        # Probes first (the predictions, and --skip-predicted-oom, need them), then the modes.
+        for batch in ([c for c in todo if c[1] == PROBE], [c for c in todo if c[1] != PROBE]):
+            if self.cfg.jobs > 1:
+                with ThreadPoolExecutor(self.cfg.jobs) as pool:
+                    list(pool.map(one, batch))
+            else:
+                for item in batch:
+                    one(item)
         bar.close()
         for grad in self.largest_steps:
             for spec in self.cfg.specs():
@@ -707,13 +731,31 @@ class GraphSizeRun:
                            "elapsed_s": time.time() - self.started, **machine_load()})
         return self.save(complete=True)
 
+    def _skip_predicted(self, spec: GraphSpec, grad: str, steps: int) -> dict[str, Any] | None:
+        """A ``skipped`` row when ``skip_predicted_oom`` is set and the probe predicts that
+        ``grad`` needs more than the limit on the CPU; else ``None`` (run it)."""
+        cfg = self.cfg
+        if not cfg.skip_predicted_oom or grad not in UNROLLED or not cfg.device.startswith("cpu"):
+            return None
+        probe_row = self.rows.get(_key(spec.name, PROBE, cfg.steps)) or {}
+        predicted = predict_saved_bytes(probe_row.get("probe"), grad, steps, cfg.backward_iter)
+        graph_bytes = probe_row.get("peak_rss_graph_bytes") or 0
+        if predicted is None or predicted + graph_bytes <= cfg.memory_limit_bytes:
+            return None
+        return {"graph": spec.name, "grad": grad, "steps": steps,
+                "backward_iter": None if grad == "bptt" else cfg.backward_iter, "device": cfg.device,
+                "graph_info": probe_row.get("graph_info"), "status": "skipped",
+                "reason": f"predicted saved bytes plus the graph exceed the "
+                          f"{cfg.memory_limit_gb:g} GiB limit"}
+
     def _try(self, spec: GraphSpec, grad: str, steps: int) -> dict[str, Any]:
         key = _key(spec.name, grad, steps)
         if key not in self.tries:
             if key in self.rows:
                 self.tries[key] = self.rows[key]
             else:
-                row = self.runner(spec, grad, self.cfg, steps=steps)
+                row = (self._skip_predicted(spec, grad, steps)
+                       or self.runner(spec, grad, self.cfg, steps=steps))
                 with self._lock:
                     self.tries[key] = row
                 self.save()
@@ -764,6 +806,10 @@ class GraphSizeRun:
 def _describe(row: dict[str, Any]) -> str:
     status = row.get("status")
     peak = row.get("cuda_peak_bytes") or row.get("process_peak_rss_bytes")
+    if status == "ok" and row.get("probe"):
+        p = row["probe"]
+        return (f"probe ok, BPTT saves {human_bytes(p['per_step_bytes'])} per step + "
+                f"{human_bytes(p['base_bytes'])}, peak {human_bytes(peak)}")
     if status == "ok":
         return (f"ok, saved {human_bytes(row.get('saved_bytes'))}, peak {human_bytes(peak)}, "
                 f"{row['step_time_s']:.2f} s/step")
@@ -787,7 +833,8 @@ NOTES = [
     "step_time_s: median over up to `repeats` training steps (forward, cross-entropy on the "
     "training nodes, backward, SGD), fewer once `step_budget_s` is spent; the first includes "
     "the saved-tensor counter.",
-    "probe (bptt, tbptt): saved bytes of BPTT at T=1 and T=2 (forward + loss); "
+    "probe (bptt, tbptt), its own subprocess per graph: saved bytes of BPTT at T=1 and T=2 "
+    "(forward + loss); "
     "predicted_saved_bytes = base + per_step * recorded steps (T for bptt, min(K, T) for tbptt).",
     "Model: the gated node classifier of bench scaling (GatedCell, aggr as configured, fused CSR "
     "path), features = initial state (64 channels), no forward tolerance: exactly T steps.",
@@ -883,6 +930,8 @@ def markdown_report(result: dict[str, Any]) -> str:
                                  ["target", "value", "bound", "pass", "how"], digits=4), ""]
     table = []
     for r in result["results"]:
+        if r["grad"] == PROBE:
+            continue
         g = r.get("graph_info") or {}
         bb, how = bptt_bytes(_row(result, r["graph"], "bptt"))
         fail = ""
@@ -920,6 +969,13 @@ def markdown_report(result: dict[str, Any]) -> str:
         lines += ["Prediction check (unrolled modes that ran): "
                   + ", ".join(f"{r['graph']} {r['grad']} predicted/measured "
                               f"{r['predicted_saved_bytes'] / r['saved_bytes']:.3f}" for r in pred), ""]
+    probes = [r for r in result["results"] if r["grad"] == PROBE]
+    if probes:
+        lines += ["Probes (BPTT forward at T=1 and T=2, own subprocess): "
+                  + "; ".join(f"{r['graph']} " + (f"{human_bytes(r['probe']['per_step_bytes'])}/step + "
+                                                  f"{human_bytes(r['probe']['base_bytes'])}"
+                                                  if r.get("probe") else str(r.get("status")))
+                              for r in probes), ""]
     for ls in result.get("largest_steps") or []:
         tries = ", ".join(f"T={t['steps']} {t.get('status')}" for t in ls["tries"])
         largest = f">= {ls['largest_steps']}" if ls["at_least"] else str(ls["largest_steps"])

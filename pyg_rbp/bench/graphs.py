@@ -107,3 +107,74 @@ def load_bench_graph(name: str, *, root: str | Path | None = None, hidden: int =
                       int(data.y.max()) + 1,
                       {"features": f"PCA-{data.x.size(1)} of bag-of-words (paper protocol)",
                        "split": f"paper 1%/49%/50%, seed {seed}"})
+
+
+def _node_data(num_nodes: int, num_features: int, num_classes: int, gen: torch.Generator,
+               train_fraction: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Gaussian features, uniform labels and a random training mask (as :func:`random_graph`),
+    on the generator's device."""
+    dev = gen.device
+    x = torch.randn(num_nodes, num_features, generator=gen, device=dev)
+    y = torch.randint(num_classes, (num_nodes,), generator=gen, device=dev)
+    perm = torch.randperm(num_nodes, generator=gen, device=dev)
+    train_mask = torch.zeros(num_nodes, dtype=torch.bool, device=dev)
+    train_mask[perm[: max(1, int(train_fraction * num_nodes))]] = True
+    return x, y, train_mask
+
+
+def powerlaw_graph(num_nodes: int, num_edges: int, num_features: int = 64, num_classes: int = 7,
+                   seed: int = 0, exponent: float = 2.5, train_fraction: float = 0.1,
+                   max_rounds: int = 50, device: torch.device | str | None = None) -> BenchGraph:
+    r"""A seeded directed Chung-Lu graph whose degrees follow a power law.
+
+    Both endpoints of every edge are drawn with probability proportional to
+    :math:`w_i = (i + 1)^{-1/(\gamma - 1)}` (``gamma = exponent``), so in- and out-degrees have
+    a power-law tail of exponent :math:`\gamma`; the hubs sit at random node ids. Self-loops and
+    duplicates are removed and more edges are drawn until exactly ``num_edges`` distinct ones
+    exist (a random subset of the last draw is kept), at most ``max_rounds`` draws; the count
+    reached is in ``info["num_edges_reached"]``. Features, labels and the training mask are
+    drawn as in :func:`random_graph`.
+
+    ``device``: where the graph is drawn (a CUDA generator draws other numbers than the CPU
+    one for the same seed, but a 60M-edge graph takes seconds there instead of minutes).
+    """
+    for name, value in (("num_nodes", num_nodes), ("num_edges", num_edges),
+                        ("num_features", num_features), ("num_classes", num_classes)):
+        _check_positive(name, value)
+    if num_nodes < 2:
+        raise ValueError(f"num_nodes must be at least 2, got {num_nodes}")
+    if not exponent > 2:
+        raise ValueError(f"exponent must be > 2 (a finite mean degree), got {exponent!r}")
+    if num_edges > num_nodes * (num_nodes - 1) // 4:
+        raise ValueError(f"num_edges={num_edges} is too dense for a power-law graph on {num_nodes} "
+                         f"nodes (at most a quarter of the {num_nodes * (num_nodes - 1)} pairs)")
+    if not 0 < train_fraction <= 1:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    weights = torch.arange(1, num_nodes + 1, dtype=torch.float64, device=dev).pow(-1.0 / (exponent - 1.0))
+    cdf = weights.cumsum(0)
+    cdf /= cdf[-1].clone()
+    ids = torch.randperm(num_nodes, generator=gen, device=dev)
+
+    def endpoints(count: int) -> Tensor:
+        u = torch.rand(count, generator=gen, dtype=torch.float64, device=dev)
+        return ids[torch.searchsorted(cdf, u).clamp_max_(num_nodes - 1)]
+
+    keys = torch.empty(0, dtype=torch.long, device=dev)
+    rounds = 0
+    while keys.numel() < num_edges and rounds < max_rounds:
+        draw = int((num_edges - keys.numel()) * 1.1) + 16
+        src, dst = endpoints(draw), endpoints(draw)
+        keep = src != dst
+        keys = torch.unique(torch.cat([keys, src[keep] * num_nodes + dst[keep]]))
+        rounds += 1
+    if keys.numel() > num_edges:
+        keys = keys[torch.randperm(keys.numel(), generator=gen, device=dev)[:num_edges]].sort().values
+    edge_index = torch.stack([keys // num_nodes, keys % num_nodes])
+    del keys
+    x, y, train_mask = _node_data(num_nodes, num_features, num_classes, gen, train_fraction)
+    return BenchGraph("powerlaw", x, edge_index, y, train_mask, num_classes,
+                      {"seed": seed, "requested_edges": num_edges, "exponent": exponent,
+                       "num_edges_reached": int(edge_index.size(1)), "draw_rounds": rounds,
+                       "generated_on": str(dev)})

@@ -5,6 +5,10 @@ mode as the number of forward steps ``T`` and the truncation ``K`` grow, beside 
 ``GatedGraphConv`` and ``torchdeq`` (see :mod:`pyg_rbp.bench.scaling`). It writes JSON
 (atomically, after every measured cell, so an interrupted run resumes), a markdown table and a
 PNG. Speed and memory targets are printed as ratios measured in the same run.
+
+``pyg-rbp bench graph-size`` holds ``T`` and ``K`` fixed and grows the graph instead (10k to 1M
+nodes and real graphs): saved bytes, process peak memory and step time per mode, each
+configuration in its own memory-capped subprocess (see :mod:`pyg_rbp.bench.graph_size`).
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "rest: comma-separated grid, targets, accuracy (e.g. when the machine got quieter)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=run)
+    _add_graph_size(bsub)
     p.set_defaults(func=_usage(p))
 
 
@@ -163,3 +168,109 @@ def _print_summary(result: dict) -> None:
         if row.get("tol"):
             print(f"  forward tol={row['tol']:g}: {row.get('forward_iters')} steps, cosine "
                   f"{row.get('cosine')}, step time {row.get('step_time_s')}")
+
+
+# --- pyg-rbp bench graph-size ---------------------------------------------------------------
+
+
+def _graph_list(text: str) -> list[str]:
+    from pyg_rbp.bench.graph_size import parse_graph
+
+    names = [g.strip() for g in text.split(",") if g.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no graph given")
+    for name in names:
+        try:
+            parse_graph(name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
+def _add_graph_size(bsub: argparse._SubParsersAction) -> None:
+    from pyg_rbp.bench.graph_size import DEFAULT_GRAPHS, GRAPH_SIZE_GRADS
+
+    g = bsub.add_parser(
+        "graph-size", help="memory and step time vs number of nodes (full graph, fixed T and K)",
+        description="Full-graph training of bptt, tbptt and neumann at T forward steps on graphs "
+                    "of growing size: bytes saved for backward, process peak memory (fresh "
+                    "subprocess per configuration, memory-capped), time per step, and where a "
+                    "mode runs out of memory. (bench scaling varies T on one graph instead.)")
+    g.add_argument("--graphs", type=_graph_list, default=list(DEFAULT_GRAPHS),
+                   help="comma-separated: KIND:NODES[:EDGES] with KIND powerlaw or random "
+                        "(NODES like 10k, 1m; EDGES default --degree x NODES) or a real graph "
+                        "(amazon-computers, amazon-photo, coauthor-cs, coauthor-physics); "
+                        f"default {','.join(DEFAULT_GRAPHS)}")
+    g.add_argument("--grads", type=_grads, default=list(GRAPH_SIZE_GRADS),
+                   help="comma-separated gradient modes (default bptt,tbptt,neumann)")
+    g.add_argument("--steps", type=int, default=100, help="forward steps T (default 100)")
+    g.add_argument("--backward-iter", type=int, default=20, dest="backward_iter",
+                   help="K: tbptt truncation and neumann terms (default 20)")
+    g.add_argument("--degree", type=int, default=10, help="synthetic graphs: edges per node (default 10)")
+    g.add_argument("--exponent", type=float, default=2.5, help="power-law degree exponent (default 2.5)")
+    g.add_argument("--classes", type=int, default=7, help="synthetic graphs: number of classes")
+    g.add_argument("--hidden", type=int, default=64, help="state channels (= feature width, default 64)")
+    g.add_argument("--aggr", default="mean", choices=("mean", "add"), help="GatedCell aggregation")
+    g.add_argument("--repeats", type=int, default=3, help="timed training steps at most (median)")
+    g.add_argument("--step-budget-s", type=float, default=60.0, dest="step_budget_s",
+                   help="stop repeating once the timed steps took this long (default 60)")
+    g.add_argument("--memory-limit-gb", type=float, default=8.0, dest="memory_limit_gb",
+                   help="address-space cap of every configuration's subprocess on CPU "
+                        "(RLIMIT_AS, GiB, default 8): a mode that needs more fails with a caught "
+                        "MemoryError inside its subprocess instead of waking the OOM killer. "
+                        "Not applied on CUDA (the device memory is the limit there).")
+    g.add_argument("--no-predict", dest="predict", action="store_false",
+                   help="skip the T=1/T=2 probe that predicts the unrolled modes' saved bytes")
+    g.add_argument("--skip-predicted-oom", action="store_true",
+                   help="do not run an unrolled mode whose predicted bytes exceed the limit")
+    g.add_argument("--largest-steps", default="", dest="largest_steps",
+                   help="comma-separated modes (e.g. bptt) whose largest T in 1..--steps that fits "
+                        "is found by bisection, one subprocess per try")
+    g.add_argument("--largest-steps-graphs", type=_graph_list, default=[], dest="largest_steps_graphs",
+                   help="graphs of the --largest-steps search (default: every graph)")
+    g.add_argument("--jobs", type=int, default=1, choices=(1, 2),
+                   help="configurations run at once (default 1; at most 2)")
+    g.add_argument("--timeout-s", type=float, default=3600.0, dest="timeout_s",
+                   help="wall-clock limit of one configuration's subprocess (default 3600)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads per subprocess (0: leave as is)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--root", default=None, help="data root of the real graphs (default: $PYG_RBP_DATA, "
+                                                "else <repo>/datasets)")
+    g.add_argument("--json", default="graph_size.json",
+                   help="output JSON (default graph_size.json); a markdown table and a PNG are "
+                        "written next to it. A file written with the same settings is resumed "
+                        "(finished configurations are skipped); other settings are refused.")
+    g.add_argument("--fresh", action="store_true", help="discard an existing JSON and start again")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=run_graph_size)
+
+
+def run_graph_size(args: argparse.Namespace) -> int:
+    from pyg_rbp.bench.graph_size import GraphSizeConfig, GraphSizeRun, check_outputs, write_reports
+
+    cfg = GraphSizeConfig(
+        graphs=args.graphs, grads=args.grads, steps=args.steps, backward_iter=args.backward_iter,
+        hidden=args.hidden, degree=args.degree, classes=args.classes, exponent=args.exponent,
+        aggr=args.aggr, repeats=args.repeats, step_budget_s=args.step_budget_s,
+        memory_limit_gb=args.memory_limit_gb, predict=args.predict,
+        skip_predicted_oom=args.skip_predicted_oom, device=args.device,
+        threads=args.threads or None, seed=args.seed, root=args.root, jobs=args.jobs,
+        timeout_s=args.timeout_s,
+    )
+    largest = [m.strip().lower() for m in args.largest_steps.split(",") if m.strip()]
+    try:
+        check_outputs(args.json)
+        bench = GraphSizeRun(cfg, args.json, largest_steps=largest,
+                             largest_steps_graphs=args.largest_steps_graphs, fresh=args.fresh,
+                             progress=not args.quiet)
+    except ValueError as exc:
+        raise SystemExit(f"pyg-rbp bench graph-size: {exc}") from None
+    result = bench.run()
+    md, png = write_reports(result, args.json)
+    marks = {True: "PASS", False: "MISS", None: "n/a "}
+    for v in result["targets"]:
+        value = "-" if v["value"] is None else f"{v['value']:.4g}"
+        print(f"  [{marks[v['pass']]}] {v['target']}: {value} ({v['how']})")
+    print(f"wrote {args.json}, {md} and {png}")
+    return 0

@@ -49,10 +49,10 @@ PHANTOM_MAX_K = 64  # its memory grows with K (autograd through K steps)
 MAP_NAMES = ("gated_mean", "gated_add", "implicit_k0.95", "implicit_k0.99", "ppr_a0.1",
              "ppr_a0.02", "long_paths")
 """The benchmark's maps. ``gated_*``: the paper's GatedCell (no input injection) with mean or
-sum aggregation; ``implicit_k*``: ImplicitCell with its contraction bound active (non-negative weights
-scaled up, so that every row is rescaled to l1-norm kappa and the contraction factor is kappa); ``ppr_a*``: PPRCell with teleport alpha;
-``long_paths``: ImplicitCell (kappa 0.99) on disjoint paths of 400 nodes, where information
-travels one hop per step."""
+sum aggregation; ``implicit_k*``: ImplicitCell with its contraction bound active (non-negative
+weights scaled up, so that every row is rescaled to l1-norm kappa and the contraction factor is
+kappa); ``ppr_a*``: PPRCell with teleport alpha; ``long_paths``: ImplicitCell (kappa 0.99) on
+disjoint paths of 400 nodes, where information travels one hop per step."""
 
 
 def _registered_solvers() -> list[str]:
@@ -456,8 +456,8 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
     fwd = result.get("forward", {})
     for name, rows in fwd.items():
         by = {(r["impl"], r["solver"]): r for r in rows}
-        plain, ours, theirs = by[("ours", "iteration")], by[("ours", "anderson")], by[("torchdeq", "anderson")]
-        tol = 1e-6
+        plain, ours = by[("ours", "iteration")], by[("ours", "anderson")]
+        theirs = by[("torchdeq", "anderson")]
         if plain["steps_1e-06"] is not None and plain["steps_1e-06"] >= 100:
             s_ratio = (None if ours["steps_1e-06"] is None
                        else ours["steps_1e-06"] / plain["steps_1e-06"])

@@ -1,5 +1,9 @@
 """`pyg-rbp bench`: benchmarks that compare the gradient modes with each other and with peers.
 
+``pyg-rbp bench solvers`` measures forward solvers (iteration, Anderson, Broyden) and adjoint
+modes (Neumann, RBP, CG, GMRES, phantom) against torchdeq's on the same step functions: steps,
+Jacobian products and time to a residual or gradient error (see :mod:`pyg_rbp.bench.solvers`).
+
 ``pyg-rbp bench scaling`` measures activation memory and training-step time of every gradient
 mode as the number of forward steps ``T`` and the truncation ``K`` grow, beside PyG's
 ``GatedGraphConv`` and ``torchdeq`` (see :mod:`pyg_rbp.bench.scaling`). It writes JSON
@@ -95,7 +99,89 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=run)
     _add_graph_size(bsub)
+    _add_solvers_parser(bsub)
     p.set_defaults(func=_usage(p))
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_solvers_parser(bsub: argparse._SubParsersAction) -> None:
+    from pyg_rbp.bench.solvers import MAP_NAMES
+
+    s = bsub.add_parser(
+        "solvers", help="forward solvers and adjoint modes vs torchdeq: steps/VJPs/time to accuracy",
+        description="Steps and time to relative residual 1e-4/1e-6 per forward solver, Jacobian "
+                    "products and time to gradient error 1e-3/1e-4/1e-6 per adjoint mode, and "
+                    "the training step at equal gradient accuracy, ours against torchdeq's "
+                    "(float64, ratios from one run).")
+    s.add_argument("--dataset", default="cora", choices=("cora", "random"))
+    s.add_argument("--root", default=None, help="data root (default: the project's data root)")
+    s.add_argument("--hidden", type=int, default=64, help="state channels (PCA width on cora)")
+    s.add_argument("--nodes", type=int, default=2708, help="random graph: number of nodes")
+    s.add_argument("--edges", type=int, default=10556, help="random graph: number of edges")
+    s.add_argument("--maps", type=_names, default=list(MAP_NAMES),
+                   help=f"comma-separated maps (default: all of {', '.join(MAP_NAMES)})")
+    s.add_argument("--solvers", type=_names, default=None,
+                   help="our forward solvers (default: every registered one)")
+    s.add_argument("--modes", type=_names, default=None,
+                   help="our adjoint modes (default: every registered implicit or phantom-type mode)")
+    s.add_argument("--train-maps", type=_names, default=["gated_mean", "implicit_k0.99"],
+                   help="maps of the training-step comparison")
+    s.add_argument("--train-tol", type=float, default=1e-4,
+                   help="gradient error of the training-step comparison")
+    s.add_argument("--max-iter", type=int, default=2000, help="forward step budget per solve")
+    s.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
+    s.add_argument("--reference-iters", type=int, default=600, help="GMRES VJPs of the reference")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", default=None,
+                   help="output JSON (default: solvers_<dataset>.json here); .md and .png beside it")
+    s.add_argument("--fresh", action="store_true", help="ignore an existing JSON instead of resuming")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=run_solvers)
+
+
+def run_solvers(args: argparse.Namespace) -> int:
+    import warnings
+
+    from pyg_rbp.bench.solvers import SolversConfig, run_solvers_bench, write_reports
+
+    try:
+        import torchdeq  # noqa: F401
+    except ImportError:
+        raise SystemExit("pyg-rbp bench solvers: needs the torchdeq package "
+                         "(pip install -e '.[bench]' from a clone)") from None
+    extra = {k: getattr(args, k) for k in ("solvers", "modes") if getattr(args, k) is not None}
+    cfg = SolversConfig(dataset=args.dataset, root=args.root, hidden=args.hidden,
+                        nodes=args.nodes, edges=args.edges, maps=args.maps,
+                        max_iter=args.max_iter, repeats=args.repeats, train_maps=args.train_maps,
+                        train_tol=args.train_tol, reference_iters=args.reference_iters,
+                        seed=args.seed, threads=args.threads or None, **extra)
+    json_path = Path(args.json or f"solvers_{cfg.dataset}.json")
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise SystemExit(f"pyg-rbp bench solvers: {exc}") from None
+    if not json_path.parent.is_dir():
+        raise SystemExit(f"pyg-rbp bench solvers: folder {json_path.parent} does not exist")
+    if json_path.exists() and not json_path.is_file():
+        raise SystemExit(f"pyg-rbp bench solvers: {json_path} is not a regular file")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
+        try:
+            result = run_solvers_bench(cfg, json_path, progress=not args.quiet, fresh=args.fresh)
+        except ValueError as exc:
+            raise SystemExit(f"pyg-rbp bench solvers: {exc}") from None
+    md, png = write_reports(result, json_path)
+    for v in result.get("verdicts", []):
+        mark = {True: "MET ", False: "MISS", None: "n/a "}[v["pass"]]
+        value = "-" if v["value"] is None else f"{v['value']:.3g}"
+        print(f"  [{mark}] {v['target']}: {value} (bound {v['bound']:g})")
+    print(f"wrote {json_path}, {md} and {png}")
+    return 0
 
 
 def _usage(parser: argparse.ArgumentParser):

@@ -1,11 +1,13 @@
-"""`pyg-rbp demo`: the five gradient modes side by side on a graph that ships with the package.
+"""`pyg-rbp demo`: the gradient modes and forward solvers side by side on a packaged graph.
 
 Trains the gated fixed-point GNN (a weight-tied GRU cell iterated over the graph, Liao et al.'s
 model) on the embedded scikit-learn digits k-NN graph (1797 nodes, no download) once per
-gradient mode, with the same seed, budget and harness as ``pyg-rbp train``, and prints one table:
-test accuracy, time per epoch and activation memory. It answers the package's main question in
-about a minute on a laptop CPU: do the constant-memory modes (RBP, CG-RBP, Neumann-RBP) train
-as well as back-propagation through time, and what do they cost?
+gradient mode (the paper's five, GMRES and the phantom gradient) with plain iteration, and once
+per implicit mode with Anderson acceleration, with the same seed, budget and harness as
+``pyg-rbp train``, and prints one table: test accuracy, time per epoch, activation memory and
+the forward residual. It answers the package's main question in a minute or two on a laptop
+CPU: do the constant-memory modes (RBP, CG-RBP, Neumann-RBP, GMRES) train as well as
+back-propagation through time, and what do they cost?
 """
 
 from __future__ import annotations
@@ -24,8 +26,13 @@ are exact."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train the gated fixed-point GNN on the digits graph in all five modes")
-    p.add_argument("--grad", default="all", help="modes to compare (default: all)")
+    p = sub.add_parser("demo", help="train the gated fixed-point GNN on the digits graph in every mode")
+    p.add_argument("--grad", default="all,gmres,phantom",
+                   help="modes to compare with plain iteration ('all': the paper's five; "
+                        "default: all,gmres,phantom)")
+    p.add_argument("--accelerated", default="neumann,gmres",
+                   help="modes also run with the Anderson forward solver ('none': skip; "
+                        "default: neumann,gmres)")
     p.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"])
     p.add_argument("--max-iter", type=int, default=DEMO_SETTINGS["max_iter"])
     p.add_argument("--seed", type=int, default=0)
@@ -43,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pyg_rbp.engine import parse_grad_modes
     from pyg_rbp.results import human_bytes, markdown_table
     from pyg_rbp.training.config import build_config
     from pyg_rbp.training.runner import run_seeds
@@ -53,10 +59,15 @@ def run(args: argparse.Namespace) -> int:
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        grads = parse_grad_modes(args.grad)
+        grads = _modes(args.grad)
+        accelerated = [] if args.accelerated.strip().lower() == "none" else _modes(args.accelerated)
         settings = {**DEMO_SETTINGS, "epochs": args.epochs, "max_iter": args.max_iter}
-        configs = [build_config("digits", "node", protocol="public", model="gated", grad=g, **settings)
-                   for g in grads]
+        runs = [("iteration", [build_config("digits", "node", protocol="public", model="gated",
+                                            grad=g, **settings) for g in grads])]
+        if accelerated:
+            runs.append(("anderson", [build_config("digits", "node", protocol="public",
+                                                   model="gated", grad=g, solver="anderson",
+                                                   **settings) for g in accelerated]))
     except ValueError as err:
         raise SystemExit(f"pyg-rbp demo: {err}") from None
     print("pyg-rbp demo: gated fixed-point GNN on the digits k-NN graph (1797 nodes, 10 classes), "
@@ -64,25 +75,49 @@ def run(args: argparse.Namespace) -> int:
           f"{settings['epochs']} epochs, "
           f"seed {args.seed}")
     t0 = time.perf_counter()
-    doc = run_seeds(configs, [args.seed], device=args.device, json_path=args.json,
-                    progress=not args.no_progress, resume=False, log=lambda s: None)
     rows = []
-    by_grad = {r["grad"]: r for r in doc["results"]}
-    for g in grads:
-        r = by_grad[g]
-        rows.append({
-            "grad": g, "test": f"{100 * r['test']:.1f}%", "val": f"{100 * r['val']:.1f}%",
-            "ms": f"{1000 * r['epoch_time_s']:.1f}", "mem": human_bytes(r["saved_bytes"]),
-            "cuda": human_bytes(r["cuda_peak_bytes"]),
-            "res": (f"{r['fixed_point']['residual']:.1e}" if r.get("fixed_point")
-                    and r["fixed_point"].get("residual") is not None else "-"),
-        })
-    cols = ["grad", "test", "val", "ms", "mem", "res"]
-    heads = ["mode", "test acc", "val acc", "ms / epoch", "saved for backward", "forward residual"]
+    documents = {}
+    for solver, configs in runs:
+        json_path = None
+        if args.json:
+            json_path = args.json if solver == "iteration" else _suffixed(args.json, solver)
+        doc = run_seeds(configs, [args.seed], device=args.device, json_path=json_path,
+                        progress=not args.no_progress, resume=False, log=lambda s: None)
+        documents[solver] = doc
+        by_grad = {r["grad"]: r for r in doc["results"]}
+        for cfg in configs:
+            r = by_grad[cfg.grad]
+            fp = r.get("fixed_point") or {}
+            rows.append({
+                "grad": cfg.grad, "solver": solver, "test": f"{100 * r['test']:.1f}%",
+                "val": f"{100 * r['val']:.1f}%", "ms": f"{1000 * r['epoch_time_s']:.1f}",
+                "mem": human_bytes(r["saved_bytes"]), "cuda": human_bytes(r["cuda_peak_bytes"]),
+                "steps": fp.get("forward_iters", "-"),
+                "res": (f"{fp['residual']:.1e}" if fp.get("residual") is not None else "-"),
+            })
+    cols = ["grad", "solver", "test", "val", "ms", "mem", "steps", "res"]
+    heads = ["mode", "forward solver", "test acc", "val acc", "ms / epoch", "saved for backward",
+             "forward steps", "forward residual"]
     if str(args.device).startswith("cuda"):
-        cols.insert(5, "cuda")
-        heads.insert(5, "CUDA peak")
+        cols.insert(6, "cuda")
+        heads.insert(6, "CUDA peak")
     print(markdown_table(rows, cols, heads))
     print(f"total {time.perf_counter() - t0:.0f} s. Same model, seed and budget in every row; "
-          "RBP/CG/Neumann keep one step's activations whatever the number of forward steps.")
+          "RBP/CG/Neumann/GMRES keep one step's activations whatever the number of forward steps.")
     return 0
+
+
+def _modes(spec: str) -> list[str]:
+    """A comma list of modes; ``all`` inside it stands for the paper's five."""
+    from pyg_rbp.engine import GRAD_MODES, parse_grad_modes
+
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    expanded = ",".join(",".join(GRAD_MODES) if p.lower() == "all" else p for p in parts)
+    return parse_grad_modes(expanded)
+
+
+def _suffixed(path: str, solver: str) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{solver}{p.suffix}"))

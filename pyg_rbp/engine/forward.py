@@ -161,13 +161,17 @@ def anderson(step: Callable[[State], State], h0: State, *, max_iter: int, tol: f
     regularised least-squares problem :math:`\min_\alpha \|\sum_i \alpha_i g_i\|^2 +
     \lambda \|\alpha\|^2` subject to :math:`\sum_i \alpha_i = 1` (``lam`` is relative to the mean
     of :math:`\|g_i\|^2`), and :math:`x_{k+1} = \sum_i \alpha_i (x_i + \beta g_i)` (``beta``:
-    mixing). The Gram matrix is updated by one row per iteration (one matrix-vector product
-    over the stacked history); the ``m x m`` solve runs on the device without a host sync.
+    mixing). The history keeps :math:`g_i` and :math:`x_i + \beta g_i` as ``[m, *shape]``
+    tensors; per iteration the Gram matrix gains one row (one matrix-vector product over the
+    stacked history) and the new iterate is one vector-matrix product, so the overhead is about
+    ``2 m + 2`` passes over the state. The ``m x m`` solve runs on the device.
 
-    Safeguard: when the weights are not finite, or the new iterate's residual exceeds
-    ``safeguard`` times the best one so far, the next iterate is a plain step
-    :math:`x + \beta g` from the best iterate instead (a ``torch.where``, no host sync). The
-    best iterate (lowest residual) is returned.
+    Safeguard: when the weights are not finite, or the iterate's residual exceeds ``safeguard``
+    times the best one so far, the next iterate is the plain step :math:`x + \beta g` instead.
+    With ``tol > 0`` (one host sync per iteration for the stopping test anyway) the safeguard
+    and the best-iterate bookkeeping are Python branches; with ``tol = 0`` they are
+    ``torch.where`` selections and the loop never synchronises. The best iterate (lowest
+    residual) is returned.
     """
     if not isinstance(m, int) or m < 1:
         raise ValueError(f"anderson: m must be an integer >= 1, got {m!r}")
@@ -182,42 +186,50 @@ def anderson(step: Callable[[State], State], h0: State, *, max_iter: int, tol: f
     best_x, best_f, best_r = x, fx, r
     if _stop(r, tol) or max_iter <= 1:
         return SolveResult(fx, x, n, r)
+    sync = tol > 0
     device = h0[0].device
     sdt = _solve_dtype(device)
-    hx = _history(x, m)
-    hg = _history(x, m)
+    hy = _history(x, m)  # x_i + beta g_i
+    hg = _history(x, m)  # g_i
     gram = torch.zeros((m, m), dtype=sdt, device=device)
+    eye = torch.eye(m, dtype=sdt, device=device)
+    ones = torch.ones(m, 1, dtype=sdt, device=device)
     tiny = torch.finfo(sdt).tiny ** 0.5
     for k in range(max_iter - 1):
         j = k % m
         count = min(k + 1, m)
-        g = _sub(fx, x)
-        for hxi, hgi, xi, gi in zip(hx, hg, x, g):
-            hxi[j] = xi
-            hgi[j] = gi
+        for hyi, hgi, xi, fi in zip(hy, hg, x, fx):
+            torch.sub(fi, xi, out=hgi[j])
+            torch.add(xi, hgi[j], alpha=beta, out=hyi[j])
+        g = tuple(hgi[j] for hgi in hg)
         row = _mv(hg, g, count).to(sdt)
         gram[j, :count] = row
         gram[:count, j] = row
         a = gram[:count, :count]
         reg = lam * torch.diagonal(a).mean() + tiny
-        w, _info = torch.linalg.solve_ex(a + reg * torch.eye(count, dtype=sdt, device=device),
-                                         torch.ones(count, 1, dtype=sdt, device=device))
+        w, _info = torch.linalg.solve_ex(a + reg * eye[:count, :count], ones[:count])
         alpha = (w / w.sum()).squeeze(1)
-        x_acc = tuple(xa + beta * ga for xa, ga in
-                      zip(_combine(hx, alpha, count), _combine(hg, alpha, count)))
-        plain = tuple(bx + beta * (bf - bx) for bx, bf in zip(best_x, best_f))
-        bad = ~(torch.isfinite(alpha).all() & _finite(r)) | (r > safeguard * best_r)
-        x = _where(bad, plain, x_acc)
+        x_acc = _combine(hy, alpha, count)
+        if sync:
+            bad = not (bool(torch.isfinite(alpha).all()) and bool(r <= safeguard * best_r))
+            x = tuple(t.clone() for t in (hyi[j] for hyi in hy)) if bad else x_acc
+        else:
+            bad_t = ~(torch.isfinite(alpha).all() & torch.isfinite(r)) | (r > safeguard * best_r)
+            x = _where(bad_t, tuple(hyi[j] for hyi in hy), x_acc)
         fx = step(x)
         n += 1
         r = residual(fx, x)
         if trace is not None:
             trace.append(r)
-        better = r < best_r
-        best_x, best_f = _where(better, x, best_x), _where(better, fx, best_f)
-        best_r = torch.where(better, r, best_r)
-        if _stop(r, tol):
-            break
+        if sync:
+            if bool(r < best_r):
+                best_x, best_f, best_r = x, fx, r
+            if bool(r <= tol):
+                break
+        else:
+            better = r < best_r
+            best_x, best_f = _where(better, x, best_x), _where(better, fx, best_f)
+            best_r = torch.where(better, r, best_r)
     return SolveResult(best_f, best_x, n, best_r)
 
 

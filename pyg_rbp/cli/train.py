@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from typing import Any
+
+from pyg_rbp.cli._args import UsageError, check_outputs, device, finite_float
 
 # Flags that map one-to-one onto TrainConfig fields (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -36,6 +39,19 @@ _FLAGS: dict[str, tuple[type, str]] = {
 }
 
 
+# Flags whose values are range-checked as they are parsed (NaN/inf refused; exit status 2).
+_CHECKED: dict[str, Any] = {
+    "lr": finite_float(0.0, low_open=True),
+    "weight_decay": finite_float(0.0),
+    "tol": finite_float(0.0),
+    "momentum": finite_float(0.0, 1.0, high_open=True),
+    "kappa": finite_float(0.0, 1.0, low_open=True, high_open=True),
+    "damping": finite_float(0.0, 1.0, low_open=True),
+    "dropout": finite_float(0.0, 1.0, high_open=True),
+    "alpha": finite_float(0.0, 1.0, low_open=True),
+}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model over seeds: best validation, test, time, memory",
@@ -51,9 +67,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="gradient mode(s): bptt,tbptt,rbp,cg,neumann, a comma list or 'all' "
                         "(default neumann)")
     for name, (typ, text) in _FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_CHECKED.get(name, typ), default=None,
+                       help=text)
     p.add_argument("--seeds", default="0", help="seeds: 0,1,2 or a range 0-9 (default: 0)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--json", default=None, help="write results here (atomically, after every seed)")
     p.add_argument("--fresh", action="store_true", help="ignore finished seeds already in --json")
@@ -103,8 +120,8 @@ def configs_from_args(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
-    from pyg_rbp.results import human_bytes, markdown_table
+    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
+    from pyg_rbp.results import CorruptResultsError, human_bytes, markdown_table
     from pyg_rbp.training.runner import ResultsFileConflict, run_seeds
 
     if args.threads:
@@ -113,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         configs = configs_from_args(args)
     except ValueError as err:
-        raise SystemExit(f"pyg-rbp train: {err}") from None
+        raise UsageError(f"pyg-rbp train: {err}") from None
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("pyg-rbp train: --device cuda requested but CUDA is not available")
+    check_outputs("train", files={"--json": args.json})  # before any training
     for cfg in configs:
         print(cfg.command())
     try:
@@ -123,10 +141,13 @@ def run(args: argparse.Namespace) -> int:
                         progress=not args.no_progress, resume=not args.fresh)
     except DataUnavailableError as err:
         raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
-    except ChecksumError as err:
+    except (ChecksumError, UnsafeDataError) as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
     except ResultsFileConflict as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
+    except CorruptResultsError as err:
+        raise UsageError(
+            f"pyg-rbp train: --json {err}; fix or delete it, or pass --fresh to replace it") from None
     rows = []
     for s in doc["summary"]:
         rows.append({**s, "test": _pm(s["test_mean"], s["test_std"]), "val": _pm(s["val_mean"], s["val_std"]),

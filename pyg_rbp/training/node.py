@@ -23,7 +23,14 @@ from pyg_rbp.engine import DivergenceError
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_node_model, count_parameters, fixed_point_stats, set_seed
-from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, checked_step, loss_fn
+from pyg_rbp.training.objective import (
+    DivergenceGuard,
+    ModelSelection,
+    check_output,
+    checked_step,
+    divergence_of,
+    loss_fn,
+)
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -120,6 +127,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         model.eval()
         with torch.no_grad():
             out = model(x, data.edge_index, edge_weight)
+            check_output(out, f"at the validation of step {epoch}")
             val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
         return selection.update(epoch, score(out, val_mask), val_loss,
                                 lambda: score(out, test_mask), cfg.eval_every, train_loss=train_loss)
@@ -148,8 +156,11 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
                 if epoch % cfg.eval_every and epoch != cfg.epochs:
                     continue
                 stop = validate(epoch, float(loss))
-            except DivergenceError as err:
-                guard.record(epoch, err)
+            except (DivergenceError, ValueError) as err:
+                diverged = divergence_of(err)
+                if diverged is None:
+                    raise
+                guard.record(epoch, diverged)
                 break
             bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")

@@ -1,6 +1,7 @@
-"""Half and bfloat16 models on the fused CSR path: MKL has no such CSR kernel, so the product runs
-in float32 and is rounded back (it used to crash with ``addmm_out_sparse_csr_impl_mkl not
-implemented for 'BFloat16'``)."""
+"""Inputs torch's kernels do not take, handled: half and bfloat16 models on the fused CSR path (MKL
+has no such CSR kernel, so the product runs in float32 and is rounded back; it used to crash with
+``addmm_out_sparse_csr_impl_mkl not implemented for 'BFloat16'``), and integer node features
+without an encoder (a message naming ``AtomEncoder`` instead of torch's dtype error)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
-"""Writing results so that nothing finished is lost: atomic JSON, environment, tables.
+"""Writing results so that nothing finished is lost: checked paths, atomic JSON, environment, tables.
 
-Every command that produces numbers writes them through these helpers: JSON files are written
-to a temporary file and renamed into place (a crash never leaves half a file), every result
-carries the environment it was measured on, and the same rows render as a markdown table.
+Every command that produces numbers writes them through these helpers: output paths are checked
+before any work starts (:func:`check_output_file`, :func:`check_output_folder`: a read-only folder,
+a directory or a device/FIFO in place of a file is refused up front, not after hours of
+training), JSON files are written to a uniquely named temporary file and renamed into place (a
+crash never leaves half a file, concurrent writers never share a temporary), every result carries
+the environment it was measured on, and the same rows render as a markdown table.
+:func:`try_lock` lets processes sharing a results folder claim a piece of work.
 """
 
 from __future__ import annotations
@@ -11,18 +15,95 @@ import json
 import math
 import os
 import platform
+import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot be written; raised before any work starts."""
+
+
+def _mode_writable(path: Path) -> bool:
+    """Write permission by the mode bits as well as ``os.access`` (root passes ``os.access`` for a
+    ``chmod a-w`` folder, which is read-only by intent)."""
+    return bool(path.stat().st_mode & stat.S_IWUSR) and os.access(path, os.W_OK)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _check_folder_writable(folder: Path, what: str) -> None:
+    if not folder.is_dir():
+        raise OutputPathError(f"{what}: {folder} is not a folder")
+    if not _mode_writable(folder):
+        raise OutputPathError(f"{what}: the folder {folder} is read-only")
+    try:  # the way results are written: a temporary file in the folder (catches read-only mounts)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".pyg_rbp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(f"{what}: cannot write in {folder}: {err.strerror or err}") from None
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "output") -> Path:
+    """Check that a result file can be written at ``path`` (atomically: a temporary file in its
+    folder, renamed over it); return the path, else raise :class:`OutputPathError`.
+
+    Refused: a directory, anything but a regular file (``/dev/full``, a FIFO, a socket: replacing
+    it would destroy it, and as root would succeed), a read-only file, and a folder (or the nearest
+    existing ancestor of a folder still to create) that is not writable.
+    """
+    path = Path(path).expanduser()
+    what = f"{flag} {path}"
+    if os.path.lexists(path):
+        try:
+            info = path.stat()
+        except OSError as err:
+            raise OutputPathError(f"{what}: {err.strerror or err}") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise OutputPathError(f"{what}: is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise OutputPathError(
+                f"{what}: is not a regular file (a device, FIFO or socket): results are written by "
+                "replacing the file, which would destroy it; give a file path"
+            )
+        if not _mode_writable(path):
+            raise OutputPathError(f"{what}: the file is read-only")
+    _check_folder_writable(_nearest_existing(path.parent), what)
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, flag: str = "output folder") -> Path:
+    """Check that files can be written under the folder ``path`` (created if missing)."""
+    path = Path(path).expanduser()
+    what = f"{flag} {path}"
+    if os.path.lexists(path) and not path.is_dir():
+        raise OutputPathError(f"{what}: exists and is not a folder")
+    _check_folder_writable(_nearest_existing(path), what)
+    return path
+
+
+def _refuse_non_regular(path: Path) -> None:
+    if os.path.lexists(path) and not stat.S_ISREG(path.stat().st_mode):
+        raise OutputPathError(f"{path}: is not a regular file; refusing to replace it")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    A directory, device or FIFO at ``path`` is never replaced (:class:`OutputPathError`)."""
     path = Path(path)
+    _refuse_non_regular(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -78,9 +159,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
+class CorruptResultsError(ValueError):
+    """A results file exists but is not valid JSON (a hand edit, another program's file)."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a file that is not valid JSON raises :class:`CorruptResultsError`
+    naming the file and the place of the error."""
     with open(path) as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except json.JSONDecodeError as err:
+            raise CorruptResultsError(
+                f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+            ) from None
+        except UnicodeDecodeError as err:
+            raise CorruptResultsError(f"{path} is not a text (JSON) file: {err}") from None
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
@@ -149,13 +243,63 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Pat
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    _refuse_non_regular(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    # a unique temporary name: two processes rendering the same board never write one file
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
+    tmp = Path(tmp_name)
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        with os.fdopen(fd, "wb") as fh:
+            try:
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            except OSError:
+                pass
+            fig.savefig(fh, dpi=dpi, format="png")
         os.replace(tmp, path)
     finally:
         plt.close(fig)
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+@contextmanager
+def try_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """Try to take the exclusive lock ``path`` (a lock file, never followed through a symlink);
+    yields whether this process holds it. Non-blocking: ``False`` means another process holds it.
+
+    The lock file is removed on release. A lock file removed or replaced between opening and
+    locking it is re-opened, so two processes never both believe they hold the lock. Without
+    ``fcntl`` (Windows) it always yields True.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield True
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        fd = os.open(path, flags, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed it as we opened it: take the next one
+    try:
+        yield True
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)

@@ -36,8 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from pyg_rbp.cli._args import UsageError
+
     try:
         return int(args.func(args) or 0)
+    except UsageError as err:  # a bad value: one line, status 2, no traceback
+        print(err, file=sys.stderr)
+        raise
     except KeyboardInterrupt:
         print("interrupted; finished results were written as they completed", file=sys.stderr)
         return 130

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from pyg_rbp.cli._args import UsageError, check_outputs, device
 
 # Flags mapping one-to-one onto HopfieldConfig fields: (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -55,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="gradient modes: a comma list of bptt,tbptt,rbp,cg,neumann or 'all' (default)")
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--root", default=None,
                    help="data root for MNIST (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--json", default=None, help="results JSON (written after every mode; resumable)")
@@ -70,8 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
+    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
     from pyg_rbp.engine import parse_grad_modes
+    from pyg_rbp.results import CorruptResultsError
     from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, run_experiment
     from pyg_rbp.tasks.hopfield_report import results_table
 
@@ -85,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
+    md_default = str(Path(args.json).with_suffix(".md")) if args.json and not args.md else None
+    check_outputs("hopfield", files={"--json": args.json, "--png": args.png, "--md": args.md or md_default})
     values = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
     try:
         config = HopfieldConfig(images=args.images, device=args.device, **values).resolved()
@@ -95,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
                              data_root=args.root, resume=not args.fresh,
                              progress=not args.no_progress,
                              log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except (DataUnavailableError, ChecksumError) as err:
+    except (DataUnavailableError, ChecksumError, UnsafeDataError) as err:
         raise SystemExit(f"pyg-rbp hopfield: {err}") from None
+    except CorruptResultsError as err:
+        raise UsageError(f"pyg-rbp hopfield: --json {err}; fix or delete it, or pass --fresh") from None
     except ValueError as err:
         raise SystemExit(f"pyg-rbp hopfield: {err}") from None
     print(results_table(doc))

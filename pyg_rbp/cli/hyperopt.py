@@ -10,8 +10,9 @@ rerunning the same command resumes.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from pyg_rbp.cli._args import int_list
+from pyg_rbp.cli._args import UsageError, check_outputs, device, int_list
 
 DEFAULT_GRADS = "bptt,tbptt,rbp,neumann"
 
@@ -48,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", default=None, help="meta-objective curves (PNG)")
     p.add_argument("--md", default=None, help="markdown table (default: the JSON path with .md)")
     p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--device", default=None, type=device, help="torch device (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--memory-steps", type=int_list, default=None,
@@ -63,14 +64,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
+    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
     from pyg_rbp.engine import parse_grad_modes
+    from pyg_rbp.results import CorruptResultsError
     from pyg_rbp.tasks.hyperopt.experiment import ExperimentConfig, run_experiment
 
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    md_default = str(Path(args.json).with_suffix(".md")) if args.json and not args.md else None
+    check_outputs("hyperopt", files={"--json": args.json, "--png": args.png, "--md": args.md or md_default})
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         config = ExperimentConfig(
@@ -87,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
                              root=args.root, memory_steps=args.memory_steps or (),
                              cosine_sweep=args.cosine_sweep or (), fresh=args.fresh,
                              progress=not args.no_progress)
-    except (DataUnavailableError, ChecksumError, ValueError) as err:
+    except CorruptResultsError as err:
+        raise UsageError(f"pyg-rbp hyperopt: --json {err}; fix or delete it, or pass --fresh") from None
+    except (DataUnavailableError, ChecksumError, UnsafeDataError, ValueError) as err:
         raise SystemExit(f"pyg-rbp hyperopt: {err}") from None
     from pyg_rbp.tasks.hyperopt.report import render_markdown
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
+from pathlib import Path
+
+from pyg_rbp.cli._args import check_outputs, device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="only the rows of these protocols (comma list of paper,public,official)")
     p.add_argument("--results", default="benchmarks/results", help="folder of cells/ and leaderboard.json")
     p.add_argument("--board", default="benchmarks/LEADERBOARD.md", help="markdown board to write")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device)
     p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--render-only", action="store_true", help="only re-render the board from finished cells")
     p.add_argument("--threads", type=int, default=None,
@@ -65,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"pyg-rbp leaderboard: {err}") from None
     command = (f"pyg-rbp leaderboard --datasets {shlex.quote(','.join(datasets))} --seeds {args.seeds} "
                f"--profile {args.profile}")
+    board = Path(args.board)
+    png = board.with_suffix(".png").with_name("leaderboard.png")
+    outputs = {"--board": args.board, "the board PNG": png,  # all the board writes, checked first
+               "the curves PNG": png.with_name("leaderboard_curves.png"),
+               "the board JSON": Path(args.results) / "leaderboard.json"}
+    check_outputs("leaderboard", files=outputs, folders={"--results": args.results})
     availability: dict[str, bool] = {}
 
     def render() -> None:
@@ -79,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         except lb.CellFailed as err:
             render()
             raise SystemExit(f"pyg-rbp leaderboard: {err}") from None
+        except lb.Terminated as err:  # the workers are stopped; finished cells are on disk
+            print(f"pyg-rbp leaderboard: {err}; the workers were stopped, finished cells are saved",
+                  file=sys.stderr)
+            return 128 + err.signum
         print(f"leaderboard: {counts['run']} cell(s) run, {counts['skipped']} already finished, "
               f"{counts['unavailable']} not run (data unavailable)")
     render()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from typing import Any
+
+from pyg_rbp.cli._args import UsageError, check_outputs, device, finite_float
 
 # Flags that map one-to-one onto TrainConfig fields (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -44,6 +47,19 @@ _FLAGS: dict[str, tuple[type, str]] = {
 }
 
 
+# Flags whose values are range-checked as they are parsed (NaN/inf refused; exit status 2).
+_CHECKED: dict[str, Any] = {
+    "lr": finite_float(0.0, low_open=True),
+    "weight_decay": finite_float(0.0),
+    "tol": finite_float(0.0),
+    "momentum": finite_float(0.0, 1.0, high_open=True),
+    "kappa": finite_float(0.0, 1.0, low_open=True, high_open=True),
+    "damping": finite_float(0.0, 1.0, low_open=True),
+    "dropout": finite_float(0.0, 1.0, high_open=True),
+    "alpha": finite_float(0.0, 1.0, low_open=True),
+}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model over seeds: best validation, test, time, memory",
@@ -62,12 +78,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"gradient mode(s): {','.join(grad_mode_names())} (any registered mode), "
                         "a comma list or 'all' (the paper's five; default neumann)")
     for name, (typ, text) in _FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_CHECKED.get(name, typ), default=None,
+                       help=text)
     p.add_argument("--seeds", default=None, help="seeds: 0,1,2 or a range 0-9 (default: 0)")
     p.add_argument("--folds", default=None,
                    help="10-fold protocol: the folds to run, 0,1,2 or a range (default: 0-9); "
                         "each fold is one result row, in place of a seed")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
     p.add_argument("--json", default=None, help="write results here (atomically, after every seed)")
     p.add_argument("--fresh", action="store_true", help="ignore finished seeds already in --json")
@@ -155,8 +172,8 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     """Train and report; only rank 0 prints and writes ``--json``."""
     import torch
 
-    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError
-    from pyg_rbp.results import human_bytes, markdown_table
+    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
+    from pyg_rbp.results import CorruptResultsError, human_bytes, markdown_table
     from pyg_rbp.training.runner import ResultsFileConflict, run_seeds
 
     if args.threads:
@@ -164,11 +181,13 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     try:
         configs = configs_from_args(args)
     except ValueError as err:
-        raise SystemExit(f"pyg-rbp train: {err}") from None
+        raise UsageError(f"pyg-rbp train: {err}") from None
     seeds = parse_seeds(_runs_spec(args, configs[0].protocol))
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("pyg-rbp train: --device cuda requested but CUDA is not available")
     main = rank == 0
+    if main:
+        check_outputs("train", files={"--json": args.json})  # before any training
     for cfg in configs:
         if main:
             print(cfg.command())
@@ -178,10 +197,13 @@ def _run(args: argparse.Namespace, rank: int) -> int:
                         resume=not args.fresh, log=print if main else (lambda _: None))
     except DataUnavailableError as err:
         raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
-    except ChecksumError as err:
+    except (ChecksumError, UnsafeDataError) as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
     except ResultsFileConflict as err:
         raise SystemExit(f"pyg-rbp train: {err}") from None
+    except CorruptResultsError as err:
+        raise UsageError(
+            f"pyg-rbp train: --json {err}; fix or delete it, or pass --fresh to replace it") from None
     if not main:
         return 0
     rows = []

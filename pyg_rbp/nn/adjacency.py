@@ -16,7 +16,8 @@ fastest kernel for it is a CSR sparse-dense matmul (``torch.sparse.mm``), about 
 than gather-then-scatter. :class:`CSRAdjacency` wraps it in an autograd function whose backward
 is itself differentiable (it calls the same kernel on the transposed CSR, built once), so the
 double-VJP trick that CG-RBP uses for Jacobian-vector products works through it, and gradients
-reach the edge weights.
+reach the edge weights. Where torch has no CSR kernel for a dtype (MKL lacks float16 and
+bfloat16), the product runs in float32 and is rounded back, instead of crashing.
 """
 
 from __future__ import annotations
@@ -112,6 +113,29 @@ def _index_dtype(num_nodes: int, num_edges: int, device: torch.device) -> torch.
     return torch.long
 
 
+_CSR_FALLBACK: set[tuple[str, torch.dtype]] = {
+    ("cpu", torch.float16), ("cpu", torch.bfloat16),  # MKL has no half/bfloat16 CSR kernel
+}
+"""(device type, dtype) pairs whose CSR kernel is missing: their products run in float32 (the
+values upcast once and cached) and are rounded back to the input's dtype. Pairs found missing at
+run time (``NotImplementedError`` from the kernel) are added."""
+
+
+def _csr_mm(adj: CSRAdjacency, x: Tensor, bias: Tensor | None) -> Tensor:
+    """``bias + A @ x`` with torch's CSR kernel, or in float32 where the kernel lacks the dtype."""
+    key = (x.device.type, x.dtype)
+    if key not in _CSR_FALLBACK:
+        try:
+            if bias is None:
+                return torch.sparse.mm(adj.matrix, x)
+            return torch.addmm(bias, adj.matrix, x)
+        except NotImplementedError:
+            _CSR_FALLBACK.add(key)
+    matrix = adj.float32_matrix()
+    out = torch.sparse.mm(matrix, x.float()) if bias is None else torch.addmm(bias.float(), matrix, x.float())
+    return out.to(x.dtype)
+
+
 class _CSRMatmul(torch.autograd.Function):
     """``bias + A @ x`` with a prebuilt CSR ``A``; the backward is again a CSR matmul, so it is
     itself differentiable (double backward, as CG-RBP's JVPs need)."""
@@ -120,9 +144,7 @@ class _CSRMatmul(torch.autograd.Function):
     def forward(ctx: Any, value: Tensor, x: Tensor, bias: Tensor | None, adj: CSRAdjacency) -> Tensor:
         ctx.adj = adj
         ctx.save_for_backward(x if value.requires_grad else None)
-        if bias is None:
-            return torch.sparse.mm(adj.matrix, x)
-        return torch.addmm(bias, adj.matrix, x)
+        return _csr_mm(adj, x, bias)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
@@ -178,6 +200,7 @@ class CSRAdjacency:
                 crow.to(index_dtype), self.col.to(index_dtype), self.value.detach(),
                 (num_targets, num_sources), check_invariants=False,
             )
+        self._matrix_f32: Tensor | None = None
         self._transposed: CSRAdjacency | None = None
         self._transpose_of: weakref.ref[CSRAdjacency] | None = None
 
@@ -216,9 +239,18 @@ class CSRAdjacency:
         ``[num_sources, C]``; differentiable in ``x``, ``bias`` and the weights."""
         if self.value.requires_grad or x.requires_grad or (bias is not None and bias.requires_grad):
             return _CSRMatmul.apply(self.value, x, bias, self)
-        if bias is None:
-            return torch.sparse.mm(self.matrix, x)
-        return torch.addmm(bias, self.matrix, x)
+        return _csr_mm(self, x, bias)
+
+    def float32_matrix(self) -> Tensor:
+        """The CSR matrix with float32 values (built once): for dtypes without a CSR kernel."""
+        if self.matrix.dtype == torch.float32:
+            return self.matrix
+        if self._matrix_f32 is None:
+            self._matrix_f32 = torch.sparse_csr_tensor(
+                self.matrix.crow_indices(), self.matrix.col_indices(), self.matrix.values().float(),
+                self.matrix.shape, check_invariants=False,
+            )
+        return self._matrix_f32
 
     def to_dense(self) -> Tensor:
         """Dense ``[num_targets, num_sources]`` matrix (for tests and small problems)."""

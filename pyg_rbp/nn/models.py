@@ -31,6 +31,21 @@ _POOLS = {"mean": global_mean_pool, "add": global_add_pool, "sum": global_add_po
           "max": global_max_pool}
 
 
+def check_float_features(x: Tensor, model: str) -> None:
+    """Refuse integer node features where the model would multiply them by float weights.
+
+    OGB's molecule datasets (``ogbg-mol*``) store categorical atom features as integers; they
+    need an embedding (``ogb.graphproppred.mol_encoder.AtomEncoder``), not a ``Linear`` layer,
+    and torch would only say "mat1 and mat2 must have the same dtype"."""
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(
+            f"{model}: node features x have integer dtype {x.dtype} (categorical features, like OGB "
+            f"molecules' atom features), which a Linear layer cannot take; pass "
+            f"node_encoder=AtomEncoder(hidden_channels) (from ogb.graphproppred.mol_encoder) for OGB "
+            f"molecules, or convert x to float (x.float()) if the values are really numbers"
+        )
+
+
 def _check_cell_name(cell: str) -> str:
     if not isinstance(cell, str) or cell.lower() not in CELL_NAMES:
         raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")
@@ -110,6 +125,7 @@ class FixedPointNodeClassifier(torch.nn.Module):
                 module.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Any, edge_weight: Tensor | None = None) -> Tensor:
+        check_float_features(x, self.__class__.__name__)
         x = F.dropout(x, p=self.dropout, training=self.training)
         if self.cell_name == "ppr":
             return self.conv(self.mlp(x), edge_index, edge_weight)
@@ -176,6 +192,8 @@ class FixedPointGraphModel(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Any, batch: Tensor | None = None,
                 edge_weight: Tensor | None = None) -> Tensor:
+        if isinstance(self.encoder, torch.nn.Linear):  # a node_encoder (AtomEncoder) takes integers
+            check_float_features(x, self.__class__.__name__)
         h = self.encoder(x)
         h = F.dropout(h, p=self.dropout, training=self.training)
         # per-graph stopping: a graph's state does not depend on what shares its batch

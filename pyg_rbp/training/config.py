@@ -10,6 +10,7 @@ that rebuilds the same config (the leaderboard stores it next to every row).
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 from dataclasses import dataclass, fields
 from typing import Any
@@ -129,6 +130,14 @@ class TrainConfig:
             raise ValueError("val_fraction applies to the 10-fold protocol only")
         if self.lr <= 0 or self.weight_decay < 0 or self.tol < 0:
             raise ValueError("lr must be > 0, weight_decay and tol >= 0")
+        for name in ("lr", "weight_decay", "tol", "momentum", "kappa"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0.0 < self.kappa < 1.0:
+            raise ValueError(f"kappa must be in (0, 1), got {self.kappa!r}")
         self._validate_loader()
 
     def _validate_loader(self) -> None:

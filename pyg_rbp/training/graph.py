@@ -29,7 +29,14 @@ from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.models import build_graph_model, count_parameters, fixed_point_stats, set_seed
 from pyg_rbp.training.node import make_optimizer
-from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, checked_step, loss_fn
+from pyg_rbp.training.objective import (
+    DivergenceGuard,
+    ModelSelection,
+    check_output,
+    checked_step,
+    divergence_of,
+    loss_fn,
+)
 
 
 def _forward(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -51,7 +58,9 @@ def _predict(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple
     ys, outs = [], []
     for batch in loader:
         batch = batch.to(device)
-        outs.append(_forward(model, batch).cpu())
+        out = _forward(model, batch)
+        check_output(out, "at validation")
+        outs.append(out.cpu())
         ys.append(batch.y.cpu())
     return torch.cat(ys), torch.cat(outs)
 
@@ -138,8 +147,11 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
                 if epoch % cfg.eval_every and epoch != cfg.epochs:
                     continue
                 stop = validate(epoch, total / max(count, 1))
-            except DivergenceError as err:
-                guard.record(epoch, err)
+            except (DivergenceError, ValueError) as err:
+                diverged = divergence_of(err)
+                if diverged is None:
+                    raise
+                guard.record(epoch, diverged)
                 break
             bar.set_postfix(loss=f"{total / max(count, 1):.3f}",
                             val="-" if selection.val is None else f"{selection.val:.4f}",

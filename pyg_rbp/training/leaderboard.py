@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pyg_rbp.engine import GRAD_MODES
-from pyg_rbp.results import atomic_save_figure
+from pyg_rbp.results import atomic_save_figure, try_lock
 from pyg_rbp.training import tu_board
 from pyg_rbp.training.config import PLANETOID, PROTOCOLS, TrainConfig, build_config, dataset_task
 from pyg_rbp.training.runner import diverged_seeds, mean_std
@@ -250,15 +250,27 @@ def _cell_label(entry: Entry, seed: int) -> str:
 def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: str,
                 progress: bool, jobs: int) -> bool:
     """Train one cell and write its JSON atomically; False (nothing done) when the cell was
-    finished meanwhile, by another process sharing the results folder."""
+    finished meanwhile, or is being trained right now, by another process sharing the results
+    folder."""
+    path = entry.cell_path(cells_dir, seed)
+    if path.is_file():
+        return False
+    # The cell lock: of several runs sharing the results folder, one trains the cell; the others
+    # skip it (it is finished by the holder). Checked again under the lock: it may just have been.
+    with try_lock(path.with_name(path.name + ".lock")) as mine:
+        if not mine or path.is_file():
+            return False
+        _train_locked_cell(entry, seed, path, loaded, device, progress, jobs)
+    return True
+
+
+def _train_locked_cell(entry: Entry, seed: int, path: Path, loaded: Any, device: str,
+                       progress: bool, jobs: int) -> None:
     import os
 
     from pyg_rbp.results import atomic_write_json, environment
     from pyg_rbp.training import runner
 
-    path = entry.cell_path(cells_dir, seed)
-    if path.is_file():
-        return False
     cfg = entry.config
     t0 = time.perf_counter()
     row = runner.run_one(cfg, loaded, seed, device=device, progress=progress)
@@ -269,19 +281,58 @@ def _train_cell(entry: Entry, seed: int, cells_dir: Path, loaded: Any, device: s
         "jobs": jobs, "pid": os.getpid(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    return True
 
 
 _WORKER_DATA: dict[str, Any] = {}
 
 
-def _init_worker(threads: int) -> None:
+class Terminated(BaseException):
+    """The leaderboard process got SIGTERM/SIGHUP: its workers are stopped before it exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Make this worker die with the process that started it, even if that one is SIGKILLed.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); everywhere a
+    daemon thread also checks once a second that the parent is still ours and exits otherwise.
+    """
+    import os
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(1.0)
+
+    if os.getppid() != parent:  # the parent died before we got here
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import signal
 
     import torch
 
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _exit_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -312,18 +363,32 @@ def _run_parallel(cells: Sequence[tuple[Entry, int]], cells_dir: Path, *, jobs: 
     """Run ``cells`` in ``jobs`` spawned worker processes, at most ``jobs`` at a time, in order.
 
     ``finished`` books each cell and says whether to start more. A worker that dies (killed,
-    out of memory) fails its cell with ``BrokenProcessPool`` instead of hanging the run.
+    out of memory) fails its cell with ``BrokenProcessPool`` instead of hanging the run. No
+    worker outlives this process: Ctrl-C, SIGTERM or SIGHUP stop them before it exits
+    (:class:`Terminated` is raised after), and a worker whose parent is SIGKILLed exits at once
+    (:func:`_exit_with_parent`).
     """
     import multiprocessing
+    import os
+    import signal
+    import threading
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     threads = threads or max(1, usable_cpus() // jobs)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
+                               initializer=_init_worker, initargs=(threads, os.getpid()))
     queue = list(reversed(cells))
     running: dict[Future, tuple[Entry, int]] = {}
     clean = False
+    handled = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: stop the workers, then exit
+
+        def terminated(signum: int, frame: Any) -> None:
+            raise Terminated(signum)
+
+        previous = {sig: signal.signal(sig, terminated) for sig in handled}
     try:
         more = True
         while queue or running:
@@ -344,6 +409,8 @@ def _run_parallel(cells: Sequence[tuple[Entry, int]], cells_dir: Path, *, jobs: 
             for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _is_unavailable(dataset: str, root: str | Path | None) -> bool:

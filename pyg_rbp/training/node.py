@@ -28,7 +28,9 @@ from pyg_rbp.training.objective import (
     ModelSelection,
     check_gradients,
     check_loss,
+    check_output,
     checked_step,
+    divergence_of,
     loss_fn,
 )
 
@@ -134,6 +136,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
         model.eval()
         with torch.no_grad():
             out = model(x, data.edge_index, edge_weight)
+            check_output(out, f"at the validation of step {epoch}")
             val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
         return selection.update(epoch, score(out, val_mask), val_loss,
                                 lambda: score(out, test_mask), cfg.eval_every, train_loss=train_loss)
@@ -162,8 +165,11 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
                 if epoch % cfg.eval_every and epoch != cfg.epochs:
                     continue
                 stop = validate(epoch, float(loss))
-            except DivergenceError as err:
-                guard.record(epoch, err)
+            except (DivergenceError, ValueError) as err:
+                diverged = divergence_of(err)
+                if diverged is None:
+                    raise
+                guard.record(epoch, diverged)
                 break
             bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")

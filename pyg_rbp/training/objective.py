@@ -8,6 +8,7 @@ OGB's evaluators leave them out of the score.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +63,33 @@ def check_gradients(model: nn.Module, where: str) -> None:
     raise DivergenceError(f"the gradient of {', '.join(bad)} became NaN/inf {where}")
 
 
+_NONFINITE_INPUT = re.compile(r"^fixed_point: h0(\[\d+\])? contains NaN or inf$")
+
+
+def divergence_of(err: BaseException) -> DivergenceError | None:
+    """The divergence ``err`` stands for, else None (a real error, to re-raise).
+
+    Besides :class:`~pyg_rbp.DivergenceError` itself this is the engine's refusal of a
+    non-finite initial state (``ValueError: fixed_point: h0 contains NaN or inf``): a model
+    computes its initial state from its weights (PPR's ``h0 = MLP(x)``), so after a step that blew
+    the weights up the next forward fails there, before any solve can diverge.
+    """
+    if isinstance(err, DivergenceError):
+        return err
+    if isinstance(err, ValueError) and _NONFINITE_INPUT.match(str(err)):
+        diverged = DivergenceError(f"the initial state of a fixed-point solve became NaN/inf ({err})")
+        diverged.__cause__ = err
+        return diverged
+    return None
+
+
+def check_output(out: Tensor, where: str) -> None:
+    """Raise :class:`~pyg_rbp.DivergenceError` if model outputs (validation/test) hold NaN/inf,
+    so that model selection never scores them."""
+    if not bool(torch.isfinite(out).all()):
+        raise DivergenceError(f"the model's outputs became NaN/inf {where}")
+
+
 def checked_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor, where: str) -> None:
     """``loss.backward()`` and ``optimizer.step()``, refusing (with a
     :class:`~pyg_rbp.DivergenceError`) a NaN/inf loss or gradient before the weights change."""
@@ -100,9 +128,12 @@ class DivergenceGuard:
         model.load_state_dict(self.initial)
         try:
             validate()
-        except DivergenceError as err:
+        except (DivergenceError, ValueError) as err:
+            diverged = divergence_of(err)
+            if diverged is None:
+                raise
             assert self.info is not None
-            self.info["error"] += f"; validating the initial weights failed too: {err}"
+            self.info["error"] += f"; validating the initial weights failed too: {diverged}"
 
 
 def is_better(metric: str, score: float, loss: float, best: tuple[float, float] | None) -> bool:

@@ -289,12 +289,12 @@ def defaults_for(dataset: str, protocol: str, model: str, task: str) -> dict[str
 def per_class_defaults(model: str) -> dict[str, Any]:
     """Settings of the ``per-class`` protocol (Amazon, Coauthor), in the spirit of Shchur et al.:
     hidden 64, dropout 0.5, Adam lr 0.01, weight decay 5e-4, early stopping on validation
-    (patience 50 of at most 300 epochs); fixed points of at most 30 steps (tolerance 1e-4),
+    (patience 30 of at most 200 epochs); fixed points of at most 30 steps (tolerance 1e-4),
     Neumann backward with 10 terms; ``history`` batches of 2048 target nodes.
     """
     d: dict[str, Any] = dict(hidden=64, max_iter=30, backward_iter=10, tol=1e-4, dropout=0.5,
-                             optimizer="adam", lr=0.01, weight_decay=5e-4, epochs=300, eval_every=1,
-                             patience=50, batch_size=2048)
+                             optimizer="adam", lr=0.01, weight_decay=5e-4, epochs=200, eval_every=1,
+                             patience=30, batch_size=2048)
     if model in ("gated", "implicit"):
         d.update(dropout=0.2)
     return d

@@ -49,9 +49,10 @@ def sampling_available() -> bool:
 
 
 SAMPLING_HINT = (
-    "install the sampling extra: pip install 'pyg_rbp[sampling]' (builds torch-sparse from source, "
-    "about 8 minutes; `make sampling-wheel` or .ci/run caches the wheel), or on a machine with PyG's "
-    "wheel index: pip install pyg-lib torch-sparse -f https://data.pyg.org/whl/torch-${TORCH}+${CUDA}.html")
+    "install the sampling extra: pip install --no-build-isolation 'pyg-rbp[sampling]' (compiles "
+    "torch-sparse, about 8 minutes; .ci/run caches the wheel in ~/.cache/pyg_rbp/wheels), or on a "
+    "machine with PyG's wheel index: pip install pyg-lib torch-sparse "
+    "-f https://data.pyg.org/whl/torch-${TORCH}+${CUDA}.html")
 
 
 @dataclass

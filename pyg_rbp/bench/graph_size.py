@@ -1027,7 +1027,8 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> Path:
                          linestyle=":" if synthetic else "none", marker="o", markerfacecolor="none",
                          markersize=7)
     for ax in axes:
-        ax.axhline(cfg["memory_limit_gb"], color="gray", linestyle="--", linewidth=1)
+        ax.axhline(cfg["memory_limit_gb"], color="gray", linestyle="--", linewidth=1,
+                   label=f"memory limit {cfg['memory_limit_gb']:g} GiB")
         ax.set(xscale="log", yscale="log", xlabel="nodes")
         ax.grid(True, alpha=0.3)
     axes[0].set(ylabel="peak memory (GiB)", title="process peak (x: where a mode failed)")

@@ -52,7 +52,13 @@ def installed(tmp_path_factory) -> dict:
     purelib = Path(
         _run([str(vpython), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
     )
-    lent = [p for p in {*site.getsitepackages(), sysconfig.get_paths()["purelib"]} if Path(p).is_dir()]
+    import importlib
+
+    # where the running interpreter finds the dependencies (its site-packages, or a folder on its path)
+    homes = {str(Path(importlib.import_module(m).__file__).resolve().parents[1])
+             for m in ("torch", "torch_geometric", "ogb", "sklearn", "numpy", "scipy", "tqdm")}
+    lent = sorted(p for p in {*site.getsitepackages(), sysconfig.get_paths()["purelib"], *homes}
+                  if Path(p).is_dir() and Path(p) != REPO)
     (purelib / "_lent_site_packages.pth").write_text("".join(f"{p}\n" for p in lent))
     _run([sys.executable, "-m", "pip", "--python", str(vpython), "install", "--no-deps", "--no-index",
           "-q", str(wheels[0])])

@@ -114,6 +114,15 @@ def provide_dataset(name: str, root: Path) -> str | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def _fresh_convergence_warnings():
+    """Each test sees the engine's once-per-process warnings afresh."""
+    from pyg_rbp.engine import reset_warnings
+
+    reset_warnings()
+    yield
+
+
 @pytest.fixture(scope="session")
 def _session_data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("pyg_rbp_data")
@@ -123,20 +132,23 @@ def _session_data_root(tmp_path_factory) -> Path:
 def real_data(_session_data_root):
     """``real_data(*names) -> root``: a writable root holding those datasets, else skip (fail in CI)."""
 
-    def provide(*names: str) -> Path:
-        missing = {}
-        for name in names:
-            why = _MISSING.get(name) or provide_dataset(name, _session_data_root)
-            if why:
-                missing[name] = _MISSING[name] = why
-        if missing:
-            message = "real dataset(s) unavailable: " + "; ".join(f"{n}: {w}" for n, w in missing.items())
-            if data_required():
-                pytest.fail(message + " (required under CI / PYG_RBP_REQUIRE_DATA)")
-            pytest.skip(message)
-        return _session_data_root
+    return lambda *names: require_datasets(names, _session_data_root)
 
-    return provide
+
+def require_datasets(names, root: Path) -> Path:
+    """Provide ``names`` under ``root`` (see :func:`provide_dataset`); skip the test, or fail it
+    under CI, naming each dataset that could not be provided."""
+    missing = {}
+    for name in names:
+        why = _MISSING.get(name) or provide_dataset(name, root)
+        if why:
+            missing[name] = _MISSING[name] = why
+    if missing:
+        message = "real dataset(s) unavailable: " + "; ".join(f"{n}: {w}" for n, w in missing.items())
+        if data_required():
+            pytest.fail(message + " (required under CI / PYG_RBP_REQUIRE_DATA)")
+        pytest.skip(message)
+    return root
 
 
 def _marked_datasets(request) -> tuple[str, ...]:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -23,7 +25,7 @@ def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_missing_real_data_skips_with_one_line_and_fails_under_ci(tmp_path):
+def test_missing_real_data_skips_with_one_summary_line(tmp_path):
     local = _pytest(tmp_path)
     assert local.returncode == 0, local.stdout + local.stderr
     assert "1 passed, 1 skipped" in local.stdout
@@ -31,19 +33,26 @@ def test_missing_real_data_skips_with_one_line_and_fails_under_ci(tmp_path):
     assert len(lines) == 1, local.stdout
     assert "real datasets cora" in lines[0] and "PYG_RBP_SHARED=" in lines[0]
     assert str(tmp_path / "no_mirror") in lines[0]
-    strict = _pytest(tmp_path, PYG_RBP_REQUIRE_DATA="1")  # what .ci/run sets
-    assert strict.returncode == 1, strict.stdout
-    assert "required under CI" in strict.stdout and "1 passed" in strict.stdout
 
 
-def test_ci_flags(monkeypatch):
-    from conftest import data_required
+def test_ci_flags_turn_the_skip_into_a_failure(monkeypatch, tmp_path):
+    import conftest
 
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("PYG_RBP_REQUIRE_DATA", raising=False)
-    assert not data_required()
-    monkeypatch.setenv("CI", "true")
-    assert data_required()
-    monkeypatch.setenv("CI", "false")
-    monkeypatch.setenv("PYG_RBP_REQUIRE_DATA", "1")
-    assert data_required()
+    assert not conftest.data_required()
+    monkeypatch.setattr(conftest, "_MISSING", {})
+    monkeypatch.setattr(conftest, "provide_dataset", lambda name, root: "not in any mirror, no network")
+    with pytest.raises(pytest.skip.Exception, match="cora: not in any mirror"):
+        conftest.require_datasets(["cora"], tmp_path)
+    for flag in ({"CI": "true"}, {"PYG_RBP_REQUIRE_DATA": "1"}):  # .ci/run sets the second
+        monkeypatch.setattr(conftest, "_MISSING", {})
+        with monkeypatch.context() as m:
+            for key, value in flag.items():
+                m.setenv(key, value)
+            assert conftest.data_required()
+            with pytest.raises(pytest.fail.Exception, match="cora: .*required under CI"):
+                conftest.require_datasets(["cora"], tmp_path)
+    monkeypatch.setattr(conftest, "_MISSING", {})
+    monkeypatch.setattr(conftest, "provide_dataset", lambda name, root: None)
+    assert conftest.require_datasets(["cora"], tmp_path) == tmp_path

@@ -520,15 +520,20 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                                  "neither Anderson reached 1e-4")})
     for name, rows in result.get("adjoint", {}).items():
         by = {(r["impl"], r["mode"]): r for r in rows}
+        if ("ours", "neumann") not in by or ("ours", "gmres") not in by:
+            continue
         n, g = by[("ours", "neumann")], by[("ours", "gmres")]
         if n["products_0.0001"] is not None:
             v = (None if g["products_0.0001"] is None else g["products_0.0001"] / n["products_0.0001"])
             out.append({"target": f"{name}: gmres VJPs / Neumann VJPs to grad error 1e-4",
                         "value": v, "bound": 0.5, "pass": None if v is None else v <= 0.5})
         else:
-            out.append({"target": f"{name}: gmres converges to 1e-4 where Neumann does not",
-                        "value": g["products_0.0001"], "bound": max(K_GRID),
-                        "pass": g["products_0.0001"] is not None})
+            # Neumann did not get there within the largest K: the ratio is an upper bound
+            gp = g["products_0.0001"]
+            v = None if gp is None else gp / max(K_GRID)
+            out.append({"target": f"{name}: gmres VJPs / Neumann VJPs to grad error 1e-4 "
+                                  f"(Neumann not there in {max(K_GRID)}: upper bound)",
+                        "value": v, "bound": 0.5, "pass": None if v is None else v <= 0.5})
     for name, rows in result.get("training", {}).items():
         tol = result["config"]["train_tol"]
         ours, theirs = _best(rows, "ours", tol), _best(rows, "torchdeq", tol)
@@ -536,6 +541,8 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"target": f"{name}: our best training step / torchdeq's best at grad error "
                               f"{tol:g}", "value": v, "bound": 0.7,
                     "pass": None if v is None else v <= 0.7,
+                    "note": (f"no torchdeq pair reached grad error {tol:g} within "
+                             f"{max(K_GRID)} backward iterations" if theirs is None else None),
                     "ours": None if ours is None else f"{ours['solver']}+{ours['mode']}",
                     "torchdeq": None if theirs is None else f"{theirs['solver']}+{theirs['mode']}"})
     return out

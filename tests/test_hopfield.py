@@ -429,3 +429,45 @@ def test_mnist_defaults_and_their_documented_deviations():
                            train_input="clean", batch_size=1, split="train").resolved()
     assert [n.split(":")[0] for n in paper_deviations(paper)] == ["weights"]
     assert HopfieldConfig(images="digits").resolved().a == 1.0
+
+
+# --- sparse topologies -----------------------------------------------------------------------
+
+
+def test_local_topology_receptive_fields_and_long_range():
+    from pyg_rbp.tasks.hopfield_graphs import count_synapses, local_graph
+
+    d, hidden, shape = 16, 6, (4, 4)
+    n = 2 * d + hidden
+    ei = local_graph(d, shape, hidden, radius=1.0, long_range=0, seed=0)
+    pos = neuron_positions(d, shape, hidden, 0)
+    dist = torch.cdist(pos, pos)
+    expected = (dist <= 1.0 + 1e-9) & ~torch.eye(n, dtype=torch.bool)
+    expected[:d, :d] = False  # no synapse between two clamped inputs
+    got = torch.zeros(n, n, dtype=torch.bool)
+    got[ei[0], ei[1]] = True
+    assert torch.equal(got, expected)
+    assert bool(got[torch.arange(d), torch.arange(d) + d + hidden].all())  # pixel input -> its output
+    with_long = local_graph(d, shape, hidden, radius=1.0, long_range=3, seed=0)
+    extra = with_long.size(1) - ei.size(1)
+    assert 0 < extra <= 2 * 3 * hidden  # repeats and existing synapses merge
+    HopfieldCell(n, with_long, clamp=torch.arange(d))  # undirected, no loops, no duplicates
+    c = count_synapses(ei, n)
+    assert c["synapses"] == int(expected.sum()) // 2 and c["complete_synapses"] == n * (n - 1) // 2
+
+
+def test_sparse_study_timing_and_verdict():
+    from pyg_rbp.tasks import hopfield_sparse as hs
+
+    images = (torch.rand(3, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    pts = [{"topology": "local", "radius": 1.0, "long_range": 1}]
+    t = hs.step_times(pts, images, (4, 4), hidden=8, repeats=2, steps=2)
+    assert set(t) == {"complete", "local_r1_lr1"}
+    assert t["complete"]["speedup"] == 1.0 and t["complete"]["fraction"] == 1.0
+    assert 0 < t["local_r1_lr1"]["fraction"] < 1 and t["local_r1_lr1"]["step_s"] > 0
+    row = {"label": "a", "synapses": 100, "complete_synapses": 2000, "fraction": 0.05, "speedup": 6.0}
+    assert hs.verdict([{**row, "success_rate": 0.8}]).startswith("**Met**")
+    assert hs.verdict([{**row, "success_rate": 0.7}]).startswith("**Not met**")
+    assert hs.verdict([{**row, "success_rate": 0.9, "speedup": 4.0}]).startswith("**Not met**")
+    two = [{**row, "success_rate": 0.9}, {**row, "label": "b", "synapses": 50, "success_rate": 0.3}]
+    assert "Below the target" in hs.verdict(two)

@@ -294,3 +294,17 @@ def test_gin_selection_and_board(tmp_path):
     md = lb.render_markdown(rows, command="x", env={}, profile="cpu")
     assert "GIN's selection" in md and "89.4" in md and "matches or beats GIN" in md
     assert "below it" not in md and "IGNN 89.3" in md
+
+
+def test_molecule_rows_get_gcn_and_the_full_budget():
+    from pyg_rbp.training import leaderboard as lb
+
+    full = lb.plan(["ogbg-molbace"], seeds=10, profile="full")
+    assert [e.config.model for e in full] == ["gated", "gin", "gcn"]
+    assert all(e.config.epochs == 100 and e.config.patience == 0 and e.seeds == list(range(10)) for e in full)
+    cpu = lb.plan(["ogbg-molesol"], seeds=10, profile="cpu")
+    assert [e.config.model for e in cpu] == ["gated", "gin", "gcn"]
+    assert all(e.config.epochs == lb.CPU_GRAPH_EPOCHS and e.config.pool == "add" for e in cpu)
+    big = lb.plan(["tu-proteins"], seeds=10, profile="cpu")
+    assert [(e.config.model, e.config.grad) for e in big] == [("gated", "neumann"), ("implicit", "neumann"),
+                                                              ("gin", None), ("gcn", None)]

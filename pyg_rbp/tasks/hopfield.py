@@ -149,8 +149,8 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
                  batch_size: int = 0, train_input: str = "clean", corrupt: float = 0.5,
                  seed: int = 0, lr_schedule: str = "constant", optimizer: str = "adam",
                  eval_images: Tensor | None = None, eval_every: int = 0,
-                 bound: float = 0.01, progress: Callable[[int, dict[str, Any]], None] | None = None
-                 ) -> TrainResult:
+                 bound: float = 0.01, copies: int = 1,
+                 progress: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
     r"""Train the memory to recall ``clean`` (``[P, D]`` binary images).
 
     Args:
@@ -170,6 +170,9 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
             (the reference implementation) or ``"corrupted"`` ones, a fresh random switch-off
             of ``corrupt`` of the "on" pixels each time (a denoising objective).
         seed: seeds batch order and training corruptions (independent of any test seed).
+        copies: with ``train_input="corrupted"``, each pattern of a batch appears this many times,
+            each copy with its own random corruption (more corruptions seen per Adam step; the
+            copies are extra channels of the same solve).
         eval_images: corrupted inputs whose recall of ``clean`` is evaluated every
             ``eval_every`` epochs (and after the last).
         progress: called as ``progress(epoch, info)`` after every epoch.
@@ -185,6 +188,8 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"copies must be an integer >= 1, got {copies!r}")
     p = clean.size(0)
     bs = p if batch_size in (0, None) or batch_size >= p else int(batch_size)
     if bs < 1:
@@ -209,6 +214,8 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
             for start in range(0, p, bs):
                 idx = order[start:start + bs].to(device)
                 target = clean[idx]
+                if train_input == "corrupted" and copies > 1:
+                    target = target.repeat(copies, 1)
                 inp = target if train_input == "clean" else switch_off(target, corrupt, gen)
                 out = model(inp)
                 loss = recall_loss(out, target)
@@ -217,7 +224,7 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach())
+                total += float(loss.detach()) * idx.numel() / target.size(0)
         except DivergenceError as err:
             result.diverged = f"epoch {epoch}: {err}"
             break

@@ -87,6 +87,8 @@ class HopfieldConfig:
     topology: str = "complete"
     knn_k: int = 8
     avg_degree: float = 32.0
+    radius: float = 3.0
+    long_range: int = 16
     updates: int = 50
     truncation: int = 20
     a: float | None = None
@@ -99,6 +101,8 @@ class HopfieldConfig:
     batch_size: int = 0
     train_input: str | None = None
     corrupt: float | None = None
+    train_corrupt: float | None = None
+    train_copies: int = 1
     flip: float = 0.05
     bound: float = 0.01
     test_seed: int = 1234
@@ -115,6 +119,8 @@ class HopfieldConfig:
         for key, value in SOURCE_DEFAULTS[self.images].items():
             if values[key] is None:
                 values[key] = value
+        if values["train_corrupt"] is None:  # train at the test's level unless told otherwise
+            values["train_corrupt"] = values["corrupt"]
         cfg = HopfieldConfig(**values)
         cfg.validate()
         return cfg
@@ -128,13 +134,13 @@ class HopfieldConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.train_input not in TRAIN_INPUTS:
             raise ValueError(f"train_input must be one of {TRAIN_INPUTS}, got {self.train_input!r}")
-        for name in ("updates", "truncation", "per_class"):
+        for name in ("updates", "truncation", "per_class", "train_copies"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("epochs", "hidden", "batch_size", "eval_every", "grad_check_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("corrupt", "flip"):
+        for name in ("corrupt", "train_corrupt", "flip"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.bound < 1:
@@ -146,6 +152,15 @@ class HopfieldConfig:
         """The fields that must match for finished modes to be reused (all but the device)."""
         values = dataclasses.asdict(self)
         values.pop("device")
+        # Fields added later are left out where they change nothing, so that the results files
+        # written before them still resume.
+        if values["train_corrupt"] in (None, values["corrupt"]):
+            values.pop("train_corrupt")
+        if values["train_copies"] == 1:
+            values.pop("train_copies")
+        if values["topology"] != "local":
+            values.pop("radius")
+            values.pop("long_range")
         return values
 
 
@@ -267,7 +282,8 @@ def run_mode(cfg: HopfieldConfig, grad: str, patterns: Patterns, tests: dict[str
     train = train_memory(model, clean, cfg.epochs, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
                          optimizer=cfg.optimizer,
                          batch_size=cfg.batch_size,
-                         train_input=cfg.train_input, corrupt=cfg.corrupt, seed=cfg.seed + 1,
+                         train_input=cfg.train_input, corrupt=cfg.train_corrupt, seed=cfg.seed + 1,
+                         copies=cfg.train_copies,
                          eval_images=off, eval_every=eval_every, bound=cfg.bound, progress=on_epoch)
     train_time = time.perf_counter() - t0
     if bar is not None:
@@ -284,7 +300,7 @@ def run_mode(cfg: HopfieldConfig, grad: str, patterns: Patterns, tests: dict[str
         row[f"pixel_error_{name}"] = results[name]["pixel_error"]
     row["epoch_time_s"] = statistics.median(train.epoch_time_s) if train.epoch_time_s else None
     row["train_time_s"] = train_time
-    train_in = clean if cfg.train_input == "clean" else switch_off(clean, cfg.corrupt, cfg.seed + 2)
+    train_in = clean if cfg.train_input == "clean" else switch_off(clean, cfg.train_corrupt, cfg.seed + 2)
     row.update(measure_saved_bytes(model, train_in, clean))
     row["epochs_done"] = train.epochs_done
     row["diverged"] = train.diverged
@@ -419,7 +435,8 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
     if todo:
         t0 = time.perf_counter()
         edge_index = build_topology(cfg.topology, patterns.num_pixels, patterns.shape, cfg.hidden,
-                                    k=cfg.knn_k, avg_degree=cfg.avg_degree, seed=cfg.seed)
+                                    k=cfg.knn_k, avg_degree=cfg.avg_degree, seed=cfg.seed,
+                                    radius=cfg.radius, long_range=cfg.long_range)
         probe = HopfieldMemory(patterns.num_pixels, cfg.hidden, edge_index, a=cfg.a, b=cfg.b,
                                init_std=cfg.init_std)
         cell_source = probe.cell.to(torch.device(cfg.device))

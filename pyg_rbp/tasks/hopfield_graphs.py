@@ -4,6 +4,13 @@ The paper's network is fully connected. Expressed as a graph, the same memory ca
 sparse synapses, which is where a graph library pays off; this module builds the three
 topologies the Hopfield benchmark offers, all as undirected PyG ``edge_index`` tensors (every
 edge in both directions, no self-loops), ready for :class:`pyg_rbp.nn.HopfieldCell`.
+
+``"local"`` is the one that retrieves MNIST digits from a few percent of the synapses: local
+receptive fields (every neuron wired to the neurons within a radius in the image plane, so a
+hidden neuron sees a patch of the input and writes the same patch of the output) plus a few
+random long-range synapses per hidden neuron. Synapses between two clamped input neurons never
+carry a signal (both ends are held), so the local topology leaves them out; :func:`count_synapses`
+counts any topology's synapses against the complete graph's.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 
-TOPOLOGIES = ("complete", "knn", "random")
+TOPOLOGIES = ("complete", "knn", "random", "local")
 
 
 def complete_graph(num_nodes: int) -> Tensor:
@@ -74,13 +81,50 @@ def random_graph(num_nodes: int, avg_degree: float, seed: int) -> Tensor:
     return coalesce(to_undirected(edge_index, num_nodes=num_nodes), num_nodes=num_nodes)
 
 
+def local_graph(num_pixels: int, shape: tuple[int, int], num_hidden: int, radius: float,
+                long_range: int, seed: int) -> Tensor:
+    """Local receptive fields plus random long-range synapses, over ``[inputs, hidden, outputs]``.
+
+    Every pair of neurons at most ``radius`` apart in the image plane (positions of
+    :func:`neuron_positions`) shares a synapse, except pairs of two input neurons (both clamped:
+    such a synapse never matters); each hidden neuron also gets ``long_range`` synapses to
+    neurons drawn uniformly over the whole network (with ``seed``; repeats merged).
+    """
+    if radius < 0 or long_range < 0:
+        raise ValueError(f"radius and long_range must be >= 0, got {radius!r}, {long_range!r}")
+    pos = neuron_positions(num_pixels, shape, num_hidden, seed)
+    n = pos.size(0)
+    near = torch.cdist(pos, pos) <= radius + 1e-9
+    near.fill_diagonal_(False)
+    near[:num_pixels, :num_pixels] = False  # input-input: both ends clamped
+    row, col = near.nonzero().t()
+    parts = [torch.stack([row, col])]
+    if long_range and num_hidden:
+        gen = torch.Generator().manual_seed(seed + 1)
+        hidden = torch.arange(num_pixels, num_pixels + num_hidden).repeat_interleave(long_range)
+        other = torch.randint(0, n, (hidden.numel(),), generator=gen)
+        parts.append(torch.stack([hidden, other]))
+    edge_index, _ = remove_self_loops(torch.cat(parts, dim=1))
+    return coalesce(to_undirected(edge_index, num_nodes=n), num_nodes=n)
+
+
+def count_synapses(edge_index: Tensor, num_nodes: int) -> dict[str, float]:
+    """Undirected synapses of ``edge_index`` and their fraction of the complete graph's."""
+    synapses = int(edge_index.size(1)) // 2
+    complete = num_nodes * (num_nodes - 1) // 2
+    return {"synapses": synapses, "complete_synapses": complete, "fraction": synapses / complete}
+
+
 def build_topology(topology: str, num_pixels: int, shape: tuple[int, int], num_hidden: int, *,
-                   k: int = 8, avg_degree: float = 32.0, seed: int = 0) -> Tensor:
+                   k: int = 8, avg_degree: float = 32.0, seed: int = 0, radius: float = 3.0,
+                   long_range: int = 16) -> Tensor:
     """The synapses of a memory with ``num_pixels`` input, ``num_hidden`` hidden and
     ``num_pixels`` output neurons (in that order).
 
     ``"complete"``: all pairs (the paper). ``"knn"``: the ``k`` nearest neurons in the image plane
     (:func:`neuron_positions`, :func:`knn_graph`). ``"random"``: Erdős-Rényi with ``avg_degree``.
+    ``"local"``: receptive fields of ``radius`` plus ``long_range`` random synapses per hidden
+    neuron (:func:`local_graph`).
     """
     n = 2 * num_pixels + num_hidden
     if topology == "complete":
@@ -89,4 +133,6 @@ def build_topology(topology: str, num_pixels: int, shape: tuple[int, int], num_h
         return knn_graph(neuron_positions(num_pixels, shape, num_hidden, seed), k)
     if topology == "random":
         return random_graph(n, avg_degree, seed)
+    if topology == "local":
+        return local_graph(num_pixels, shape, num_hidden, radius, long_range, seed)
     raise ValueError(f"unknown topology {topology!r}; choose one of {TOPOLOGIES}")

@@ -38,6 +38,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
                     "historical fixed points), neighbor or cluster (PyG's samplers; sampling extra)"),
     "num_neighbors": (str, "--loader neighbor: neighbours sampled per hop, e.g. 10,10"),
     "num_parts": (int, "--loader cluster: METIS parts of the graph"),
+    "step_every": (str, "mini-batch loaders: optimiser step every batch (round) or once per epoch"),
 }
 
 

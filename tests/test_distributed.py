@@ -38,15 +38,16 @@ def _problem(n: int = 90, classes: int = 3, seed: int = 0) -> tuple[LoadedDatase
     return loaded, data
 
 
-def _cfg(model: str = "implicit"):
+def _cfg(model: str = "implicit", step_every: str = "batch"):
     return build_config("karate", "node", model=model, loader="history", batch_size=20, epochs=3,
-                        dropout=0.0, max_iter=60, tol=1e-10, backward_iter=20, eval_every=1, patience=0)
+                        dropout=0.0, max_iter=60, tol=1e-10, backward_iter=20, eval_every=1, patience=0,
+                        step_every=step_every)
 
 
-@pytest.mark.parametrize("model", ["implicit"])
-def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path, model):
+@pytest.mark.parametrize("step_every", ["batch", "epoch"])
+def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path, step_every):
     loaded, data = _problem()
-    cfg = _cfg(model)
+    cfg = _cfg("implicit", step_every)
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     train_and_save(cfg, loaded, data, 0, str(one), dtype=torch.float64, accumulate=2)
     spawn(train_and_save, 2, (cfg, loaded, data, 0, str(two), "cpu", torch.float64))

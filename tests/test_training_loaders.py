@@ -65,6 +65,8 @@ def test_loader_settings_are_validated():
         build_config("karate", "node", model="gcn", loader="history")
     with pytest.raises(ValueError, match="loader must be one of"):
         build_config("karate", "node", loader="saint")
+    with pytest.raises(ValueError, match="step_every"):
+        build_config("karate", "node", model="ppr", loader="history", step_every="round")
     with pytest.raises(ValueError, match="num_neighbors"):
         build_config("karate", "node", loader="neighbor", num_neighbors="10,x")
     cfg = build_config("karate", "node", model="ppr", loader="neighbor", num_neighbors="5,-1")

@@ -44,6 +44,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "solver": (str, "forward solver of the fixed point: any registered one (iteration, the "
                     "default and the paper's; anderson; broyden)"),
     "val_fraction": (float, "10-fold: fraction of the training folds held out for validation"),
+    "step_every": (str, "mini-batch loaders: optimiser step every batch (round) or once per epoch"),
 }
 
 

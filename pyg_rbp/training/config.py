@@ -37,6 +37,11 @@ SHCHUR: tuple[str, ...] = ("amazon-computers", "amazon-photo", "coauthor-cs", "c
 LOADERS: tuple[str, ...] = ("full", "neighbor", "cluster", "history")
 """How node training iterates the graph (:mod:`pyg_rbp.training.loaders`)."""
 
+STEP_EVERY: tuple[str, ...] = ("batch", "epoch")
+"""Mini-batch loaders: an optimiser step after every round of batches, or one per epoch with the
+gradients of all batches accumulated (weighted by their training nodes: the full-graph step's
+gradient, up to the history loader's stale halos)."""
+
 # PCA width of the paper protocol (BRIEF.md section 2: 64 for Cora, 16 for PubMed).
 PAPER_HIDDEN = {"cora": 64, "citeseer": 64, "pubmed": 16}
 
@@ -77,6 +82,7 @@ class TrainConfig:
     loader: str = "full"
     num_neighbors: str = "10,10"
     num_parts: int = 32
+    step_every: str = "batch"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +152,8 @@ class TrainConfig:
         if not isinstance(self.num_parts, int) or isinstance(self.num_parts, bool) or self.num_parts < 1:
             raise ValueError(f"num_parts must be an integer >= 1, got {self.num_parts!r}")
         parse_num_neighbors(self.num_neighbors)
+        if self.step_every not in STEP_EVERY:
+            raise ValueError(f"step_every must be one of {', '.join(STEP_EVERY)}, got {self.step_every!r}")
         if self.loader == "history" and self.model not in FIXED_POINT_MODELS:
             raise ValueError(f"--loader history solves fixed points batch by batch: it needs a "
                              f"fixed-point model ({', '.join(FIXED_POINT_MODELS)}), got {self.model!r}")
@@ -179,7 +187,8 @@ class TrainConfig:
 # default, so the commands (and the cell names hashed from them) of existing rows stay valid.
 _OMIT_AT_DEFAULT: dict[str, Any] = {"aggr": "add", "features": "raw", "pool": "mean",
                                     "solver": "iteration", "val_fraction": 0.0,
-                                    "loader": "full", "num_neighbors": "10,10", "num_parts": 32}
+                                    "loader": "full", "num_neighbors": "10,10", "num_parts": 32,
+                                    "step_every": "batch"}
 
 
 def parse_num_neighbors(spec: str) -> list[int]:

@@ -226,6 +226,8 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
     all nodes without gradient. The result adds ``loader``, ``batches`` (per epoch, all
     processes), ``nodes_per_s`` (target nodes trained per second of training steps, all
     processes), ``world_size``, and ``saved_bytes`` as the largest over the first epoch's batches.
+    ``cfg.step_every="epoch"`` accumulates the whole epoch's gradients into one optimiser step
+    (each batch weighted by its share of the training nodes), as a full-graph step would.
     ``model`` overrides the one built from ``cfg`` (the multi-process tests start all from one).
     """
     from tqdm.auto import tqdm
@@ -262,6 +264,8 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
 
     selection = ModelSelection(metric, cfg.patience)
     label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/{cfg.loader}/s{seed}"
+    per_epoch = cfg.step_every == "epoch"
+    n_train = int(train_mask.sum())
     guard = DivergenceGuard(built, label)
     epoch_times: list[float] = []
     saved = 0
@@ -290,8 +294,11 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
                 t0 = time.perf_counter()
                 losses = []
                 nodes = 0
-                for mine in inner:
+                if per_epoch:
                     opt.zero_grad(set_to_none=True)
+                for mine in inner:
+                    if not per_epoch:
+                        opt.zero_grad(set_to_none=True)
                     writes: list[tuple[torch.Tensor, torch.Tensor]] = []
                     for batch in mine:
                         with SavedTensorBytes() if epoch == 1 else contextlib.nullcontext() as mem:
@@ -302,13 +309,21 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
                                 loss = loss_fn(metric, out[is_train], y[tgt])
                             else:  # no training node here: the solve still updates the buffer
                                 loss = out.sum() * 0.0
+                            # per epoch: this batch's share of the mean over all training nodes
+                            # (DDP averages over the processes, hence the factor world)
+                            share = int(is_train.sum()) * world / n_train
+                            weight = share if per_epoch else 1.0 / accumulate
                         if mem is not None:
                             saved = max(saved, mem.bytes)
                         nodes += batch.targets.numel()
                         check_loss(loss, f"at epoch {epoch}")
-                        (loss / accumulate).backward()
+                        (loss * weight).backward()
                         losses.append(float(loss.detach()))
                     loader.commit(writes)
+                    if not per_epoch:
+                        check_gradients(built, f"at epoch {epoch}")
+                        opt.step()
+                if per_epoch:
                     check_gradients(built, f"at epoch {epoch}")
                     opt.step()
                 inner.close()

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from pyg_rbp.data import ChecksumError, apply_protocol, load
+from pyg_rbp.data import ChecksumError, UnsafeDataError, apply_protocol, load
 from pyg_rbp.data.amazon_coauthor import load_shchur
 from pyg_rbp.data.manifest import entry
 from pyg_rbp.data.protocols import largest_connected_component, per_class_split
@@ -97,7 +97,7 @@ def test_processed_file_needing_unsafe_unpickling_is_refused(tmp_path):
 
     with open(processed, "wb") as fh:
         pickle.dump(({"x": Evil()}, None, None), fh)
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(UnsafeDataError, match="data.pt: refusing to load it"):
         load_shchur(small, root=tmp_path)
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from pyg_rbp.data import DataUnavailableError, load
+from pyg_rbp.data import DataUnavailableError, UnsafeDataError, load
 from pyg_rbp.data.protocols import kfold_split
-from pyg_rbp.data.tu import check_processed_files, standardize_columns, tu_entry
+from pyg_rbp.data.safe_load import check_torch_files
+from pyg_rbp.data.tu import standardize_columns, tu_entry
 
 
 def write_tu(root, name: str, graphs: list[tuple[int, list[tuple[int, int]]]], labels: list[int],
@@ -146,10 +147,10 @@ def test_processed_pickle_needing_full_unpickler_is_refused(tu_root):
     write_tu(tu_root, "EVIL", graphs, labels, node_labels=[0] * sum(n for n, _ in graphs))
     load("tu-evil", root=tu_root)  # builds processed/
     processed = tu_root / "TU" / "EVIL" / "processed"
-    check_processed_files(processed)  # what PyG wrote loads with weights_only=True
+    assert check_torch_files(processed) == []  # what PyG wrote loads with weights_only=True
     torch.save(_Payload(), processed / "pre_transform.pt")
     _RAN.clear()
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(UnsafeDataError, match="pre_transform.pt: refusing to load it"):
         load("tu-evil", root=tu_root)
     assert _RAN == []  # refused before anything unpickled it
 

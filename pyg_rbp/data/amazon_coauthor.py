@@ -9,8 +9,10 @@ Two safety rules this module enforces:
 
 * PyG writes its processed file as a torch pickle and its own reader falls back to
   ``torch.load(weights_only=False)`` (arbitrary code) when the safe reader refuses a class.
-  Here the processed file is read with ``weights_only=True`` only, with the PyG data classes
-  allow-listed; a file that needs anything else is refused with an error, never unpickled.
+  :func:`~pyg_rbp.data.storage.prepare_dataset_folder` checks every ``*.pt`` in the folder with
+  ``weights_only=True`` and the PyG allow-list before PyG runs
+  (:func:`~pyg_rbp.data.safe_load.check_torch_files`); a file that needs anything else is
+  refused with :class:`~pyg_rbp.data.UnsafeDataError` naming it, never unpickled.
 * The offline copies of these ``.npz`` files were re-packed from another public copy, so their
   sha256 is not the upstream file's (see ``../shared/datasets/README.md``). The manifest therefore
   pins no checksum for them; each loaded graph is instead checked by content against the
@@ -21,7 +23,6 @@ Two safety rules this module enforces:
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 
@@ -33,38 +34,13 @@ from pyg_rbp.data.storage import prepare_dataset_folder
 EXPECTED_KEYS = ("num_nodes", "num_edges", "num_features", "num_classes")
 
 
-class StrictLoadMixin:
-    """``InMemoryDataset.load`` with ``torch.load(weights_only=True)`` and no fallback."""
-
-    def load(self, path: str, data_cls: Any = None) -> None:
-        from torch_geometric.data import Data
-
-        from pyg_rbp.data.ogb_datasets import allow_pyg_pickles
-
-        allow_pyg_pickles()
-        try:
-            with open(path, "rb") as fh:
-                out = torch.load(fh, map_location="cpu", weights_only=True)
-        except Exception as err:  # the safe unpickler refused: never retry unsafely
-            raise ValueError(
-                f"refusing to load {path}: it is not readable with torch.load(weights_only=True) "
-                f"({type(err).__name__}: {err}). Delete the processed/ folder so that PyG rebuilds "
-                "it from the raw .npz file."
-            ) from None
-        if not isinstance(out, tuple) or len(out) not in (2, 3):
-            raise ValueError(f"{path} is not a PyG processed dataset file (got {type(out).__name__})")
-        data, self.slices = out[0], out[1]
-        cls = out[2] if len(out) == 3 else (data_cls or Data)
-        self.data = cls.from_dict(data) if isinstance(data, dict) else data
-
-
 def _pyg_class(kind: str) -> type:
     from torch_geometric.datasets import Amazon, Coauthor
 
     base = {"Amazon": Amazon, "Coauthor": Coauthor}.get(kind)
     if base is None:
         raise ValueError(f"unknown PyG class {kind!r} in the manifest (expected Amazon or Coauthor)")
-    return type(f"Strict{kind}", (StrictLoadMixin, base), {})
+    return base
 
 
 def check_content(name: str, stats: dict[str, int], expected: dict[str, int] | None) -> None:

@@ -22,7 +22,6 @@ unpickler is refused with a :class:`ValueError` naming it, before PyG can open i
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from pyg_rbp.data.download import download_allowed, download_archive
 from pyg_rbp.data.errors import DataUnavailableError
 from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.data.manifest import DatasetEntry, ExpectedFile, manifest
+from pyg_rbp.data.safe_load import allow_pyg_pickles
 from pyg_rbp.data.storage import configured_root, prepare_dataset_folder
 
 PREFIX = "tu-"
@@ -70,25 +70,6 @@ def tu_entry(name: str, root: str | os.PathLike | None = None) -> DatasetEntry:
         files=tuple(ExpectedFile(f"raw/{pyg_name}_{part}.txt") for part in REQUIRED_PARTS),
         extra={"pyg_name": pyg_name, "archive_folder": pyg_name},
     )
-
-
-def check_processed_files(folder: Path) -> None:
-    """Load every ``*.pt`` under ``folder`` with ``weights_only=True``; refuse any that needs
-    the full unpickler (PyG would otherwise read some of them with ``weights_only=False``)."""
-    from pyg_rbp.data.ogb_datasets import allow_pyg_pickles
-
-    if not folder.is_dir():
-        return
-    allow_pyg_pickles()
-    for path in sorted(folder.glob("*.pt")):
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
-            raise ValueError(
-                f"{path} does not load with torch.load(weights_only=True) ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}); it is not a file pyg_rbp wrote "
-                f"from the raw TU text files. Delete {folder} to rebuild it from raw/."
-            ) from err
 
 
 def _prepare(entry: DatasetEntry, root: str | os.PathLike | None, download: bool | None) -> Path:
@@ -144,13 +125,10 @@ def load_tu(entry: DatasetEntry, root: str | os.PathLike | None = None,
     from torch_geometric.datasets import TUDataset
     from torch_geometric.utils import degree
 
-    from pyg_rbp.data.ogb_datasets import allow_pyg_pickles
-
     base = _prepare(entry, root, download)
     pyg_name = entry.extra.get("pyg_name") or Path(str(entry.folder)).name
     tu_root = base / Path(str(entry.folder)).parent
-    check_processed_files(tu_root / pyg_name / "processed")
-    allow_pyg_pickles()
+    allow_pyg_pickles()  # every *.pt under the folder was checked by prepare_dataset_folder
     dataset = TUDataset(str(tu_root), pyg_name, use_node_attr=True)
     num_attr, num_labels = int(dataset.num_node_attributes), int(dataset.num_node_labels)
     features = "node attributes (standardised) + one-hot node labels"

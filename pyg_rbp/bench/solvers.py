@@ -205,7 +205,10 @@ class _Recorder:
     def __call__(self, h: Tensor) -> Tensor:
         out = self.step(h)
         with torch.no_grad():
-            r = float(torch.linalg.vector_norm(out - h) / torch.linalg.vector_norm(h).clamp_min(1e-30))
+            base = torch.linalg.vector_norm(h)
+            r = float(torch.linalg.vector_norm(out - h) / base.clamp_min(1e-30))
+            if not (torch.isfinite(base) and torch.isfinite(out).all()):
+                r = math.inf  # an overflowing iterate (inf / inf) is not a zero residual
         self.times.append(time.perf_counter() - self.t0)
         self.residuals.append(r)
         return out

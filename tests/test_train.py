@@ -61,6 +61,18 @@ def test_bad_settings_raise_clear_errors():
     assert defaults_for("cora", "public", "gcn", "node")["grad"] is None
 
 
+def test_flags_that_cannot_apply_are_refused_or_reset():
+    """Settings a run would accept and then ignore: refused up front, or reset like ``grad``."""
+    with pytest.raises(ValueError, match="needs plain steps"):
+        build_config("cora", "node", grad="bptt", solver="anderson")
+    assert build_config("cora", "node", grad="tbptt", solver="anderson").solver == "anderson"
+    assert build_config("cora", "node", model="gcn", solver="anderson").solver == "iteration"
+    with pytest.raises(ValueError, match="for node tasks"):
+        build_config("ogbg-molbace", "graph", loader="history")
+    with pytest.raises(ValueError, match="paper protocol trains full-graph"):
+        build_config("cora", "node", protocol="paper", loader="history")
+
+
 def test_command_rebuilds_the_same_config():
     from pyg_rbp.cli import build_parser
     from pyg_rbp.cli.train import configs_from_args

@@ -28,8 +28,12 @@ from torch_geometric.utils import subgraph
 
 from pyg_rbp.data.loaded import LoadedDataset
 
-PROTOCOLS = ("paper", "public", "official")
-PROTOCOLS = PROTOCOLS + ("per-class",)  # Shchur et al.'s split (issue 17)
+NODE_PROTOCOLS: tuple[str, ...] = ("paper", "public", "official", "per-class")
+"""Protocols that turn a node dataset into the graph a model trains on (:func:`apply_protocol`)."""
+KFOLD = "10-fold"
+"""The graph-classification cross-validation protocol (GIN, Xu et al. 2019)."""
+PROTOCOLS: tuple[str, ...] = NODE_PROTOCOLS + (KFOLD,)
+"""Every protocol a training run can name (graph datasets take ``official`` or ``10-fold``)."""
 PER_CLASS_TRAIN = 20
 PER_CLASS_VAL = 30
 FEATURES = ("raw", "row-normalized")
@@ -126,8 +130,8 @@ def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: 
     dataset's graph with its fixed split, its features ``raw`` or ``row-normalized``
     (:func:`row_normalize`).
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol not in NODE_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} for a node dataset; choose one of {', '.join(NODE_PROTOCOLS)}")
     if features not in FEATURES:
         raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
     if protocol == "paper" and features != "raw":
@@ -162,8 +166,6 @@ def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: 
     return data
 
 
-KFOLD = "10-fold"
-"""The graph-classification cross-validation protocol (GIN, Xu et al. 2019)."""
 NUM_FOLDS = 10
 FOLD_SEED = 0
 """GIN's ``separate_data`` seeds ``StratifiedKFold(n_splits=10, shuffle=True)`` with 0."""

@@ -15,7 +15,8 @@ import shlex
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pyg_rbp.engine import normalize_grad_mode
+from pyg_rbp.data.protocols import PAPER_HIDDEN, PROTOCOLS
+from pyg_rbp.engine import get_grad_mode, get_solver, normalize_grad_mode, normalize_solver
 
 FIXED_POINT_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr")
 """Models whose core is a fixed-point solve (they take a gradient mode)."""
@@ -29,7 +30,6 @@ NODE_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr", "linear-pca", "gcn",
 GRAPH_MODELS: tuple[str, ...] = ("gated", "implicit", "gin", "gcn")
 
 PLANETOID = ("cora", "citeseer", "pubmed")
-PROTOCOLS: tuple[str, ...] = ("paper", "public", "official", "10-fold", "per-class")
 
 SHCHUR: tuple[str, ...] = ("amazon-computers", "amazon-photo", "coauthor-cs", "coauthor-physics")
 """Graphs without an official split: trained under the ``per-class`` protocol."""
@@ -42,8 +42,6 @@ STEP_EVERY: tuple[str, ...] = ("batch", "epoch")
 gradients of all batches accumulated (weighted by their training nodes: the full-graph step's
 gradient, up to the history loader's stale halos)."""
 
-# PCA width of the paper protocol (BRIEF.md section 2: 64 for Cora, 16 for PubMed).
-PAPER_HIDDEN = {"cora": 64, "citeseer": 64, "pubmed": 16}
 
 
 @dataclass
@@ -111,9 +109,14 @@ class TrainConfig:
             self.grad = normalize_grad_mode(self.grad)
         else:
             self.grad = None
-        from pyg_rbp.engine import normalize_solver
-
         self.solver = normalize_solver(self.solver)
+        if self.grad is None:
+            self.solver = "iteration"  # baselines solve no fixed point (like grad, not applicable)
+        elif get_grad_mode(self.grad).records == "all" and not getattr(get_solver(self.solver),
+                                                                        "plain_steps", False):
+            raise ValueError(f"grad {self.grad!r} differentiates every forward step, which needs plain "
+                             f"steps: solver {self.solver!r} takes accelerated ones (use an implicit "
+                             f"mode, or tbptt, which differentiates K plain steps from the solution)")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         for name in ("hidden", "max_iter", "epochs", "eval_every", "batch_size", "num_layers"):
@@ -149,6 +152,12 @@ class TrainConfig:
     def _validate_loader(self) -> None:
         if self.loader not in LOADERS:
             raise ValueError(f"loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
+        if self.loader != "full" and dataset_task(self.dataset) == "graph":
+            raise ValueError(f"--loader {self.loader} is for node tasks; graph tasks ({self.dataset}) "
+                             f"batch whole graphs (--batch-size)")
+        if self.loader != "full" and self.protocol == "paper":
+            raise ValueError("the paper protocol trains full-graph (--loader full): its cell does not "
+                             "inject the input, so batch solves from a state buffer would ignore x")
         if not isinstance(self.num_parts, int) or isinstance(self.num_parts, bool) or self.num_parts < 1:
             raise ValueError(f"num_parts must be an integer >= 1, got {self.num_parts!r}")
         parse_num_neighbors(self.num_neighbors)

@@ -131,7 +131,8 @@ def apply_protocol(loaded: LoadedDataset, protocol: str, seed: int = 0, hidden: 
     (:func:`row_normalize`).
     """
     if protocol not in NODE_PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r} for a node dataset; choose one of {', '.join(NODE_PROTOCOLS)}")
+        raise ValueError(f"unknown protocol {protocol!r} for a node dataset; choose one of "
+                         f"{', '.join(NODE_PROTOCOLS)}")
     if features not in FEATURES:
         raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
     if protocol == "paper" and features != "raw":

@@ -3,8 +3,8 @@ bytes, peak memory, step time and, where it does not fit, the point of failure; 
 launcher that runs this in a fresh, memory-capped subprocess
 (``python -m pyg_rbp.bench.graph_size CONFIG_JSON GRAPH GRAD STEPS OUT_JSON``).
 
-Kept apart from the driver (:mod:`~pyg_rbp.bench.graph_size.run`) because this is all the
-subprocess imports and runs: one configuration's peak memory is its own.
+Kept apart from the driver (:mod:`~pyg_rbp.bench.graph_size.run`): this is the code the
+subprocess runs, one configuration per process, so its peak memory is that configuration's own.
 """
 
 from __future__ import annotations

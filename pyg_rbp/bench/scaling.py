@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyg_rbp.bench.common import jsonable, load_record, machine_load, write_markdown_and_png
 from pyg_rbp.bench.graphs import BenchGraph, load_bench_graph
 from pyg_rbp.bench.peers import PEERS, peer_model
 from pyg_rbp.engine import GRAD_MODES
@@ -45,7 +45,6 @@ from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize, tim
 from pyg_rbp.results import (
     atomic_save_figure,
     atomic_write_json,
-    atomic_write_text,
     environment,
     human_bytes,
     markdown_table,
@@ -221,21 +220,6 @@ def _key(grad: str, steps: int, k: int | None, tol: float = 0.0) -> str:
     return f"{grad}|{steps}|{k}|{tol:g}"
 
 
-def machine_load() -> dict[str, Any]:
-    """1/5/15-minute load averages and the ``uptime`` line (context for the timings)."""
-    info: dict[str, Any] = {}
-    try:
-        info["loadavg"] = list(os.getloadavg())
-    except OSError:  # pragma: no cover - not on every platform
-        info["loadavg"] = None
-    try:
-        info["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True,
-                                        timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):  # pragma: no cover
-        info["uptime"] = None
-    return info
-
-
 def _load_previous(path: Path | None, cfg: ScalingConfig) -> dict[str, Any]:
     if path is None or not path.is_file():
         return {}
@@ -245,7 +229,7 @@ def _load_previous(path: Path | None, cfg: ScalingConfig) -> dict[str, Any]:
         old = read_json(path)
     except (OSError, ValueError):
         return {}
-    if old.get("schema") != SCHEMA or old.get("fingerprint") != _jsonable(cfg.fingerprint()):
+    if old.get("schema") != SCHEMA or old.get("fingerprint") != jsonable(cfg.fingerprint()):
         return {}
     return old
 
@@ -263,16 +247,10 @@ _CONTENDERS = ("grads", "peers")
 def _stale_parts(old: dict[str, Any], cfg: ScalingConfig) -> list[str]:
     """The parts of a saved run measured with other settings than ``cfg``, or without some of
     its modes or peers."""
-    saved, mine = old.get("config") or {}, _jsonable(asdict(cfg))
+    saved, mine = old.get("config") or {}, jsonable(asdict(cfg))
     missing = any(not set(mine[k]) <= set(saved.get(k) or ()) for k in _CONTENDERS)
     return [part for part, keys in _PART_SETTINGS.items()
             if old.get(part) is not None and (missing or any(saved.get(k) != mine[k] for k in keys))]
-
-
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj))
 
 
 class ScalingRun:
@@ -355,8 +333,7 @@ class ScalingRun:
             cfg.dataset, root=cfg.root, hidden=cfg.hidden, num_nodes=cfg.nodes,
             num_edges=cfg.edges, num_features=cfg.features, num_classes=cfg.classes, seed=cfg.seed,
         ).to(self.device)
-        self.loads.append({"when": "start", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           **machine_load()})
+        self.loads.append(load_record("start"))
         cells = [c for c in grid_cells(cfg) if _key(*c) not in self.rows]
         floor_cells = [(t, k) for t in cfg.steps for k in cfg.backward_iters
                        if "neumann" in cfg.grads and _key("floor", t, k) not in self.floors]
@@ -382,8 +359,7 @@ class ScalingRun:
             self.save()
         if self.targets is not None:
             self.targets["verdicts"] = self._verdicts()
-        self.loads.append({"when": "end", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "elapsed_s": time.time() - self.started, **machine_load()})
+        self.loads.append(load_record("end", self.started))
         return self.save(complete=True)
 
     def _measure_cell(self, grad: str, steps: int, k: int | None, tol: float = 0.0) -> dict[str, Any]:
@@ -770,7 +746,4 @@ def plot(result: dict[str, Any], path: str | os.PathLike, k: int | None = None) 
 
 def write_reports(result: dict[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:
     """Markdown table and PNG next to the JSON (same stem, ``.md`` and ``.png``)."""
-    json_path = Path(json_path)
-    md = atomic_write_text(json_path.with_suffix(".md"), markdown_report(result))
-    png = plot(result, json_path.with_suffix(".png"))
-    return md, png
+    return write_markdown_and_png(result, json_path, markdown_report, plot)

@@ -1,0 +1,226 @@
+"""The ``bench graph-size`` driver: which configurations to run (probes first), resuming a saved
+file, one subprocess per configuration (one or two at a time), the largest-``T`` bisection and
+the result document written after every configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyg_rbp.bench.common import jsonable, load_record
+from pyg_rbp.bench.graph_size.config import FINISHED, PROBE, SCHEMA, UNROLLED, GraphSizeConfig
+from pyg_rbp.bench.graph_size.measure import NOTES, describe_row, predict_saved_bytes, run_configuration
+from pyg_rbp.bench.graph_size.specs import GraphSpec, parse_graph
+from pyg_rbp.bench.graph_size.targets import verdicts
+from pyg_rbp.results import atomic_write_json, environment, read_json
+
+
+def _key(graph: str, grad: str, steps: int) -> str:
+    return f"{graph}|{grad}|{steps}"
+
+
+
+class GraphSizeRun:
+    """The benchmark: every ``(graph, grad)`` configuration in its own subprocess, then the
+    optional largest-``T`` bisections, then the target verdicts.
+
+    ``run()`` measures what is missing, writes ``json_path`` after every configuration and
+    returns the result. An existing file written with other settings raises ``ValueError``
+    (pass ``fresh=True`` to discard it).
+    """
+
+    def __init__(self, cfg: GraphSizeConfig, json_path: str | os.PathLike | None = None, *,
+                 largest_steps: Sequence[str] = (), largest_steps_graphs: Sequence[str] = (),
+                 fresh: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print,
+                 runner: Callable[..., dict[str, Any]] = run_configuration) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.json_path = Path(json_path) if json_path is not None else None
+        self.largest_steps = list(largest_steps)
+        bad = [g for g in self.largest_steps if g not in UNROLLED and g not in cfg.grads]
+        if bad:
+            raise ValueError(f"largest_steps modes {bad} are not measured here")
+        self.largest_steps_graphs = [parse_graph(g, cfg.degree).name for g in largest_steps_graphs]
+        self.progress, self.log, self.runner = progress, log, runner
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.tries: dict[str, dict[str, Any]] = {}
+        self.loads: list[dict[str, Any]] = []
+        if self.json_path is not None and self.json_path.is_file() and not fresh:
+            self._resume(read_json(self.json_path))
+        self._lock = threading.Lock()
+        self.started = time.time()
+
+    def _resume(self, old: dict[str, Any]) -> None:
+        if old.get("schema") != SCHEMA:
+            raise ValueError(f"{self.json_path} is not a graph-size result ({old.get('schema')!r}); "
+                             "pass --fresh to overwrite it or choose another --json")
+        mine = jsonable(self.cfg.fingerprint())
+        theirs = old.get("fingerprint") or {}
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: saved {theirs.get(k)!r}, now {mine.get(k)!r}" for k in diff)
+            raise ValueError(f"{self.json_path} was measured with other settings ({shown}); "
+                             "pass --fresh to discard it or choose another --json")
+        finished = [s for s in FINISHED if s != "skipped" or self.cfg.skip_predicted_oom]
+        self.rows = {_key(r["graph"], r["grad"], r["steps"]): r for r in old.get("results", [])
+                     if r.get("status") in finished}
+        self.tries = {_key(r["graph"], r["grad"], r["steps"]): r
+                      for ls in old.get("largest_steps", []) for r in ls.get("tries", [])
+                      if r.get("status") in finished}
+        self.loads = list(old.get("machine_load", []))
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def configurations(self) -> list[tuple[GraphSpec, str]]:
+        """Every ``(graph, grad)`` to run; a graph's probe (unrolled modes) comes first."""
+        probe = self.cfg.predict and any(g in UNROLLED for g in self.cfg.grads)
+        return [(spec, grad) for spec in self.cfg.specs()
+                for grad in ([PROBE] if probe else []) + list(self.cfg.grads)]
+
+    def result(self, complete: bool) -> dict[str, Any]:
+        order = {(s.name, g): i for i, (s, g) in enumerate(self.configurations())}
+        rows = sorted(self.rows.values(),
+                      key=lambda r: (order.get((r["graph"], r["grad"]), len(order)), r["steps"]))
+        probes = {r["graph"]: r["probe"] for r in rows if r["grad"] == PROBE and r.get("probe")}
+        for r in [*rows, *self.tries.values()]:
+            predicted = predict_saved_bytes(probes.get(r["graph"]), r["grad"], r["steps"],
+                                            self.cfg.backward_iter)
+            if predicted is not None:
+                r["predicted_saved_bytes"] = predicted
+        out = {
+            "schema": SCHEMA,
+            "complete": complete,
+            "fingerprint": self.cfg.fingerprint(),
+            "config": asdict(self.cfg),
+            "environment": environment(self.cfg.device),
+            "machine_load": self.loads,
+            "results": rows,
+            "largest_steps": self._largest_summary(),
+            "notes": NOTES,
+        }
+        out["targets"] = verdicts(out)
+        return out
+
+    def save(self, complete: bool = False) -> dict[str, Any]:
+        with self._lock:
+            result = self.result(complete)
+            if self.json_path is not None:
+                atomic_write_json(self.json_path, result)
+        return result
+
+    # -- measuring ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        self.loads.append(load_record("start"))
+        todo = [(s, g) for s, g in self.configurations() if _key(s.name, g, self.cfg.steps) not in self.rows]
+        bar = tqdm(total=len(todo), desc="bench graph-size", unit="config", disable=not self.progress)
+
+        def one(item: tuple[GraphSpec, str]) -> None:
+            spec, grad = item
+            row = self._skip_predicted(spec, grad, self.cfg.steps) or self.runner(spec, grad, self.cfg)
+            with self._lock:
+                self.rows[_key(spec.name, grad, self.cfg.steps)] = row
+            self.save()
+            self.log(f"[graph-size] {spec.name} {grad}: {describe_row(row)}")
+            bar.update()
+
+        # Probes first (the predictions, and --skip-predicted-oom, need them), then the modes.
+        for batch in ([c for c in todo if c[1] == PROBE], [c for c in todo if c[1] != PROBE]):
+            if self.cfg.jobs > 1:
+                with ThreadPoolExecutor(self.cfg.jobs) as pool:
+                    list(pool.map(one, batch))
+            else:
+                for item in batch:
+                    one(item)
+        bar.close()
+        for grad in self.largest_steps:
+            for spec in self.cfg.specs():
+                if not self.largest_steps_graphs or spec.name in self.largest_steps_graphs:
+                    self._bisect(spec, grad)
+        self.loads.append(load_record("end", self.started))
+        return self.save(complete=True)
+
+    def _skip_predicted(self, spec: GraphSpec, grad: str, steps: int) -> dict[str, Any] | None:
+        """A ``skipped`` row when ``skip_predicted_oom`` is set and the probe predicts that
+        ``grad`` needs more than the limit on the CPU; else ``None`` (run it)."""
+        cfg = self.cfg
+        if not cfg.skip_predicted_oom or grad not in UNROLLED or not cfg.device.startswith("cpu"):
+            return None
+        probe_row = self.rows.get(_key(spec.name, PROBE, cfg.steps)) or {}
+        predicted = predict_saved_bytes(probe_row.get("probe"), grad, steps, cfg.backward_iter)
+        graph_bytes = probe_row.get("peak_rss_graph_bytes") or 0
+        if predicted is None or predicted + graph_bytes <= cfg.memory_limit_bytes:
+            return None
+        return {"graph": spec.name, "grad": grad, "steps": steps,
+                "backward_iter": None if grad == "bptt" else cfg.backward_iter, "device": cfg.device,
+                "graph_info": probe_row.get("graph_info"), "status": "skipped",
+                "reason": f"predicted saved bytes plus the graph exceed the "
+                          f"{cfg.memory_limit_gb:g} GiB limit"}
+
+    def _try(self, spec: GraphSpec, grad: str, steps: int) -> dict[str, Any]:
+        key = _key(spec.name, grad, steps)
+        if key not in self.tries:
+            if key in self.rows:
+                self.tries[key] = self.rows[key]
+            else:
+                row = (self._skip_predicted(spec, grad, steps)
+                       or self.runner(spec, grad, self.cfg, steps=steps))
+                with self._lock:
+                    self.tries[key] = row
+                self.save()
+                self.log(f"[graph-size] largest T of {grad} on {spec.name}: T={steps} {describe_row(row)}")
+        return self.tries[key]
+
+    def _bisect(self, spec: GraphSpec, grad: str) -> None:
+        """Largest ``T`` in ``[1, cfg.steps]`` at which ``grad`` trains within the limit."""
+        top = self._try(spec, grad, self.cfg.steps)
+        if top.get("status") == "ok":
+            return
+        lo, hi = 0, self.cfg.steps  # ok at lo (0: none yet), fails at hi
+        # A forward that ran out of memory at step s fails for every T >= s (the first s steps
+        # are the same computation whatever T): start the search below s.
+        if top.get("failed_phase") == "forward" and top.get("failed_after_forward_steps"):
+            hi = max(1, min(hi, int(top["failed_after_forward_steps"])))
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._try(spec, grad, mid).get("status") == "ok":
+                lo = mid
+            else:
+                hi = mid
+
+    def _largest_summary(self) -> list[dict[str, Any]]:
+        out = []
+        for grad in self.largest_steps:
+            for spec in self.cfg.specs():
+                if self.largest_steps_graphs and spec.name not in self.largest_steps_graphs:
+                    continue
+                tries = sorted((r for r in self.tries.values()
+                                if r["graph"] == spec.name and r["grad"] == grad), key=lambda r: r["steps"])
+                if not tries:
+                    continue
+                ok = [r["steps"] for r in tries if r.get("status") == "ok"]
+                bad = [r["steps"] for r in tries if r.get("status") != "ok"]
+                # a forward that failed at step s shows that T = s fails too
+                bad += [int(r["failed_after_forward_steps"]) for r in tries
+                        if r.get("failed_phase") == "forward" and r.get("failed_after_forward_steps")]
+                largest = max(ok) if ok else 0
+                done = largest == self.cfg.steps or (bool(bad) and min(bad) == largest + 1)
+                out.append({"graph": spec.name, "grad": grad, "largest_steps": largest,
+                            "first_failing_steps": min(bad) if bad else None,
+                            "at_least": largest == self.cfg.steps, "complete": done,
+                            "searched_up_to": self.cfg.steps, "tries": tries})
+        return out

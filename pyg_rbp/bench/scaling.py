@@ -40,7 +40,7 @@ from torch import Tensor
 from pyg_rbp.bench.common import jsonable, load_record, machine_load, write_markdown_and_png
 from pyg_rbp.bench.graphs import BenchGraph, load_bench_graph
 from pyg_rbp.bench.peers import PEERS, peer_model
-from pyg_rbp.engine import GRAD_MODES
+from pyg_rbp.engine import GRAD_MODES, grad_mode_names
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize, timed_runs
 from pyg_rbp.results import (
     atomic_save_figure,
@@ -93,9 +93,9 @@ class ScalingConfig:
             raise ValueError(f"steps must be positive integers, got {self.steps}")
         if not self.backward_iters or any(int(k) < 1 for k in self.backward_iters):
             raise ValueError(f"backward_iters must be positive integers, got {self.backward_iters}")
-        unknown = [g for g in self.grads if g not in GRAD_MODES]
+        unknown = [g for g in self.grads if g not in grad_mode_names()]
         if unknown:
-            raise ValueError(f"unknown gradient modes {unknown}; valid: {', '.join(GRAD_MODES)}")
+            raise ValueError(f"unknown gradient modes {unknown}; valid: {', '.join(grad_mode_names())}")
         unknown = [p for p in self.peers if p not in PEERS]
         if unknown:
             raise ValueError(f"unknown peers {unknown}; valid: {', '.join(PEERS)}")

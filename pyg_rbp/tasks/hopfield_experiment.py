@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, normalize_grad_mode
+from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, grad_mode_names, normalize_grad_mode
 from pyg_rbp.numerics import flush_denormals
 from pyg_rbp.profiling import SavedTensorBytes
 from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
@@ -412,14 +412,14 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
             # one file, one machine: its epoch times are compared side by side
             raise ValueError(f"{jpath} was measured on {before}, this run is on {now}; use another "
                              "--json, or --fresh to measure every mode here")
-        doc["results"] = [r for r in old.get("results", []) if r.get("grad") in GRAD_MODES]
+        doc["results"] = [r for r in old.get("results", []) if r.get("grad") in grad_mode_names()]
         for key in ("load_average",):
             if key in old:
                 doc[key] = old[key]
     done = {r["grad"] for r in doc["results"]}
 
     def write() -> None:
-        order = {m: i for i, m in enumerate(GRAD_MODES)}
+        order = {m: i for i, m in enumerate(grad_mode_names())}
         doc["results"].sort(key=lambda r: order.get(r["grad"], 99))
         if jpath is not None:
             atomic_write_json(jpath, doc)

@@ -55,16 +55,16 @@ class GraphSizeConfig:
     timeout_s: float = 3600.0
 
     def validate(self) -> None:
-        from pyg_rbp.engine import GRAD_MODES
+        from pyg_rbp.engine import grad_mode_names
 
         if not self.graphs:
             raise ValueError("no graph given")
         for g in self.graphs:
             parse_graph(g, self.degree)
-        unknown = [g for g in self.grads if g not in GRAD_MODES]
+        unknown = [g for g in self.grads if g not in grad_mode_names()]
         if unknown or not self.grads:
             raise ValueError(f"unknown gradient modes {unknown or self.grads}; "
-                             f"valid: {', '.join(GRAD_MODES)}")
+                             f"valid: {', '.join(grad_mode_names())}")
         for name in ("steps", "backward_iter", "hidden", "degree", "classes", "repeats", "jobs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -79,6 +79,8 @@ def test_every_command_checks_its_outputs_first(tmp_path, read_only_dir, no_trai
         ["hopfield", "--json", str(tmp_path / "h.json"), "--md", "/dev/full", "--epochs", "1"],
         ["hyperopt", "--json", target, "--meta-steps", "1"],
         ["hyperopt", "--png", "/dev/full", "--meta-steps", "1"],
+        ["demo", "--json", "/dev/full", "--epochs", "1"],
+        ["demo", "--json", target, "--epochs", "1"],
     ]
     for argv in cases:
         with pytest.raises(SystemExit) as info:

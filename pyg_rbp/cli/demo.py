@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from pyg_rbp.cli._args import check_outputs
     from pyg_rbp.results import human_bytes, markdown_table
     from pyg_rbp.training.config import build_config
     from pyg_rbp.training.runner import run_seeds
@@ -70,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
                                                    **settings) for g in accelerated]))
     except ValueError as err:
         raise SystemExit(f"pyg-rbp demo: {err}") from None
+    if args.json:  # every file the demo will write, before any training
+        extra = {f"--json ({solver})": _suffixed(args.json, solver) for solver, _ in runs
+                 if solver != "iteration"}
+        check_outputs("demo", files={"--json": args.json, **extra})
     print("pyg-rbp demo: gated fixed-point GNN on the digits k-NN graph (1797 nodes, 10 classes), "
           f"{settings['max_iter']} forward steps, K={settings['backward_iter']}, "
           f"{settings['epochs']} epochs, "

@@ -295,6 +295,7 @@ def test_gin_selection_and_board(tmp_path):
     md = lb.render_markdown(rows, command="x", env={}, profile="cpu")
     assert "GIN's selection" in md and "89.4" in md and "matches or beats GIN" in md
     assert "below it" not in md and "IGNN 89.3" in md
+    assert "--val-fraction 0.1 --folds 0,1" in md and "--seeds 0,1" not in md
 
 
 def test_molecule_rows_get_gcn_and_the_full_budget():

@@ -729,7 +729,8 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
         out.append("")
         out.append("```")
         for r in rs:
-            out.append(f"{r['command']} --seeds {','.join(map(str, r['seeds_planned']))}")
+            runs = "--folds" if r["protocol"] == tu_board.KFOLD else "--seeds"
+            out.append(f"{r['command']} {runs} {','.join(map(str, r['seeds_planned']))}")
         out.append("```")
         out.append("")
     if png_name:

@@ -178,6 +178,10 @@ def target_lines(rows_: list[dict[str, Any]]) -> list[str]:
                 f"{_row_label(best_val)}, {_pct(best_val['test_mean'], best_val['test_std'])} % vs GIN "
                 f"{_pct(gin['test_mean'], gin['test_std'])} % (validation-selected epochs, same harness and "
                 f"budget): **{'matches or beats GIN' if ok else 'below GIN'}**")
+        top_test = max(fps, key=lambda r: r["test_mean"])
+        if top_test is not best_val:
+            text += (f" (highest test among fixed-point rows, not chosen by validation: "
+                     f"{_row_label(top_test)} {_pct(top_test['test_mean'], top_test['test_std'])} %)")
         with_gin = [r for r in fps if r.get("gin_test_mean") is not None]
         if with_gin and gin.get("gin_test_mean") is not None:
             top = max(with_gin, key=lambda r: r["gin_test_mean"])

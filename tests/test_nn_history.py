@@ -196,3 +196,22 @@ def test_bad_inputs_are_refused():
     buffer = HistoryBuffer(30, 5, torch.float32, "cpu")
     with pytest.raises(ValueError, match="5-wide"):
         buffer.ensure(4, torch.float32, torch.device("cpu"))
+
+
+def test_batch_solves_use_the_layers_solver_and_strictness():
+    """The layer's forward solver, its options and ``strict`` apply to batch solves too."""
+    from pyg_rbp.engine import ConvergenceError
+
+    n = 60
+    ei = _graph(n, 200)
+    cell = ImplicitCell(3, 4, kappa=0.9).double()
+    x = torch.randn(n, 3, dtype=torch.float64)
+    batches = build_halo_batches(cell, ei, n, partition_nodes(ei, n, 20), dtype=torch.float64)
+    conv = FixedPointConv(cell, grad="neumann", max_iter=200, tol=1e-10, solver="anderson",
+                          solver_options={"m": 3})
+    with torch.no_grad():
+        solve_batch(conv, x.index_select(0, batches[0].nodes), batches[0], HistoryBuffer(n))
+    assert conv.stats.solver == "anderson"
+    strict = FixedPointConv(cell, grad="neumann", max_iter=1, tol=1e-12, strict=True)
+    with pytest.raises(ConvergenceError):
+        solve_batch(strict, x.index_select(0, batches[0].nodes), batches[0], HistoryBuffer(n))

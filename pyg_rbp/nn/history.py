@@ -322,7 +322,8 @@ def solve_batch(conv: FixedPointConv, x: Tensor, batch: HaloBatch, buffer: Histo
     out, conv.stats = fixed_point(
         step, h0, grad=conv.grad, max_iter=conv.max_iter, tol=conv.tol,
         backward_iter=conv.backward_iter, damping=conv.damping, backward_tol=conv.backward_tol,
-        return_stats=True, track=conv.track)
+        return_stats=True, track=conv.track, solver=conv.solver, solver_options=conv.solver_options,
+        grad_options=conv.grad_options, strict=conv.strict, warn_key=conv._warn_key)
     if write:
         buffer.write(batch.nodes, out)
     return out

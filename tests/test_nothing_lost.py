@@ -296,3 +296,16 @@ def test_killing_a_parallel_leaderboard_leaves_no_worker(tmp_path, sig):
         for w in workers:
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+@pytest.mark.datasets("cora")
+def test_a_blown_up_mini_batch_run_is_recorded_as_diverged(data_root, tmp_path):
+    """The mini-batch loop records divergence in every form the full-graph loop does."""
+    out = tmp_path / "ppr_history.json"
+    argv = ["train", "--dataset", "cora", "--root", str(data_root), "--model", "ppr", "--optimizer", "sgd",
+            "--lr", "1e5", "--seeds", "0", "--epochs", "6", "--loader", "history", "--batch-size", "1024",
+            "--json", str(out), "--no-progress"]
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        assert main(argv) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["diverged"]

@@ -275,6 +275,7 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
     def validate(epoch: int, train_loss: float | None) -> bool:
         built.eval()
         out = loader.predict(built, x)
+        check_output(out, f"at epoch {epoch}")
         val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
         return selection.update(epoch, score(out, val_mask), val_loss,
                                 lambda: score(out, test_mask), cfg.eval_every, train_loss=train_loss)
@@ -336,8 +337,11 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
                 if epoch % cfg.eval_every and epoch != cfg.epochs:
                     continue
                 stop = validate(epoch, loss_value)
-            except DivergenceError as err:
-                guard.record(epoch, err)
+            except (DivergenceError, ValueError) as err:
+                diverged = divergence_of(err)
+                if diverged is None:
+                    raise
+                guard.record(epoch, diverged)
                 break
             bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")

@@ -91,3 +91,26 @@ def test_resume_refuses_another_device_and_reads_files_that_predate_a_field(tmp_
     path.write_text(json.dumps({"config": {**older, "device": "cuda"}, "results": [result]}))
     with pytest.raises(ResultsFileConflict, match="differ in: device"):
         _previous_runs(path, base, log=lambda s: None)
+
+
+def test_settings_that_would_fail_every_rank_are_refused_before_spawning(monkeypatch):
+    """``--world-size N`` checks its settings and outputs once, in the launcher (exit 2)."""
+    from pyg_rbp.training import distributed, loaders
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("spawned before the settings were checked")
+
+    monkeypatch.setattr(distributed, "spawn", refuse)
+    cases = [
+        (["--world-size", "2"], "several processes share mini-batches"),
+        (["--world-size", "2", "--loader", "history", "--json", "/dev/full"], "not a regular file"),
+        (["--world-size", "2", "--loader", "history", "--grad", "bptt", "--solver", "anderson"],
+         "needs plain steps"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as info:
+            main(["train", "--dataset", "karate", *extra])
+        assert info.value.code == 2 and message in str(info.value), extra
+    monkeypatch.setattr(loaders, "sampling_available", lambda: False)
+    with pytest.raises(SystemExit, match="sampling"):
+        main(["train", "--dataset", "karate", "--loader", "neighbor"])

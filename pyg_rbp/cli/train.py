@@ -9,6 +9,7 @@ after every finished seed and a rerun with the same settings skips the seeds alr
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 from typing import Any
 
@@ -137,13 +138,12 @@ def configs_from_args(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     """Train; with ``--world-size N`` (N > 1) spawn N processes, under torchrun join its group."""
-    import os
-
     from pyg_rbp.training.distributed import WorkerFailed, init_from_env, shutdown, spawn
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.world_size is not None and args.world_size < 1:
         raise SystemExit(f"pyg-rbp train: --world-size must be >= 1, got {args.world_size}")
+    _preflight(args, max(world, args.world_size or 1))  # before any process is spawned
     if world == 1 and (args.world_size or 1) > 1:
         try:
             spawn(_distributed_worker, args.world_size, (args,), device=args.device,
@@ -159,6 +159,27 @@ def run(args: argparse.Namespace) -> int:
         finally:
             shutdown()
     return _run(args, 0)
+
+
+def _preflight(args: argparse.Namespace, world: int) -> None:
+    """Refuse bad settings and unwritable outputs with one line (exit 2) in the launching
+    process, so that N spawned ranks never each fail on them."""
+    from pyg_rbp.training.loaders import sampling_available
+
+    try:
+        configs = configs_from_args(args)
+    except ValueError as err:
+        raise UsageError(f"pyg-rbp train: {err}") from None
+    parse_seeds(_runs_spec(args, configs[0].protocol))
+    loader = configs[0].loader
+    if loader in ("neighbor", "cluster") and not sampling_available():
+        raise UsageError(f"pyg-rbp train: --loader {loader} needs PyG's samplers (torch-sparse or "
+                         f"pyg-lib): pip install --no-build-isolation 'pyg-rbp[sampling]'")
+    if world > 1 and loader == "full":
+        raise UsageError("pyg-rbp train: several processes share mini-batches: pass --loader "
+                         "history|neighbor|cluster with --world-size / torchrun")
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_outputs("train", files={"--json": args.json})
 
 
 def _distributed_worker(args: argparse.Namespace) -> None:

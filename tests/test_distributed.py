@@ -115,3 +115,10 @@ def test_cli_world_size_spawns_and_only_rank_0_writes(tmp_path):
     (res,) = doc["results"]
     assert res["world_size"] == 2 and res["loader"] == "history" and res["nodes_per_s"] > 0
     assert res["batches"] % 2 == 0 and res["epochs_run"] == 3
+    # A resumed run: rank 0 skips the finished seed 0, and so must rank 1 (it has no file to read).
+    proc = subprocess.run([*cmd, "--seeds", "0-1"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc2 = json.loads(out.read_text())
+    assert [r["seed"] for r in doc2["results"]] == [0, 1]
+    assert doc2["results"][0] == res  # kept, not retrained

@@ -196,6 +196,7 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 
     from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
     from pyg_rbp.results import CorruptResultsError, human_bytes, markdown_table
+    from pyg_rbp.training.distributed import broadcast_from_main
     from pyg_rbp.training.runner import ResultsFileConflict, run_seeds
 
     if args.threads:
@@ -216,7 +217,8 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     try:
         doc = run_seeds(configs, seeds, device=args.device, root=args.root,
                         json_path=args.json if main else None, progress=main and not args.no_progress,
-                        resume=not args.fresh, log=print if main else (lambda _: None))
+                        resume=not args.fresh, log=print if main else (lambda _: None),
+                        skip=broadcast_from_main)  # every rank resumes rank 0's finished runs
     except DataUnavailableError as err:
         raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
     except (ChecksumError, UnsafeDataError) as err:

@@ -144,6 +144,18 @@ def gather_rows(rows: Sequence[tuple[Tensor, Tensor]], world_size: int | None = 
     return [(i[: int(c)], v[: int(c)]) for i, v, c in zip(all_ids, all_vals, counts)]
 
 
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (``torch.distributed.broadcast_object_list``); the value
+    itself outside a process group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

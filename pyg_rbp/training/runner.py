@@ -133,7 +133,9 @@ def _previous_runs(path: str | Path, base: dict[str, Any],
 def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: str = "cpu",
               root: str | Path | None = None, json_path: str | Path | None = None,
               progress: bool = True, resume: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print,
+              skip: Callable[[set[tuple[Any, int]]], set[tuple[Any, int]]] | None = None
+              ) -> dict[str, Any]:
     """Train every config (one per gradient mode) for every seed; write ``json_path`` as it goes.
 
     With ``resume`` and an existing ``json_path``, every run already in it is kept (whatever
@@ -141,6 +143,10 @@ def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: s
     A file of other settings or another device raises :class:`ResultsFileConflict` unless
     ``resume=False``, which starts the file afresh. Returns the JSON document
     ``{"config", "env", "results", "summary"}``.
+
+    ``skip`` maps this process's set of finished ``(grad, seed)`` runs to the set to skip: under
+    data parallelism only rank 0 reads and writes ``json_path``, and ``skip`` hands its set to
+    the other ranks (a broadcast), so that every rank trains the same runs.
     """
     from pyg_rbp.results import atomic_write_json, environment
 
@@ -160,6 +166,8 @@ def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: s
     if json_path is not None and resume and Path(json_path).is_file():
         results, base = _previous_runs(json_path, base, log)
     done = {(r["grad"], r["seed"]) for r in results}
+    if skip is not None:
+        done = skip(done)
     loaded = load_dataset(configs[0].dataset, root)
     doc: dict[str, Any] = {"config": base, "env": environment(device), "results": results}
     for cfg in configs:

@@ -83,3 +83,8 @@ def check_outputs(command: str, files: dict[str, Any] | None = None,
                 check_output_folder(path, flag)
     except OutputPathError as err:
         raise UsageError(f"pyg-rbp {command}: {err}") from None
+
+
+ROOT_HELP = ("data root (default: $PYG_RBP_DATA, else <repo>/datasets in a clone, else "
+             "~/.cache/pyg_rbp/datasets)")
+"""The ``--root`` help every command shares."""

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyg_rbp.cli._args import UsageError, check_outputs, device
+from pyg_rbp.cli._args import ROOT_HELP, UsageError, check_outputs, device
 
 # Flags mapping one-to-one onto HopfieldConfig fields: (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
     p.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--root", default=None,
-                   help="data root for MNIST (default: $PYG_RBP_DATA, else <repo>/datasets)")
+                   help="for MNIST: " + ROOT_HELP)
     p.add_argument("--json", default=None, help="results JSON (written after every mode; resumable)")
     p.add_argument("--png", default=None, help="PNG grid of clean / corrupted / recalled images")
     p.add_argument("--md", default=None, help="markdown table (default: next to --json)")

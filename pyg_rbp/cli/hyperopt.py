@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyg_rbp.cli._args import UsageError, check_outputs, device, int_list
+from pyg_rbp.cli._args import ROOT_HELP, UsageError, check_outputs, device, int_list
 
 DEFAULT_GRADS = "bptt,tbptt,rbp,neumann"
 
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="JSON results file (resumes finished modes)")
     p.add_argument("--png", default=None, help="meta-objective curves (PNG)")
     p.add_argument("--md", default=None, help="markdown table (default: the JSON path with .md)")
-    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
+    p.add_argument("--root", default=None, help=ROOT_HELP)
     p.add_argument("--device", default=None, type=device, help="torch device (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

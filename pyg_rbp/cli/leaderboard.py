@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from pyg_rbp.cli._args import check_outputs, device
+from pyg_rbp.cli._args import ROOT_HELP, check_outputs, device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default="benchmarks/results", help="folder of cells/ and leaderboard.json")
     p.add_argument("--board", default="benchmarks/LEADERBOARD.md", help="markdown board to write")
     p.add_argument("--device", default="cpu", type=device)
-    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
+    p.add_argument("--root", default=None, help=ROOT_HELP)
     p.add_argument("--render-only", action="store_true", help="only re-render the board from finished cells")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (per worker with --jobs; default: the cores divided among them)")

@@ -13,7 +13,7 @@ import os
 from dataclasses import fields
 from typing import Any
 
-from pyg_rbp.cli._args import UsageError, check_outputs, device, finite_float
+from pyg_rbp.cli._args import ROOT_HELP, UsageError, check_outputs, device, finite_float
 
 # Flags that map one-to-one onto TrainConfig fields (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -87,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="10-fold protocol: the folds to run, 0,1,2 or a range (default: 0-9); "
                         "each fold is one result row, in place of a seed")
     p.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--root", default=None, help="data root (default: $PYG_RBP_DATA, else <repo>/datasets)")
+    p.add_argument("--root", default=None, help=ROOT_HELP)
     p.add_argument("--json", default=None, help="write results here (atomically, after every seed)")
     p.add_argument("--fresh", action="store_true", help="ignore finished seeds already in --json")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -35,7 +35,8 @@ _EMBEDDED: dict[str, Callable[[], LoadedDataset]] = {
 def load(name: str, root: str | os.PathLike | None = None, download: bool | None = None) -> LoadedDataset:
     """Load dataset ``name`` (case-insensitive; see ``pyg_rbp/data/manifest.json``).
 
-    ``root`` defaults to ``$PYG_RBP_DATA``, else ``<repo>/datasets``; a read-only root is
+    ``root`` defaults to ``$PYG_RBP_DATA``, else ``<repo>/datasets`` in a clone, else the user
+    cache ``~/.cache/pyg_rbp/datasets``; a read-only root is
     copied into a writable cache. Missing files are copied from a local mirror
     (``$PYG_RBP_SHARED`` or ``../shared/datasets``) or, only when ``download`` (or
     ``$PYG_RBP_DOWNLOAD=1``) allows it, downloaded; otherwise a :class:`DataUnavailableError`

@@ -50,7 +50,8 @@ def sampling_available() -> bool:
 
 SAMPLING_HINT = (
     "install the sampling extra: pip install --no-build-isolation 'pyg-rbp[sampling]' (compiles "
-    "torch-sparse, about 8 minutes; .ci/run caches the wheel in ~/.cache/pyg_rbp/wheels), or on a "
+    "torch-sparse and torch-scatter, about 20 minutes; .ci/run caches the wheels in "
+    "~/.cache/pyg_rbp/wheels), or on a "
     "machine with PyG's wheel index: pip install pyg-lib torch-sparse "
     "-f https://data.pyg.org/whl/torch-${TORCH}+${CUDA}.html")
 

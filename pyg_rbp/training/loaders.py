@@ -48,6 +48,22 @@ def sampling_available() -> bool:
     return bool(tg.WITH_PYG_LIB or tg.WITH_TORCH_SPARSE)
 
 
+def metis_available() -> bool:
+    """Whether PyG's ``ClusterData`` can partition here: pyg-lib with METIS, or a torch-sparse
+    built with ``WITH_METIS=1`` against libmetis (a plain source build of torch-sparse has none)."""
+    import torch_geometric.typing as tg
+
+    if getattr(tg, "WITH_METIS", False):
+        return True
+    if not tg.WITH_TORCH_SPARSE:
+        return False
+    try:
+        torch.ops.torch_sparse.partition(torch.tensor([0, 1, 2]), torch.tensor([1, 0]), None, 2, False)
+    except (AttributeError, RuntimeError):  # "Not compiled with METIS support"
+        return False
+    return True
+
+
 SAMPLING_HINT = (
     "install the sampling extra: pip install --no-build-isolation 'pyg-rbp[sampling]' (compiles "
     "torch-sparse and torch-scatter, about 20 minutes; .ci/run caches the wheels in "
@@ -234,6 +250,11 @@ def make_loader(cfg: TrainConfig, data: Data, model: torch.nn.Module, device: to
         raise SamplingUnavailableError(
             f"--loader {cfg.loader} uses PyG's sampling, which needs pyg-lib or torch-sparse; "
             + SAMPLING_HINT)
+    if cfg.loader == "cluster" and not metis_available():
+        raise SamplingUnavailableError(
+            "--loader cluster partitions with METIS, which neither pyg-lib nor torch-sparse offers "
+            "here: install pyg-lib from PyG's wheel index, or build torch-sparse with WITH_METIS=1 "
+            "against libmetis (apt install libmetis-dev)")
     cpu = Data(edge_index=data.edge_index.cpu(), num_nodes=int(data.num_nodes),
                train_mask=data.train_mask.cpu(), n_id=torch.arange(int(data.num_nodes)))
     if cfg.loader == "neighbor":

@@ -77,7 +77,57 @@ class APPNPNodeClassifier(nn.Module):
         return self.prop(self.mlp(x), edge_index, edge_weight)
 
 
-class GINGraphModel(nn.Module):
+class _PooledGraphModel(nn.Module):
+    """A PyG backbone (``BACKBONE``, kept as attribute ``NAME``) between an optional node
+    encoder and a global pooling + linear read-out: the shared body of the graph baselines."""
+
+    BACKBONE = "GIN"
+    NAME = "gin"
+    TAKES_EDGE_WEIGHT = False
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
+                 dropout: float, node_encoder: nn.Module | None = None, pool: str = "mean") -> None:
+        super().__init__()
+        import torch_geometric.nn.models as pyg_models
+
+        from pyg_rbp.nn.models import graph_pool
+
+        graph_pool(pool)  # validates the name
+        self.pool = pool
+        self.node_encoder = node_encoder
+        backbone_in = hidden if node_encoder is not None else in_channels
+        setattr(self, self.NAME, getattr(pyg_models, self.BACKBONE)(
+            backbone_in, hidden, num_layers=num_layers, dropout=dropout, norm="batch_norm"))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, out_channels)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return getattr(self, self.NAME)
+
+    def reset_parameters(self) -> None:
+        if self.node_encoder is not None and hasattr(self.node_encoder, "reset_parameters"):
+            self.node_encoder.reset_parameters()
+        self.backbone.reset_parameters()
+        self.head.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
+                edge_weight: Tensor | None = None) -> Tensor:
+        from pyg_rbp.nn.models import graph_pool
+
+        h = self.node_encoder(x) if self.node_encoder is not None else x.float()
+        if self.TAKES_EDGE_WEIGHT:
+            h = self.backbone(h, edge_index, edge_weight=edge_weight)
+        else:
+            h = self.backbone(h, edge_index)
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        return self.head(self.dropout(graph_pool(self.pool)(h, batch, size=num_graphs)))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.NAME}={self.backbone}, pool={self.pool!r})"
+
+
+class GINGraphModel(_PooledGraphModel):
     """PyG's :class:`~torch_geometric.nn.models.GIN`, global pooling and a linear read-out.
 
     ``node_encoder`` (OGB's ``AtomEncoder`` for molecules) maps the raw node features to
@@ -85,32 +135,11 @@ class GINGraphModel(nn.Module):
     ``"add"`` or ``"max"`` over each graph's nodes.
     """
 
-    def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
-                 dropout: float, node_encoder: nn.Module | None = None, pool: str = "mean") -> None:
-        super().__init__()
-        from torch_geometric.nn.models import GIN
-
-        from pyg_rbp.nn.models import graph_pool
-
-        graph_pool(pool)  # validates the name
-        self.pool = pool
-        self.node_encoder = node_encoder
-        gin_in = hidden if node_encoder is not None else in_channels
-        self.gin = GIN(gin_in, hidden, num_layers=num_layers, dropout=dropout, norm="batch_norm")
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, out_channels)
-
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
-                edge_weight: Tensor | None = None) -> Tensor:
-        from pyg_rbp.nn.models import graph_pool
-
-        h = self.node_encoder(x) if self.node_encoder is not None else x.float()
-        h = self.gin(h, edge_index)
-        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        return self.head(self.dropout(graph_pool(self.pool)(h, batch, size=num_graphs)))
+    BACKBONE = "GIN"
+    NAME = "gin"
 
 
-class GCNGraphModel(nn.Module):
+class GCNGraphModel(_PooledGraphModel):
     r"""PyG's :class:`~torch_geometric.nn.models.GCN` (Kipf and Welling), global pooling and a
     linear read-out: the graph-level GCN baseline, in the same form as :class:`GINGraphModel`.
 
@@ -135,38 +164,9 @@ class GCNGraphModel(nn.Module):
         logits = model(batch.x, batch.edge_index, batch.batch)
     """
 
-    def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
-                 dropout: float, node_encoder: nn.Module | None = None, pool: str = "mean") -> None:
-        super().__init__()
-        from torch_geometric.nn.models import GCN
-
-        from pyg_rbp.nn.models import graph_pool
-
-        graph_pool(pool)  # validates the name
-        self.pool = pool
-        self.node_encoder = node_encoder
-        gcn_in = hidden if node_encoder is not None else in_channels
-        self.gcn = GCN(gcn_in, hidden, num_layers=num_layers, dropout=dropout, norm="batch_norm")
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, out_channels)
-
-    def reset_parameters(self) -> None:
-        if self.node_encoder is not None and hasattr(self.node_encoder, "reset_parameters"):
-            self.node_encoder.reset_parameters()
-        self.gcn.reset_parameters()
-        self.head.reset_parameters()
-
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
-                edge_weight: Tensor | None = None) -> Tensor:
-        from pyg_rbp.nn.models import graph_pool
-
-        h = self.node_encoder(x) if self.node_encoder is not None else x.float()
-        h = self.gcn(h, edge_index, edge_weight=edge_weight)
-        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        return self.head(self.dropout(graph_pool(self.pool)(h, batch, size=num_graphs)))
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(gcn={self.gcn}, pool={self.pool!r})"
+    BACKBONE = "GCN"
+    NAME = "gcn"
+    TAKES_EDGE_WEIGHT = True
 
 
 def _atom_encoder(dataset: str, hidden: int) -> nn.Module | None:

@@ -129,6 +129,16 @@ def _solve_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def _first_step(step: Callable[[State], State], h0: State, residual: Residual,
+                trace: list[Tensor] | None) -> tuple[State, State, Tensor]:
+    """``(h0, f(h0), residual)``: the plain first step every accelerated solver starts from."""
+    fx = step(h0)
+    r = residual(fx, h0)
+    if trace is not None:
+        trace.append(r)
+    return h0, fx, r
+
+
 # --- the solvers -----------------------------------------------------------------------------
 
 def iteration(step: Callable[[State], State], h0: State, *, max_iter: int, tol: float,
@@ -177,12 +187,8 @@ def anderson(step: Callable[[State], State], h0: State, *, max_iter: int, tol: f
         raise ValueError(f"anderson: m must be an integer >= 1, got {m!r}")
     if not 0 < beta <= 1:
         raise ValueError(f"anderson: beta must be in (0, 1], got {beta!r}")
-    x = h0
-    fx = step(x)
+    x, fx, r = _first_step(step, h0, residual, trace)
     n = 1
-    r = residual(fx, x)
-    if trace is not None:
-        trace.append(r)
     best_x, best_f, best_r = x, fx, r
     if _stop(r, tol) or max_iter <= 1:
         return SolveResult(fx, x, n, r)
@@ -247,12 +253,8 @@ def broyden(step: Callable[[State], State], h0: State, *, max_iter: int, tol: fl
     """
     if not isinstance(m, int) or m < 1:
         raise ValueError(f"broyden: m must be an integer >= 1, got {m!r}")
-    x = h0
-    fx = step(x)
+    x, fx, r = _first_step(step, h0, residual, trace)
     n = 1
-    r = residual(fx, x)
-    if trace is not None:
-        trace.append(r)
     best_x, best_f, best_r = x, fx, r
     if _stop(r, tol) or max_iter <= 1:
         return SolveResult(fx, x, n, r)

@@ -34,7 +34,6 @@ from pyg_rbp.training.objective import (
     ModelSelection,
     check_output,
     checked_step,
-    divergence_of,
     loss_fn,
 )
 
@@ -148,10 +147,7 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
                     continue
                 stop = validate(epoch, total / max(count, 1))
             except (DivergenceError, ValueError) as err:
-                diverged = divergence_of(err)
-                if diverged is None:
-                    raise
-                guard.record(epoch, diverged)
+                guard.record(epoch, err)  # re-raises what is not a divergence
                 break
             bar.set_postfix(loss=f"{total / max(count, 1):.3f}",
                             val="-" if selection.val is None else f"{selection.val:.4f}",

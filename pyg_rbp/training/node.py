@@ -30,7 +30,6 @@ from pyg_rbp.training.objective import (
     check_loss,
     check_output,
     checked_step,
-    divergence_of,
     loss_fn,
 )
 
@@ -166,10 +165,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
                     continue
                 stop = validate(epoch, float(loss))
             except (DivergenceError, ValueError) as err:
-                diverged = divergence_of(err)
-                if diverged is None:
-                    raise
-                guard.record(epoch, diverged)
+                guard.record(epoch, err)  # re-raises what is not a divergence
                 break
             bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")
@@ -338,10 +334,7 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
                     continue
                 stop = validate(epoch, loss_value)
             except (DivergenceError, ValueError) as err:
-                diverged = divergence_of(err)
-                if diverged is None:
-                    raise
-                guard.record(epoch, diverged)
+                guard.record(epoch, err)  # re-raises what is not a divergence
                 break
             bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{selection.val:.4f}",
                             test=f"{selection.test:.4f}")

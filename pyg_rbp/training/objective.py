@@ -116,8 +116,13 @@ class DivergenceGuard:
         self.initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.info: dict[str, Any] | None = None
 
-    def record(self, epoch: int, err: DivergenceError) -> None:
-        """Note that the run diverged at ``epoch`` (the step or epoch that failed) and warn."""
+    def record(self, epoch: int, err: BaseException) -> None:
+        """Note that the run diverged at ``epoch`` (the step or epoch that failed) and warn;
+        ``err`` is re-raised if it is not a divergence in any of its forms (:func:`divergence_of`)."""
+        diverged = divergence_of(err)
+        if diverged is None:
+            raise err
+        err = diverged
         self.info = {"epoch": epoch, "error": str(err)}
         warnings.warn(f"{self.label}: training diverged at step/epoch {epoch} ({err}); the result is "
                       "the best validated model before it", RuntimeWarning, stacklevel=2)

@@ -303,3 +303,100 @@ def try_lock(path: str | os.PathLike) -> Iterator[bool]:
         except OSError:
             pass
         os.close(fd)
+
+
+class ResultsFileConflict(ValueError):
+    """A results file holds work done with other settings, which a resumed run must not overwrite."""
+
+
+class ResumableResults:
+    """One resume policy for every long run: a JSON file filled unit by unit, resumed on rerun.
+
+    A *unit* is one finished piece of work (a seed, a gradient mode, a measured size, a
+    leaderboard cell) stored as a dict; ``key(unit)`` says which piece it is. The file is
+    ``{"settings": ..., "units": [...], **extra}``.
+
+    The policy, the same for ``train``, ``leaderboard``, ``hopfield``, ``hyperopt`` and ``bench``:
+
+    * a file written with other ``settings`` is refused with :class:`ResultsFileConflict`
+      naming the settings that differ, unless ``fresh=True`` (``--fresh``) starts it afresh;
+      the keys in ``varying`` (what a rerun may extend, such as the seeds or modes asked for)
+      are not compared, and a setting the file predates counts at ``defaults[name]``;
+    * every finished unit in the file is kept, whatever this run asks for; :meth:`done`
+      tells a run what to skip;
+    * every :meth:`add` rewrites the file atomically, so a crash loses at most the unit in
+      progress and never leaves half a file.
+
+    ``path=None`` keeps everything in memory (a run without ``--json``).
+
+    Example::
+
+        store = ResumableResults(path, settings={"dataset": "cora", "seeds": [0, 1]},
+                                 key=lambda u: u["seed"], varying=("seeds",))
+        for seed in (0, 1):
+            if not store.done(seed):
+                store.add(train(seed))
+    """
+
+    def __init__(self, path: str | os.PathLike | None, settings: dict[str, Any], *,
+                 key: Any, fresh: bool = False, varying: Iterable[str] = (),
+                 defaults: dict[str, Any] | None = None,
+                 units_field: str = "units", settings_field: str = "settings",
+                 log: Any = None) -> None:
+        self.path = None if path is None else check_output_file(path, "results file")
+        self.settings = dict(settings)
+        self.key = key
+        self.units_field, self.settings_field = units_field, settings_field
+        self.extra: dict[str, Any] = {}
+        self.units: list[dict[str, Any]] = []
+        self.previous_settings: dict[str, Any] = {}  # the settings of the resumed file, if any
+        if self.path is not None and not fresh and self.path.is_file():
+            old = read_json(self.path)
+            if not isinstance(old, dict):
+                raise CorruptResultsError(f"{self.path} is not a results file (expected an object)")
+            self.previous_settings = dict(old.get(settings_field) or {})
+            self._check_settings(self.previous_settings, set(varying), defaults or {})
+            self.units = list(old.get(units_field) or [])
+            self.extra = {k: v for k, v in old.items() if k not in (units_field, settings_field)}
+            if self.units and log is not None:
+                log(f"resuming {self.path}: {len(self.units)} finished unit(s) kept")
+
+    def _check_settings(self, old: dict[str, Any], varying: set[str],
+                        defaults: dict[str, Any]) -> None:
+        mine = {k: v for k, v in self.settings.items() if k not in varying}
+        theirs = {k: old.get(k, defaults.get(k)) for k in mine}
+        differ = sorted(k for k in mine if _clean(mine[k]) != _clean(theirs[k]))
+        if differ:
+            raise ResultsFileConflict(
+                f"{self.path} holds results of other settings (they differ in: {', '.join(differ)}); "
+                "pass --fresh to overwrite it, or write to another path"
+            )
+
+    def keys(self) -> set[Any]:
+        """The keys of every finished unit."""
+        return {self.key(u) for u in self.units}
+
+    def done(self, key: Any) -> bool:
+        """Whether the unit ``key`` is already finished (kept from the file or added)."""
+        return any(self.key(u) == key for u in self.units)
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        """The finished unit ``key``, or ``None``."""
+        return next((u for u in self.units if self.key(u) == key), None)
+
+    def add(self, unit: dict[str, Any], **extra: Any) -> None:
+        """Record a finished unit (replacing one of the same key) and write the file."""
+        k = self.key(unit)
+        self.units = [u for u in self.units if self.key(u) != k] + [unit]
+        self.extra.update(extra)
+        self.write()
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document as it is (or would be) on disk."""
+        return {self.settings_field: self.settings, **self.extra, self.units_field: self.units}
+
+    def write(self, **extra: Any) -> None:
+        """Write the document atomically (a no-op without a path); ``extra`` adds top-level fields."""
+        self.extra.update(extra)
+        if self.path is not None:
+            atomic_write_json(self.path, self.document())

@@ -78,19 +78,23 @@ def test_demo_runs_all_modes_quickly(capsys):
 
 def test_resume_refuses_another_device_and_reads_files_that_predate_a_field(tmp_path):
     from pyg_rbp.training.config import build_config
-    from pyg_rbp.training.runner import ResultsFileConflict, _previous_runs
+    from pyg_rbp.training.runner import ResultsFileConflict, run_seeds
 
-    cfg = build_config("karate", "node", model="gated", grad="neumann")
+    cfg = build_config("karate", "node", model="gated", grad="neumann", epochs=1, max_iter=2)
     base = {**cfg.as_dict(), "grad": "neumann", "seeds": [1], "commands": [cfg.command()], "device": "cpu"}
     older = {k: v for k, v in base.items() if k not in ("aggr", "features", "pool")}  # added later
-    result = {"grad": "neumann", "seed": 0, "test": 0.5}
     path = tmp_path / "old.json"
+    result = run_seeds([cfg], [0], json_path=path, progress=False, log=lambda s: None)["results"][0]
     path.write_text(json.dumps({"config": {**older, "seeds": [0]}, "results": [result]}))
-    results, merged = _previous_runs(path, base, log=lambda s: None)
-    assert results == [result] and merged["seeds"] == [0, 1] and merged["grad"] == "neumann"
+    doc = run_seeds([cfg], [0, 1], json_path=path, progress=False, log=lambda s: None)
+    assert doc["results"][0] == result and doc["config"]["seeds"] == [0, 1]
+    assert doc["config"]["grad"] == "neumann"
+    assert json.loads(path.read_text())["results"][0] == result  # kept, not retrained
     path.write_text(json.dumps({"config": {**older, "device": "cuda"}, "results": [result]}))
     with pytest.raises(ResultsFileConflict, match="differ in: device"):
-        _previous_runs(path, base, log=lambda s: None)
+        run_seeds([cfg], [0], json_path=path, progress=False, log=lambda s: None)
+    doc = run_seeds([cfg], [0], json_path=path, progress=False, resume=False, log=lambda s: None)
+    assert [r["seed"] for r in doc["results"]] == [0] and doc["config"]["seeds"] == [0]
 
 
 def test_settings_that_would_fail_every_rank_are_refused_before_spawning(monkeypatch):

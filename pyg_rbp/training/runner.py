@@ -16,7 +16,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from pyg_rbp.results import ResultsFileConflict, ResumableResults, environment
 from pyg_rbp.training.config import TrainConfig
+
+__all__ = ["ResultsFileConflict", "diverged_seeds", "load_dataset", "run_one", "run_seeds", "summarize"]
 
 RESULT_KEYS = ("dataset", "protocol", "model", "grad", "metric", "seed", "val", "test")
 
@@ -89,45 +92,17 @@ def diverged_seeds(results: Sequence[dict[str, Any]]) -> dict[str, int]:
 _RUN_FIELDS = ("grad", "seeds", "commands")  # what may differ between resumed runs
 
 
-class ResultsFileConflict(ValueError):
-    """A ``--json`` file holds runs of other settings, which a resumed run must not overwrite."""
-
-
-def _previous_runs(path: str | Path, base: dict[str, Any],
-                   log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The results already in ``path``, and ``base`` widened to the modes and seeds they cover.
-
-    A file written for other settings (anything but the modes and seeds: the device too, as
-    its epoch times sit side by side) is never overwritten silently: that raises
-    :class:`ResultsFileConflict`, and ``resume=False`` (``--fresh``) replaces it. A field the
-    file predates counts at its default.
-    """
-    from pyg_rbp.results import read_json
-
-    old = read_json(path)
-    old_cfg = old.get("config") or {}
-    predates = {f.name: f.default for f in fields(TrainConfig)}
-    mine = {k: v for k, v in base.items() if k not in _RUN_FIELDS}
-    theirs = {k: old_cfg.get(k, predates.get(k)) for k in mine}
-    if mine != theirs:
-        differ = sorted(k for k in mine if mine[k] != theirs[k])
-        raise ResultsFileConflict(
-            f"{path} holds results of other settings (they differ in: {', '.join(differ)}); "
-            "pass --fresh (resume=False) to overwrite it, or write to another --json path"
-        )
-    results = list(old.get("results", []))
-    old_grads = old_cfg.get("grad")
-    old_grads = old_grads if isinstance(old_grads, list) else [old_grads]
-    commands = dict(zip(old_grads, old_cfg.get("commands") or []))
+def _widen(base: dict[str, Any], old: dict[str, Any], results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``base`` widened to the modes, seeds and commands of the runs a resumed file holds."""
+    old_grads = old.get("grad")
+    old_grads = old_grads if isinstance(old_grads, list) else [old_grads] if old_grads else []
+    commands = dict(zip(old_grads, old.get("commands") or []))
     grads = base["grad"] if isinstance(base["grad"], list) else [base["grad"]]
     commands.update(zip(grads, base["commands"]))
     merged = list(dict.fromkeys([*old_grads, *grads]))
-    base = {**base, "grad": merged if len(merged) > 1 else merged[0],
+    return {**base, "grad": merged if len(merged) > 1 else merged[0],
             "seeds": sorted({*base["seeds"], *(r["seed"] for r in results)}),
             "commands": [commands[g] for g in merged]}
-    if results:
-        log(f"resuming {path}: {len(results)} finished run(s) kept")
-    return results, base
 
 
 def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: str = "cpu",
@@ -148,8 +123,6 @@ def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: s
     data parallelism only rank 0 reads and writes ``json_path``, and ``skip`` hands its set to
     the other ranks (a broadcast), so that every rank trains the same runs.
     """
-    from pyg_rbp.results import atomic_write_json, environment
-
     if not configs:
         raise ValueError("no configuration to run")
     if not seeds:
@@ -162,24 +135,24 @@ def run_seeds(configs: Sequence[TrainConfig], seeds: Sequence[int], *, device: s
     base["seeds"] = list(seeds)
     base["commands"] = [c.command() for c in configs]
     base["device"] = str(device)
-    results: list[dict[str, Any]] = []
-    if json_path is not None and resume and Path(json_path).is_file():
-        results, base = _previous_runs(json_path, base, log)
-    done = {(r["grad"], r["seed"]) for r in results}
+    # A field the file predates counts at its default; the device is compared too, as the
+    # epoch times of its runs sit side by side.
+    predates = {f.name: f.default for f in fields(TrainConfig)}
+    store = ResumableResults(json_path, base, key=lambda r: (r["grad"], r["seed"]),
+                             fresh=not resume, varying=_RUN_FIELDS, defaults=predates,
+                             settings_field="config", units_field="results", log=log)
+    store.settings = _widen(base, store.previous_settings, store.units)
+    done = store.keys()
     if skip is not None:
         done = skip(done)
     loaded = load_dataset(configs[0].dataset, root)
-    doc: dict[str, Any] = {"config": base, "env": environment(device), "results": results}
+    store.extra = {"env": environment(device)}
     for cfg in configs:
         for seed in seeds:
             if (cfg.grad, seed) in done:
                 continue
-            results.append(run_one(cfg, loaded, seed, device=device, progress=progress))
+            store.units.append(run_one(cfg, loaded, seed, device=device, progress=progress))
             done.add((cfg.grad, seed))
-            doc["summary"] = summarize(results)
-            if json_path is not None:
-                atomic_write_json(json_path, doc)
-    doc["summary"] = summarize(results)
-    if json_path is not None:
-        atomic_write_json(json_path, doc)
-    return doc
+            store.write(summary=summarize(store.units))
+    store.write(summary=summarize(store.units))
+    return store.document()

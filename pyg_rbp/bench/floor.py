@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyg_rbp.nn import gated
 from pyg_rbp.profiling import timed_runs
 
 
@@ -51,8 +52,6 @@ def bare_gated_step(num_nodes: int, edge_index: Tensor, channels: int, *,
 
     ``aggr="mean"`` divides each row of ``A`` by the in-degree (same kernels, other values).
     """
-    from pyg_rbp.nn import gated
-
     gen = torch.Generator().manual_seed(seed)
     edge_index = edge_index.to(device)
     src, dst = edge_index[0], edge_index[1]

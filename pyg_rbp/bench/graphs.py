@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyg_rbp.data import apply_protocol, load
+
 BENCH_DATASETS = ("cora", "random")
 
 
@@ -100,8 +102,6 @@ def load_bench_graph(name: str, *, root: str | Path | None = None, hidden: int =
     _check_positive("hidden", hidden)
     if key == "random":
         return random_graph(num_nodes, num_edges, num_features or hidden, num_classes, seed)
-    from pyg_rbp.data import apply_protocol, load
-
     data = apply_protocol(load("cora", root=root), "paper", seed=seed, hidden=num_features or hidden)
     return BenchGraph("cora", data.x, data.edge_index, data.y, data.train_mask,
                       int(data.y.max()) + 1,

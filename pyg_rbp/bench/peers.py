@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch_geometric.nn import GatedGraphConv
 
 PEERS = ("pyg_gatedgraphconv", "torchdeq")
 """Names of the peer rows in the benchmark results (the ``grad`` field)."""
@@ -28,8 +29,6 @@ class UnrolledGatedGraphConv(torch.nn.Module):
 
     def __init__(self, channels: int, steps: int) -> None:
         super().__init__()
-        from torch_geometric.nn import GatedGraphConv
-
         self.conv = GatedGraphConv(channels, num_layers=1, aggr="add")
         self.steps = steps
         self.grad = "pyg_gatedgraphconv"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch_geometric.datasets import Amazon, Coauthor
 
 from pyg_rbp.data.errors import ChecksumError
 from pyg_rbp.data.loaded import LoadedDataset
@@ -35,8 +36,6 @@ EXPECTED_KEYS = ("num_nodes", "num_edges", "num_features", "num_classes")
 
 
 def _pyg_class(kind: str) -> type:
-    from torch_geometric.datasets import Amazon, Coauthor
-
     base = {"Amazon": Amazon, "Coauthor": Coauthor}.get(kind)
     if base is None:
         raise ValueError(f"unknown PyG class {kind!r} in the manifest (expected Amazon or Coauthor)")

@@ -7,6 +7,7 @@ validation nodes (ties: the smaller C), scored on the test nodes.
 
 from __future__ import annotations
 
+from sklearn.linear_model import LogisticRegression
 from torch_geometric.data import Data
 
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -18,8 +19,6 @@ def linear_pca_baseline(data: Data, cs: tuple[float, ...] = DEFAULT_CS) -> dict[
     ``data`` is a protocol graph (e.g. ``apply_protocol(loaded, "paper", seed)``) whose ``x``
     are the PCA features. Accuracies are fractions.
     """
-    from sklearn.linear_model import LogisticRegression
-
     if not cs:
         raise ValueError("need at least one C to try")
     x, y = data.x.detach().cpu().numpy(), data.y.cpu().numpy()

@@ -7,7 +7,12 @@ features, 10 classes, a symmetric 10-nearest-neighbour graph and a fixed stratif
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
 from torch_geometric.data import Data
 from torch_geometric.utils import coalesce, index_to_mask, to_undirected
 
@@ -18,12 +23,6 @@ DIGITS_SOURCE = "scikit-learn sklearn.datasets.load_digits (bundled; UCI optdigi
 
 def digits_graph(k: int = 10, seed: int = 0, train: float = 0.1, val: float = 0.2) -> Data:
     """The digits k-NN graph with a stratified ``train``/``val``/rest split drawn with ``seed``."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.neighbors import NearestNeighbors
-    from sklearn.preprocessing import StandardScaler
-
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not (0 < train < 1 and 0 < val < 1 and train + val < 1):

@@ -8,6 +8,7 @@ train/select/test code as every other node dataset.
 from __future__ import annotations
 
 import torch
+from torch_geometric.datasets import KarateClub
 from torch_geometric.utils import index_to_mask
 
 from pyg_rbp.data.loaded import LoadedDataset, split_idx_from_masks
@@ -17,8 +18,6 @@ KARATE_SOURCE = "torch_geometric.datasets.KarateClub (embedded in PyG; Zachary 1
 
 def load_karate() -> LoadedDataset:
     """``load("karate")``: 34 nodes, identity features, 4 classes, train 4 / val 10 / test 20."""
-    from torch_geometric.datasets import KarateClub
-
     data = KarateClub()[0]
     n = int(data.num_nodes)
     rest = (~data.train_mask).nonzero().view(-1)

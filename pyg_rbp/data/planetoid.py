@@ -18,8 +18,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch_geometric.data import Data
+from torch_geometric.io import read_txt_array
+from torch_geometric.io.planetoid import edge_index_from_dict
+from torch_geometric.utils import index_to_mask
 
 from pyg_rbp.data.loaded import LoadedDataset, split_idx_from_masks
 from pyg_rbp.data.manifest import DatasetEntry
@@ -32,13 +37,8 @@ _MATRICES = ("x", "tx", "allx", "y", "ty", "ally")
 def read_file(raw_dir: Path, prefix: str, name: str):
     """One raw Planetoid item: a float tensor (features, one-hot labels), the adjacency dict
     (``graph``) or the long tensor of test indices, read without a full unpickler."""
-    import numpy as np
-    import scipy.sparse as sp
-
     path = Path(raw_dir) / f"ind.{prefix.lower()}.{name}"
     if name == "test.index":
-        from torch_geometric.io import read_txt_array
-
         return read_txt_array(str(path), dtype=torch.long)
     out = restricted_unpickle(path)
     if name == "graph":
@@ -54,9 +54,6 @@ def read_file(raw_dir: Path, prefix: str, name: str):
 
 def read_planetoid_data(raw_dir: Path, prefix: str) -> Data:
     """The graph of ``torch_geometric.io.planetoid.read_planetoid_data`` (Cora/CiteSeer/PubMed)."""
-    from torch_geometric.io.planetoid import edge_index_from_dict
-    from torch_geometric.utils import index_to_mask
-
     x, tx, allx, y, ty, ally = (read_file(raw_dir, prefix, name) for name in _MATRICES)
     graph = read_file(raw_dir, prefix, "graph")
     test_index = read_file(raw_dir, prefix, "test.index")

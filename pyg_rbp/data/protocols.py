@@ -22,7 +22,12 @@ Planetoid numbers used); the ``paper`` protocol always takes PCA features.
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import connected_components
+from sklearn.decomposition import PCA
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
@@ -96,8 +101,6 @@ def pca_features(x: torch.Tensor, dim: int, seed: int = 0) -> torch.Tensor:
     scikit-learn's PCA (centred; randomized SVD on large inputs, with ``random_state=seed``,
     and a deterministic sign convention), so the same ``seed`` gives the same features.
     """
-    from sklearn.decomposition import PCA
-
     if x.dim() != 2:
         raise ValueError(f"pca_features needs a 2-D feature matrix, got shape {tuple(x.shape)}")
     n, f = x.shape
@@ -183,8 +186,6 @@ def kfold_split(y: torch.Tensor, fold: int, num_folds: int = NUM_FOLDS, seed: in
     with 0 the validation part is empty (GIN's protocol, which trains on all nine folds). Same
     ``y``, ``seed`` and ``fold``: same split, every fold's test part disjoint from the others'.
     """
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
     y = torch.as_tensor(y).view(-1).cpu()
     if y.is_floating_point():
         raise ValueError(f"kfold_split needs integer class labels, got {y.dtype}")
@@ -218,10 +219,6 @@ def largest_connected_component(data: Data) -> Data:
     the input's node ids. Ties between equally large components go to the one holding the
     smallest node id, so the result is deterministic.
     """
-    import numpy as np
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
-
     n = int(data.num_nodes)
     row, col = data.edge_index.cpu().numpy()
     adj = sp.coo_matrix((np.ones(row.size, dtype=np.int8), (row, col)), shape=(n, n))

@@ -31,7 +31,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
+from torch_geometric.data.storage import EdgeStorage, GlobalStorage, NodeStorage
 
 from pyg_rbp.data.errors import UnsafeDataError
 
@@ -47,9 +51,6 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 
 def _planetoid_globals() -> dict[tuple[str, str], Any]:
     """The names the Planetoid pickle format uses, resolved to the objects they stand for."""
-    import numpy as np
-    import scipy.sparse as sp
-
     reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, whatever its module today
     scalar = np.float64(0.0).__reduce__()[0]
     allowed: dict[tuple[str, str], Any] = {
@@ -112,9 +113,6 @@ def allow_pyg_pickles() -> None:
     loaders stay on ``weights_only=True`` (OGB 1.3.6 calls ``torch.load`` without the argument,
     so it gets torch's default, ``True`` since torch 2.6).
     """
-    from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
-    from torch_geometric.data.storage import EdgeStorage, GlobalStorage, NodeStorage
-
     torch.serialization.add_safe_globals(
         [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage, NodeStorage, EdgeStorage]
     )

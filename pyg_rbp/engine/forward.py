@@ -23,6 +23,7 @@ BPTT can only differentiate those.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -319,8 +320,6 @@ register_solver("broyden", broyden)
 
 def solver_options_for(solver: Callable[..., Any], options: dict[str, Any] | None) -> dict[str, Any]:
     """``options`` checked against the solver's keyword arguments (a clear error for a typo)."""
-    import inspect
-
     options = dict(options or {})
     try:
         params = inspect.signature(solver).parameters

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyg_rbp.engine.adjoint import cg_solve, gmres_solve, neumann_solve, rbp_solve
+
 GRAD_MODES: tuple[str, ...] = ("bptt", "tbptt", "rbp", "cg", "neumann")
 """The five gradient modes of the paper, in the order it introduces them (``"all"`` in the CLIs).
 Every registered mode is listed by :func:`grad_mode_names`."""
@@ -181,8 +183,6 @@ def parse_grad_modes(spec: str) -> list[str]:
 
 
 def _register_builtins() -> None:
-    from pyg_rbp.engine.adjoint import cg_solve, gmres_solve, neumann_solve, rbp_solve
-
     register_grad_mode("bptt", GradMode("bptt", "all", min_backward_iter=0,
                                         description="back-propagation through every forward step"))
     register_grad_mode("tbptt", GradMode("tbptt", "last", aliases=("truncated_bptt",),

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from pyg_rbp.nn.cell import CellInputs, FixedPointCell
 
@@ -126,8 +127,6 @@ class GatedCell(FixedPointCell):
         self.spectral_norm = bool(spectral_norm)
         self.gru = torch.nn.GRUCell(channels, channels, bias=bias)
         if self.spectral_norm:
-            from torch.nn.utils.parametrizations import spectral_norm as _sn
-
             _sn(self.gru, "weight_ih")
             _sn(self.gru, "weight_hh")
         self.reset_parameters()

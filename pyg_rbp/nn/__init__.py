@@ -2,7 +2,8 @@
 
 :class:`FixedPointConv` solves a one-step message-passing cell to its fixed point with
 :func:`pyg_rbp.fixed_point` and any of its five gradient modes. The cells
-(:class:`GatedCell`, :class:`ImplicitCell`, :class:`PPRCell`) are PyG ``MessagePassing`` layers
+(:class:`GatedCell`, :class:`ImplicitCell`, :class:`PPRCell`, and :class:`HopfieldCell` for
+associative memory) are PyG ``MessagePassing`` layers
 called as ``cell(h, x, edge_index, edge_weight=None)``; sum aggregation runs as one CSR
 sparse-dense matmul per step on an adjacency built once per solve (:mod:`pyg_rbp.nn.adjacency`).
 Ready-made models are in :mod:`pyg_rbp.nn.models`.
@@ -12,6 +13,7 @@ from pyg_rbp.nn.adjacency import CSRAdjacency, validate_edge_index, validate_edg
 from pyg_rbp.nn.cell import CellInputs, FixedPointCell
 from pyg_rbp.nn.fixed_point_conv import FixedPointConv
 from pyg_rbp.nn.gated import GatedCell
+from pyg_rbp.nn.hopfield import HopfieldCell
 from pyg_rbp.nn.implicit import ImplicitCell
 from pyg_rbp.nn.models import FixedPointGraphModel, FixedPointNodeClassifier
 from pyg_rbp.nn.ppr import PPRCell
@@ -24,15 +26,9 @@ __all__ = [
     "FixedPointGraphModel",
     "FixedPointNodeClassifier",
     "GatedCell",
+    "HopfieldCell",
     "ImplicitCell",
     "PPRCell",
     "validate_edge_index",
     "validate_edge_weight",
 ]
-
-try:  # HopfieldCell lives in its own module, owned separately; export it when present.
-    from pyg_rbp.nn.hopfield import HopfieldCell  # noqa: F401
-except ImportError:  # pragma: no cover - only while that module is absent
-    pass
-else:
-    __all__.append("HopfieldCell")

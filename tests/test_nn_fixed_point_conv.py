@@ -412,3 +412,8 @@ def test_spectral_norm_gated_cell_has_unit_norm_weights():
     for w in (cell.gru.weight_ih, cell.gru.weight_hh):
         assert abs(float(torch.linalg.matrix_norm(w.detach(), 2)) - 1.0) < 1e-3
     assert "spectral_norm=True" in repr(cell)
+
+
+def test_a_cell_that_is_not_a_fixed_point_cell_is_refused_by_name():
+    with pytest.raises(TypeError, match="must be a pyg_rbp.nn.FixedPointCell, got Linear"):
+        FixedPointConv(torch.nn.Linear(4, 4))

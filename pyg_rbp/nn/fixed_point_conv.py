@@ -23,7 +23,6 @@ from pyg_rbp.engine import (
     normalize_solver,
 )
 from pyg_rbp.engine.solver import autocast_enabled
-from pyg_rbp.nn.adjacency import validate_edge_index
 from pyg_rbp.nn.cell import FixedPointCell
 
 _LAYER_IDS = itertools.count()
@@ -66,14 +65,13 @@ class FixedPointConv(torch.nn.Module):
     fixed-point iteration's state must keep one dtype, and its residual is meaningless in
     ``float16``. The layers before and after it still run in mixed precision.
 
-    Default initial states: :class:`GatedCell` ``x``, :class:`ImplicitCell` zeros,
-    :class:`PPRCell` ``x``, any other cell ``x``.
+    Default initial states (the cell's ``initial_state``): :class:`GatedCell` ``x``,
+    :class:`ImplicitCell` zeros, :class:`PPRCell` ``x``.
 
     Args:
-        cell (torch.nn.Module): one step of the dynamics, e.g. :class:`~pyg_rbp.nn.GatedCell`.
-            A :class:`~pyg_rbp.nn.cell.FixedPointCell` is prepared once per call (graph
-            validation, CSR layout, input injection); any other module is called as
-            ``cell(h, x, edge_index, edge_weight)`` every step.
+        cell (FixedPointCell): one step of the dynamics, e.g. :class:`~pyg_rbp.nn.GatedCell`;
+            it is prepared once per call (graph validation, CSR layout, input injection) and
+            its ``step`` runs every iteration.
         grad (str, optional): gradient mode. (default: ``"neumann"``)
         max_iter (int, optional): forward steps :math:`T`. (default: ``100``)
         tol (float, optional): stop early at this relative residual (0: run all steps).
@@ -106,14 +104,18 @@ class FixedPointConv(torch.nn.Module):
         >>> conv.stats.forward_iters, conv.stats.residual
     """
 
-    def __init__(self, cell: torch.nn.Module, grad: str = "neumann", max_iter: int = 100,
+    def __init__(self, cell: FixedPointCell, grad: str = "neumann", max_iter: int = 100,
                  tol: float = 0.0, backward_iter: int = 20, damping: float = 1.0,
                  backward_tol: float = 0.0, track: bool = False, solver: str = "iteration",
                  solver_options: dict[str, Any] | None = None,
                  grad_options: dict[str, Any] | None = None, strict: bool = False) -> None:
         super().__init__()
-        if not isinstance(cell, torch.nn.Module):
-            raise ValueError(f"cell must be a torch.nn.Module, got {type(cell).__name__}")
+        if not isinstance(cell, FixedPointCell):
+            raise TypeError(
+                f"cell must be a pyg_rbp.nn.FixedPointCell, got {type(cell).__name__}; a cell of "
+                "your own subclasses FixedPointCell (implement step(h, inputs) and, for tensors "
+                "computed once per solve, _prepare_extra(inputs))"
+            )
         normalize_grad_mode(grad)  # fail early on a typo
         normalize_solver(solver)
         self.cell = cell
@@ -154,25 +156,13 @@ class FixedPointConv(torch.nn.Module):
                 return self.forward(cast(x), edge_index, cast(edge_weight), cast(h0), batch)
         cell = self.cell
         default_h0 = h0 is None
-        if isinstance(cell, FixedPointCell):
-            inputs = cell.prepare(x, edge_index, edge_weight)
-            if h0 is None:
-                h0 = cell.initial_state(inputs)
-            cell.check_state(h0, inputs, name="h0")
+        inputs = cell.prepare(x, edge_index, edge_weight)
+        if h0 is None:
+            h0 = cell.initial_state(inputs)
+        cell.check_state(h0, inputs, name="h0")
 
-            def step(h: Tensor) -> Tensor:
-                return cell.step(h, inputs)
-        else:
-            # Any other cell following the `cell(h, x, edge_index, edge_weight)` convention
-            # (e.g. HopfieldCell) is called as is: it validates its own inputs.
-            dense_graph = isinstance(edge_index, Tensor) and edge_index.layout == torch.strided
-            if isinstance(x, Tensor) and dense_graph:
-                validate_edge_index(edge_index, x.size(0))
-            if h0 is None:
-                h0 = x
-
-            def step(h: Tensor) -> Tensor:
-                return cell(h, x, edge_index, edge_weight)
+        def step(h: Tensor) -> Tensor:
+            return cell.step(h, inputs)
 
         out, self.stats = fixed_point(
             step, h0, grad=self.grad, max_iter=self.max_iter, tol=self.tol,
@@ -210,14 +200,10 @@ class FixedPointConv(torch.nn.Module):
         edge_index)`` to the loss to keep the map contractive (:func:`pyg_rbp.jacobian_penalty`).
         One extra step and ``num_samples`` VJPs; nothing is kept between calls."""
         cell = self.cell
-        if isinstance(cell, FixedPointCell):
-            inputs = cell.prepare(x, edge_index, edge_weight)
+        inputs = cell.prepare(x, edge_index, edge_weight)
 
-            def step(state: Tensor) -> Tensor:
-                return cell.step(state, inputs)
-        else:
-            def step(state: Tensor) -> Tensor:
-                return cell(state, x, edge_index, edge_weight)
+        def step(state: Tensor) -> Tensor:
+            return cell.step(state, inputs)
         if self.damping != 1.0:
             plain = step
 

@@ -3,7 +3,8 @@
 - ``paper``: the reference protocol of Liao et al. (ICML 2018, and the configs released with
   it): all labelled nodes, a random 1% / 49% / 50% train/val/test split drawn with a seed,
   and the bag-of-words features reduced by PCA to the hidden size (Cora 64, PubMed 16 as in
-  the authors' configs; CiteSeer, not in the paper, 64 like Cora). The PCA features are the model's initial state.
+  the authors' configs; CiteSeer, not in the paper, 64 like Cora). The PCA features are the
+  model's initial state.
 - ``public``: the dataset's own fixed split with its raw features (Planetoid's public split
   20 per class / 500 / 1000; digits' and karate's fixed splits).
 - ``official``: OGB's official split (ogbn-* node datasets).

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYG_RBP_SHARED") or REPO.parent / "shared" / "datasets")
@@ -114,13 +115,18 @@ def provide_dataset(name: str, root: Path) -> str | None:
     return None
 
 
-@pytest.fixture(autouse=True)
-def _fresh_convergence_warnings():
-    """Each test sees the engine's once-per-process warnings afresh."""
-    from pyg_rbp.engine import reset_warnings
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test, restored after it.
 
-    reset_warnings()
+    Small problems on a shared, busy CPU stall in OpenMP with more; and kernels on one thread give
+    the same numbers as single-threaded worker processes. A test module takes it for all its tests
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

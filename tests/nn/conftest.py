@@ -58,12 +58,12 @@ class SmallGraph:
         w = self.weight(dtype) if weighted else None
         if name == "edge_index":
             return ei, w
-        if name == "coo":  # PyG: A[j, i] for the edge j -> i; adj_t is its transpose
-            with warnings.catch_warnings():  # torch's notice that invariant checks are off
-                warnings.filterwarnings("ignore", message=".*[Ss]parse invariant checks")
+        with warnings.catch_warnings():  # torch's notices: invariant checks off, CSC in beta
+            warnings.filterwarnings("ignore", message=".*([Ss]parse invariant checks|support is in beta)")
+            if name == "coo":  # PyG: A[j, i] for the edge j -> i; adj_t is its transpose
                 return to_torch_coo_tensor(ei, w, size=(n, n)).t(), None
-        if name == "csr":  # the transpose of the CSC matrix is a CSR adj_t (PyG's own tests)
-            return to_torch_csc_tensor(ei, w, size=(n, n)).t(), None
+            if name == "csr":  # the transpose of the CSC matrix is a CSR adj_t (PyG's own tests)
+                return to_torch_csc_tensor(ei, w, size=(n, n)).t(), None
         if name == "sparse_tensor":
             return SparseTensor.from_edge_index(ei, w, sparse_sizes=(n, n)).t(), None
         raise KeyError(name)

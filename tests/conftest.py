@@ -8,6 +8,14 @@ skipped, and the run ends with one summary line naming the datasets and how to p
 Under CI (``CI=true`` or ``PYG_RBP_REQUIRE_DATA=1``, which ``.ci/run`` sets) a missing dataset
 fails the test instead, so CI runs every real-data test. Only ``raw`` files travel: a mirror's
 ``processed/`` is never copied (see the security note in pyg_rbp.data.safe_load).
+
+Shared fixtures live here (``one_thread``, the data roots, the generated datasets) and, for the
+layer contract tests, in ``tests/nn/conftest.py``; test modules do not define their own copies.
+pytest imports test files in ``importlib`` mode (pyproject.toml), so files in different folders
+may share a basename without ``__init__.py`` files. A test module is not importable by another
+under its collected name: ``tests/`` is on ``sys.path`` (``pythonpath``) so that ``from conftest
+import <helper>`` works, which loads a second, separate copy of the module; import plain helper
+functions that way, never state that fixtures share.
 """
 
 from __future__ import annotations

@@ -8,6 +8,14 @@ skipped, and the run ends with one summary line naming the datasets and how to p
 Under CI (``CI=true`` or ``PYG_RBP_REQUIRE_DATA=1``, which ``.ci/run`` sets) a missing dataset
 fails the test instead, so CI runs every real-data test. Only ``raw`` files travel: a mirror's
 ``processed/`` is never copied (see the security note in pyg_rbp.data.safe_load).
+
+Shared fixtures live here (``one_thread``, the data roots, the generated datasets) and, for the
+layer contract tests, in ``tests/nn/conftest.py``; test modules do not define their own copies.
+pytest imports test files in ``importlib`` mode (pyproject.toml), so files in different folders
+may share a basename without ``__init__.py`` files. A test module is not importable by another
+under its collected name: ``tests/`` is on ``sys.path`` (``pythonpath``) so that ``from conftest
+import <helper>`` works, which loads a second, separate copy of the module; import plain helper
+functions that way, never state that fixtures share.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYG_RBP_SHARED") or REPO.parent / "shared" / "datasets")
@@ -114,13 +123,18 @@ def provide_dataset(name: str, root: Path) -> str | None:
     return None
 
 
-@pytest.fixture(autouse=True)
-def _fresh_convergence_warnings():
-    """Each test sees the engine's once-per-process warnings afresh."""
-    from pyg_rbp.engine import reset_warnings
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test, restored after it.
 
-    reset_warnings()
+    Small problems on a shared, busy CPU stall in OpenMP with more; and kernels on one thread give
+    the same numbers as single-threaded worker processes. A test module takes it for all its tests
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

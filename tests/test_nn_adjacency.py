@@ -12,13 +12,7 @@ from pyg_rbp.nn.adjacency import as_edge_index, gcn_normalize
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one intra-op thread avoids OpenMP stalls on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _graph(num_nodes: int = 9, num_edges: int = 30, seed: int = 0) -> torch.Tensor:

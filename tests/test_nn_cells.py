@@ -30,13 +30,7 @@ if HopfieldCell is not None:
     CASES.append("hopfield")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one intra-op thread avoids OpenMP stalls on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_graph(n: int, seed: int, undirected: bool = False) -> torch.Tensor:

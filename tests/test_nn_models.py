@@ -11,14 +11,7 @@ from torch_geometric.nn import GCNConv
 from pyg_rbp.nn import FixedPointConv, GatedCell, ImplicitCell, PPRCell
 from pyg_rbp.nn.models import FixedPointGraphModel, FixedPointNodeClassifier
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one intra-op thread avoids OpenMP stalls on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _graph(n: int = 30, f: int = 6, seed: int = 0) -> Data:

@@ -43,6 +43,9 @@ def validate_edge_index(edge_index: Any, num_nodes: int) -> None:
     """
     if not isinstance(edge_index, Tensor):
         raise ValueError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.layout != torch.strided:
+        raise ValueError(f"edge_index must be a [2, num_edges] index tensor here, got a {edge_index.layout} "
+                         "adjacency (as_edge_index converts one)")
     if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
         raise ValueError(f"edge_index must have an integer dtype (torch.long), got {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:

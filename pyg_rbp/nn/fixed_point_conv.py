@@ -98,10 +98,14 @@ class FixedPointConv(torch.nn.Module):
         - **output:** fixed-point state :math:`(|\mathcal{V}|, C)`
 
     Example:
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> x = torch.randn(3, 16)
         >>> conv = FixedPointConv(GatedCell(16, aggr="mean"), grad="gmres", solver="anderson",
         ...                       max_iter=100, tol=1e-6)
-        >>> h = conv(x, edge_index)            # x: [N, 16]
-        >>> conv.stats.forward_iters, conv.stats.residual
+        >>> conv(x, edge_index).shape
+        torch.Size([3, 16])
+        >>> conv.stats.forward_iters <= 100  # the solve's diagnostics (residual, iterations, ...)
+        True
     """
 
     def __init__(self, cell: FixedPointCell, grad: str = "neumann", max_iter: int = 100,

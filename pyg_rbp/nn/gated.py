@@ -113,6 +113,15 @@ class GatedCell(FixedPointCell):
           edge indices :math:`(2, |\mathcal{E}|)` or a sparse adjacency, edge weights
           :math:`(|\mathcal{E}|)` *(optional)*
         - **output:** next state :math:`(|\mathcal{V}|, C)`
+
+    Example:
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> x = torch.randn(3, 16)
+        >>> cell = GatedCell(16, aggr="mean")
+        >>> cell(x, x, edge_index).shape  # one step from h = x
+        torch.Size([3, 16])
+        >>> FixedPointConv(cell, grad="cg", max_iter=50)(x, edge_index).shape  # the fixed point
+        torch.Size([3, 16])
     """
 
     def __init__(self, channels: int, aggr: str = "add", inject_input: bool = True,

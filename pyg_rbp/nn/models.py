@@ -55,6 +55,13 @@ def _check_cell_name(cell: str) -> str:
 class FixedPointNodeClassifier(torch.nn.Module):
     r"""Node classifier around one fixed-point layer; ``forward`` returns logits ``[N, C_out]``.
 
+    .. math::
+        \mathbf{H}^* = F\left(\mathbf{H}^*, \mathrm{enc}(\mathbf{X})\right), \qquad
+        \hat{\mathbf{Y}} = \mathrm{dec}(\mathbf{H}^*)
+
+    with the cell :math:`F`, encoder and decoder of the chosen design (``"ppr"``: the encoder is
+    an MLP, :math:`F` propagates its logits, no decoder).
+
     ``cell="gated"`` (Liao et al.'s GNN): an optional ``Linear`` encoder
     (``in_channels -> hidden_channels``) gives :math:`\mathbf{H}^{(0)}`; the
     :class:`~pyg_rbp.nn.GatedCell` is iterated to its fixed point; a ``Linear`` decoder gives
@@ -80,6 +87,18 @@ class FixedPointNodeClassifier(torch.nn.Module):
         num_mlp_layers (int): ``"ppr"`` MLP depth.
         aggr (str): ``"gated"`` neighbour aggregation; ``"add"`` is the paper's, ``"mean"``
             keeps the map contractive on graphs with large degrees.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, edge indices
+          :math:`(2, |\mathcal{E}|)` or a sparse adjacency, edge weights :math:`(|\mathcal{E}|)`
+          *(optional)*
+        - **output:** logits :math:`(|\mathcal{V}|, C_{out})`
+
+    Example:
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> model = FixedPointNodeClassifier(8, 16, 3, cell="implicit", grad="cg", max_iter=50)
+        >>> model(torch.randn(3, 8), edge_index).shape
+        torch.Size([3, 3])
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
@@ -157,6 +176,32 @@ class FixedPointGraphModel(torch.nn.Module):
     teleport target); node states are pooled per graph (``pool``: ``"mean"``, ``"add"`` or
     ``"max"``) and a two-layer MLP gives the output. With ``batch`` the solve's tolerance
     applies to each graph's own residual, so batched and one-by-one outputs agree to it.
+
+    .. math::
+        \mathbf{H}^* = F\left(\mathbf{H}^*, \mathrm{enc}(\mathbf{X})\right), \qquad
+        \hat{\mathbf{y}}_g = \mathrm{MLP}\Big(\mathrm{pool}_{i \in g}\, \mathbf{h}^*_i\Big)
+
+    Args:
+        in_channels, hidden_channels, out_channels (int): feature sizes.
+        cell (str): ``"gated"``, ``"implicit"`` or ``"ppr"``.
+        grad, max_iter, backward_iter, tol, damping, solver: of the :class:`FixedPointConv`.
+        dropout (float): dropout after the encoder and in the head.
+        pool (str): ``"mean"``, ``"add"`` (alias ``"sum"``) or ``"max"``.
+        node_encoder (torch.nn.Module, optional): replaces the ``Linear`` encoder.
+        alpha (float): ``"ppr"`` teleport probability. kappa (float): ``"implicit"`` bound.
+        aggr (str): ``"gated"`` neighbour aggregation.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, edge indices
+          :math:`(2, |\mathcal{E}|)` or a sparse adjacency, batch vector :math:`(|\mathcal{V}|)`
+          *(optional)*, edge weights :math:`(|\mathcal{E}|)` *(optional)*
+        - **output:** :math:`(|\mathcal{G}|, C_{out})`, one row per graph
+
+    Example:
+        >>> edge_index = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])  # two graphs of two nodes
+        >>> model = FixedPointGraphModel(8, 16, 1, cell="ppr", grad="neumann", max_iter=50)
+        >>> model(torch.randn(4, 8), edge_index, batch=torch.tensor([0, 0, 1, 1])).shape
+        torch.Size([2, 1])
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,

@@ -53,6 +53,13 @@ class PPRCell(FixedPointCell):
           F)`, edge indices :math:`(2, |\mathcal{E}|)`, edge weights :math:`(|\mathcal{E}|)`
           *(optional)*
         - **output:** next state :math:`(|\mathcal{V}|, F)`
+
+    Example:
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> logits = torch.randn(3, 4)  # e.g. an MLP's predictions, as in APPNP
+        >>> conv = FixedPointConv(PPRCell(alpha=0.1), grad="cg", max_iter=300)
+        >>> conv(logits, edge_index).shape  # propagated to the exact PPR limit
+        torch.Size([3, 4])
     """
 
     def __init__(self, alpha: float = 0.1, add_self_loops: bool = True, normalize: bool = True,

@@ -14,12 +14,12 @@ from pyg_rbp.nn import FixedPointConv, HopfieldCell
 from pyg_rbp.tasks.hopfield import (
     HopfieldMemory,
     allowed_wrong_pixels,
-    evaluate,
+    evaluate_retrieval,
     recall_loss,
     train_memory,
 )
-from pyg_rbp.tasks.hopfield_data import flip_bits, load_patterns, pixel_errors, switch_off
-from pyg_rbp.tasks.hopfield_graphs import build_topology, complete_graph, knn_graph, neuron_positions
+from pyg_rbp.tasks.hopfield.data import flip_bits, load_patterns, pixel_errors, switch_off
+from pyg_rbp.tasks.hopfield.graphs import build_topology, complete_graph, knn_graph, neuron_positions
 
 DT = torch.float64
 
@@ -301,14 +301,14 @@ def test_tiny_training_run_improves_retrieval():
     test = switch_off(pats, 0.5, seed=0)
     torch.manual_seed(0)
     model = HopfieldMemory(16, 8, complete_graph(40), grad="neumann")
-    before = evaluate(model, pats, test)
+    before = evaluate_retrieval(model, pats, test)
     result = train_memory(model, pats, 200, lr=0.05, lr_schedule="cosine")
-    after = evaluate(model, pats, test)
+    after = evaluate_retrieval(model, pats, test)
     assert result.diverged is None and result.epochs_done == 200
     assert result.loss[-1] < 0.5 * result.loss[0]
     assert after["pixel_error"] < 0.5 * before["pixel_error"]
     assert after["success_rate"] > before["success_rate"]
-    assert evaluate(model, pats, pats)["success_rate"] == 1.0
+    assert evaluate_retrieval(model, pats, pats)["success_rate"] == 1.0
 
 
 def test_batched_recall_equals_one_image_at_a_time():
@@ -362,7 +362,7 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
 
 
 def test_memory_measurement_excludes_weights():
-    from pyg_rbp.tasks.hopfield_experiment import measure_saved_bytes
+    from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes
 
     pats = tiny_patterns()
     sizes = {}
@@ -384,7 +384,7 @@ def test_dense_and_sparse_weights_give_the_same_activation_memory():
     (Neumann-RBP records one step on either path; under BPTT the sparse path's states are wider,
     since it iterates the clamped neurons too, so their activations genuinely differ.)"""
     mode = "neumann"
-    from pyg_rbp.tasks.hopfield_experiment import measure_saved_bytes
+    from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes
 
     pats = tiny_patterns()
     sizes = []
@@ -398,7 +398,7 @@ def test_dense_and_sparse_weights_give_the_same_activation_memory():
 
 def test_an_activation_at_a_freed_weight_blocks_address_counts():
     """A weight block freed after prepare() may leave its address to an activation."""
-    from pyg_rbp.tasks.hopfield_experiment import _WeightAwareSavedBytes
+    from pyg_rbp.tasks.hopfield.experiment import _WeightAwareSavedBytes
 
     model = HopfieldMemory(16, 8, complete_graph(40))
     x = model.node_input(tiny_patterns())
@@ -417,7 +417,7 @@ def test_an_activation_at_a_freed_weight_blocks_address_counts():
 
 
 def test_mnist_defaults_and_their_documented_deviations():
-    from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, paper_deviations
+    from pyg_rbp.tasks.hopfield.experiment import HopfieldConfig, paper_deviations
 
     cfg = HopfieldConfig(images="mnist").resolved()
     assert (cfg.hidden, cfg.updates, cfg.truncation, cfg.b, cfg.corrupt) == (1024, 50, 20, 0.5, 0.5)
@@ -435,7 +435,7 @@ def test_mnist_defaults_and_their_documented_deviations():
 
 
 def test_local_topology_receptive_fields_and_long_range():
-    from pyg_rbp.tasks.hopfield_graphs import count_synapses, local_graph
+    from pyg_rbp.tasks.hopfield.graphs import count_synapses, local_graph
 
     d, hidden, shape = 16, 6, (4, 4)
     n = 2 * d + hidden
@@ -457,7 +457,7 @@ def test_local_topology_receptive_fields_and_long_range():
 
 
 def test_sparse_study_timing_and_verdict():
-    from pyg_rbp.tasks import hopfield_sparse as hs
+    from pyg_rbp.tasks.hopfield import sparse as hs
 
     images = (torch.rand(3, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     pts = [{"topology": "local", "radius": 1.0, "long_range": 1}]
@@ -471,3 +471,13 @@ def test_sparse_study_timing_and_verdict():
     assert hs.verdict([{**row, "success_rate": 0.9, "speedup": 4.0}]).startswith("**Not met**")
     two = [{**row, "success_rate": 0.9}, {**row, "label": "b", "synapses": 50, "success_rate": 0.3}]
     assert "Below the target" in hs.verdict(two)
+
+
+def test_evaluate_is_a_deprecated_alias_of_evaluate_retrieval():
+    import pyg_rbp.tasks.hopfield as hopfield
+
+    with pytest.warns(DeprecationWarning, match="evaluate_retrieval"):
+        old = hopfield.evaluate
+    assert old is evaluate_retrieval
+    with pytest.raises(AttributeError):
+        hopfield.no_such_name  # noqa: B018

@@ -29,20 +29,21 @@ from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, grad_mode_names, normaliz
 from pyg_rbp.numerics import flush_denormals
 from pyg_rbp.profiling import SavedTensorBytes
 from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
-from pyg_rbp.tasks.hopfield import (
+from pyg_rbp.tasks.hopfield.data import PATTERN_SOURCES, Patterns, flip_bits, load_patterns, switch_off
+from pyg_rbp.tasks.hopfield.graphs import TOPOLOGIES, build_topology
+from pyg_rbp.tasks.hopfield.memory import (
     LR_SCHEDULES,
     OPTIMIZERS,
     TRAIN_INPUTS,
     HopfieldMemory,
     allowed_wrong_pixels,
-    evaluate,
+    evaluate_retrieval,
     fixed_point_diagnostics,
     gradient_agreement,
     recall_loss,
     train_memory,
 )
-from pyg_rbp.tasks.hopfield_data import PATTERN_SOURCES, Patterns, flip_bits, load_patterns, switch_off
-from pyg_rbp.tasks.hopfield_graphs import TOPOLOGIES, build_topology
+from pyg_rbp.tasks.hopfield.report import plot_grid, results_table
 
 # Defaults that depend on the pattern source: the paper's network for MNIST, a small one for
 # the embedded 8x8 digits. `None` in a HopfieldConfig field means "take it from here".
@@ -290,7 +291,7 @@ def run_mode(cfg: HopfieldConfig, grad: str, patterns: Patterns, tests: dict[str
         bar.close()
 
     row: dict[str, Any] = {"grad": grad}
-    results = {name: evaluate(model, clean, inp, cfg.bound) for name, inp in
+    results = {name: evaluate_retrieval(model, clean, inp, cfg.bound) for name, inp in
                (("off", off), ("flip", tests["flip"].to(device)), ("clean", clean))}
     row["success_rate"] = results["off"]["success_rate"]
     row["pixel_error"] = results["off"]["pixel_error"]
@@ -364,8 +365,6 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
     already in it are not rerun. A file from a different configuration raises ``ValueError``
     (pass ``resume=False`` to overwrite it).
     """
-    from pyg_rbp.tasks.hopfield_report import plot_grid, results_table
-
     cfg = config.resolved()
     if isinstance(grads, str):
         grads = [grads]

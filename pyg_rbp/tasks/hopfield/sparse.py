@@ -2,13 +2,13 @@
 
 The paper's memory is fully connected (784 + 1024 + 784 neurons, 3.36 M synapses). As a graph
 problem it need not be: this study trains the same memory on sparse topologies
-(:mod:`pyg_rbp.tasks.hopfield_graphs`: local receptive fields with random long-range synapses,
+(:mod:`pyg_rbp.tasks.hopfield.graphs`: local receptive fields with random long-range synapses,
 k nearest neurons) and records, for each, its number of synapses, its retrieval of the ten
 MNIST digits from the paper's test (half of the "on" pixels switched off; success = at most 1 %
 of the pixels wrong) and its time per forward step against the dense network's, measured
 interleaved in one run (ratios, as the project measures speed).
 
-Each topology's training is a :func:`pyg_rbp.tasks.hopfield_experiment.run_experiment` run with
+Each topology's training is a :func:`pyg_rbp.tasks.hopfield.experiment.run_experiment` run with
 its own resumable JSON under ``<out>/hopfield_sparse/``; the curve (JSON, markdown, PNG) is
 rebuilt from those files after every point, so an interrupted study loses at most one point.
 """
@@ -25,10 +25,10 @@ import torch
 
 from pyg_rbp.numerics import flush_denormals
 from pyg_rbp.results import atomic_save_figure, atomic_write_json, atomic_write_text, environment
-from pyg_rbp.tasks.hopfield import HopfieldMemory
-from pyg_rbp.tasks.hopfield_data import load_patterns, switch_off
-from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, run_experiment
-from pyg_rbp.tasks.hopfield_graphs import build_topology, count_synapses
+from pyg_rbp.tasks.hopfield.data import load_patterns, switch_off
+from pyg_rbp.tasks.hopfield.experiment import HopfieldConfig, run_experiment
+from pyg_rbp.tasks.hopfield.graphs import build_topology, count_synapses
+from pyg_rbp.tasks.hopfield.memory import HopfieldMemory
 
 DEFAULT_POINTS: tuple[dict[str, Any], ...] = (
     {"topology": "local", "radius": 1.5, "long_range": 16},

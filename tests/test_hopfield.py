@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,17 +13,23 @@ from torch.func import functional_call
 import pyg_rbp
 from pyg_rbp import GRAD_MODES
 from pyg_rbp.nn import FixedPointConv, HopfieldCell
+from pyg_rbp.results import ResultsFileConflict
 from pyg_rbp.tasks.hopfield import (
+    HopfieldConfig,
     HopfieldMemory,
     allowed_wrong_pixels,
     evaluate_retrieval,
     recall_loss,
+    results_table,
+    run_experiment,
     train_memory,
 )
+from pyg_rbp.tasks.hopfield import experiment as experiment
 from pyg_rbp.tasks.hopfield.data import flip_bits, load_patterns, pixel_errors, switch_off
 from pyg_rbp.tasks.hopfield.graphs import build_topology, complete_graph, knn_graph, neuron_positions
 
 DT = torch.float64
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def small_cell(n: int = 9, clamp: int = 3, std: float = 0.3, seed: int = 0, **kwargs) -> HopfieldCell:
@@ -349,7 +357,7 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
     rows2 = {r["grad"]: r for r in doc2["results"]}
     assert set(rows2) == {"neumann", "cg", "tbptt"}
     assert rows2["neumann"]["epoch_time_s"] == rows["neumann"]["epoch_time_s"]
-    with pytest.raises(SystemExit, match="another configuration"):
+    with pytest.raises(SystemExit, match="other settings"):
         main(argv[:6] + ["4"] + argv[7:])
     # timings of one file come from one machine setting: other thread counts are refused
     threads = torch.get_num_threads()
@@ -481,3 +489,35 @@ def test_evaluate_is_a_deprecated_alias_of_evaluate_retrieval():
     assert old is evaluate_retrieval
     with pytest.raises(AttributeError):
         hopfield.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["hopfield_digits", "hopfield_mnist", "hopfield_mnist_paper_recipe",
+                                  "hopfield_sparse/local_r5_lr16"])
+def test_committed_results_resume_without_training(name, tmp_path, monkeypatch):
+    committed = RESULTS / f"{name}.json"
+    doc = json.loads(committed.read_text())
+    assert results_table(doc) == committed.with_suffix(".md").read_text()
+    copy = tmp_path / committed.name
+    copy.write_text(committed.read_text())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a committed mode was trained again")
+
+    monkeypatch.setattr(experiment, "run_mode", no_training)
+    fields = {f.name for f in dataclasses.fields(HopfieldConfig)}
+    cfg = HopfieldConfig(**{k: v for k, v in doc["config"].items() if k in fields})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(doc["environment"]["torch_threads"])  # one file, one thread setting
+    try:
+        again = run_experiment(cfg, [r["grad"] for r in doc["results"]], json_path=copy,
+                               progress=False, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert again["results"] == doc["results"] and again["patterns"] == doc["patterns"]
+    assert copy.with_suffix(".md").read_text() == committed.with_suffix(".md").read_text()
+    # settings the committed files predate count at the value they had
+    assert again["config"] == {**doc["config"], "train_corrupt": doc["config"]["corrupt"],
+                               "train_copies": 1}
+    with pytest.raises(ResultsFileConflict, match="epochs"):
+        run_experiment(dataclasses.replace(cfg, epochs=cfg.epochs + 1), ["neumann"], json_path=copy,
+                       progress=False, log=lambda _: None)

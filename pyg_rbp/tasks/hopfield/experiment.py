@@ -28,7 +28,7 @@ from torch import Tensor
 from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, grad_mode_names, normalize_grad_mode
 from pyg_rbp.numerics import flush_denormals
 from pyg_rbp.profiling import SavedTensorBytes
-from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, read_json
+from pyg_rbp.results import ResultsFileConflict, ResumableResults, atomic_write_text, environment
 from pyg_rbp.tasks.hopfield.data import PATTERN_SOURCES, Patterns, flip_bits, load_patterns, switch_off
 from pyg_rbp.tasks.hopfield.graphs import TOPOLOGIES, build_topology
 from pyg_rbp.tasks.hopfield.memory import (
@@ -150,19 +150,19 @@ class HopfieldConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
     def identity(self) -> dict[str, Any]:
-        """The fields that must match for finished modes to be reused (all but the device)."""
+        """The fields that must match for finished modes to be reused: all but the device, and
+        the local topology's ``radius`` and ``long_range`` only where the topology is local."""
         values = dataclasses.asdict(self)
         values.pop("device")
-        # Fields added later are left out where they change nothing, so that the results files
-        # written before them still resume.
-        if values["train_corrupt"] in (None, values["corrupt"]):
-            values.pop("train_corrupt")
-        if values["train_copies"] == 1:
-            values.pop("train_copies")
         if values["topology"] != "local":
             values.pop("radius")
             values.pop("long_range")
         return values
+
+    def predates(self) -> dict[str, Any]:
+        """The value of each field added after the first results files were written, as those
+        files had it: ``train_corrupt`` was the test's ``corrupt``, ``train_copies`` one."""
+        return {"train_corrupt": self.corrupt, "train_copies": 1}
 
 
 PAPER_SETTING: dict[str, Any] = {
@@ -347,11 +347,25 @@ def run_mode(cfg: HopfieldConfig, grad: str, patterns: Patterns, tests: dict[str
     return row
 
 
+_MACHINE_KEYS = ("device_name", "torch_threads")
+"""What must match for timings to share one file."""
+
+
 def _output_paths(json_path: str | os.PathLike | None, png_path: str | os.PathLike | None,
                   md_path: str | os.PathLike | None) -> tuple[Path | None, Path | None, Path | None]:
     j = Path(json_path) if json_path else None
     md = Path(md_path) if md_path else (j.with_suffix(".md") if j else None)
     return j, (Path(png_path) if png_path else None), md
+
+
+def _check_same_machine(store: ResumableResults, now: dict[str, Any]) -> None:
+    """One file, one machine: the epoch times of its modes are compared side by side, so a file
+    holding results of another device or thread count is refused (unless started afresh)."""
+    before = {k: (store.extra.get("environment") or {}).get(k) for k in _MACHINE_KEYS}
+    here = {k: now[k] for k in _MACHINE_KEYS}
+    if store.units and before != here:
+        raise ResultsFileConflict(f"{store.path} was measured on {before}, this run is on {here}; "
+                                  "use another --json, or --fresh to measure every mode here")
 
 
 def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MODES, *,
@@ -361,9 +375,11 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark for ``grads``; write JSON / markdown / PNG after every mode.
 
-    With ``resume`` and an existing ``json_path`` written by the same configuration, modes
-    already in it are not rerun. A file from a different configuration raises ``ValueError``
-    (pass ``resume=False`` to overwrite it).
+    Resuming follows :class:`~pyg_rbp.results.ResumableResults`: with ``resume`` and an
+    existing ``json_path`` written by the same configuration on the same machine setting
+    (device, thread count), every finished mode in it is kept and not rerun; a file of another
+    configuration or machine raises :class:`~pyg_rbp.results.ResultsFileConflict` (a
+    ``ValueError``; pass ``resume=False`` to start it afresh). Every write is atomic.
     """
     cfg = config.resolved()
     if isinstance(grads, str):
@@ -376,9 +392,9 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
     patterns = load_patterns(cfg.images, cfg.per_class, root=data_root, split=cfg.split)
     tests = {"off": switch_off(patterns.images, cfg.corrupt, cfg.test_seed),
              "flip": flip_bits(patterns.images, cfg.flip, cfg.test_seed + 1)}
+    environment_now = {**environment(cfg.device), "torch_threads": torch.get_num_threads()}
     doc: dict[str, Any] = {
         "task": "hopfield",
-        "config": cfg.identity(),
         "patterns": {"source": patterns.source, "shape": list(patterns.shape), "count": len(patterns),
                      "labels": patterns.labels.tolist(), "clean": _bits(patterns.images),
                      "corrupted": _bits(tests["off"]), "flipped": _bits(tests["flip"])},
@@ -397,35 +413,23 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
                             "with subnormal floats flushed to zero (pyg_rbp.numerics)",
         },
         "deviations_from_paper": paper_deviations(cfg),
-        "environment": {**environment(cfg.device), "torch_threads": torch.get_num_threads()},
-        "results": [],
+        "environment": environment_now,
     }
-    if jpath is not None and jpath.exists() and resume:
-        old = read_json(jpath)
-        if old.get("config") != doc["config"]:
-            raise ValueError(f"{jpath} holds results of another configuration; use another --json "
-                             "or --fresh to overwrite it")
-        before = {k: (old.get("environment") or {}).get(k) for k in ("device_name", "torch_threads")}
-        now = {k: doc["environment"][k] for k in before}
-        if old.get("results") and before != now:
-            # one file, one machine: its epoch times are compared side by side
-            raise ValueError(f"{jpath} was measured on {before}, this run is on {now}; use another "
-                             "--json, or --fresh to measure every mode here")
-        doc["results"] = [r for r in old.get("results", []) if r.get("grad") in grad_mode_names()]
-        for key in ("load_average",):
-            if key in old:
-                doc[key] = old[key]
-    done = {r["grad"] for r in doc["results"]}
+    store = ResumableResults(jpath, cfg.identity(), key=lambda r: r["grad"], fresh=not resume,
+                             defaults=cfg.predates(), settings_field="config", units_field="results")
+    _check_same_machine(store, environment_now)
+    store.units = [r for r in store.units if r.get("grad") in grad_mode_names()]
+    store.extra.update(doc)
+    done = store.keys()
 
     def write() -> None:
         order = {m: i for i, m in enumerate(grad_mode_names())}
-        doc["results"].sort(key=lambda r: order.get(r["grad"], 99))
-        if jpath is not None:
-            atomic_write_json(jpath, doc)
+        store.units.sort(key=lambda r: order.get(r["grad"], 99))
+        store.write()
         if mdpath is not None:
-            atomic_write_text(mdpath, results_table(doc))
-        if ppath is not None and doc["results"]:
-            plot_grid(doc, ppath)
+            atomic_write_text(mdpath, results_table(store.document()))
+        if ppath is not None and store.units:
+            plot_grid(store.document(), ppath)
 
     todo = [m for m in modes if m not in done]
     if done & set(modes):
@@ -448,8 +452,8 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
             row = run_mode(cfg, mode, patterns, tests, cell_source, progress=progress, log=log)
         row["flush_denormals"] = flushed
         row["load_average_at_start"] = list(load) if load else None
-        doc["results"].append(row)
+        store.units.append(row)
         write()
     if not todo:
         write()
-    return doc
+    return store.document()

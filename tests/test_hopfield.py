@@ -13,6 +13,7 @@ from torch.func import functional_call
 import pyg_rbp
 from pyg_rbp import GRAD_MODES
 from pyg_rbp.nn import FixedPointConv, HopfieldCell
+from pyg_rbp.profiling import WeightAwareSavedBytes
 from pyg_rbp.results import ResultsFileConflict
 from pyg_rbp.tasks.hopfield import (
     HopfieldConfig,
@@ -26,6 +27,7 @@ from pyg_rbp.tasks.hopfield import (
 )
 from pyg_rbp.tasks.hopfield import experiment as experiment
 from pyg_rbp.tasks.hopfield.data import flip_bits, load_patterns, pixel_errors, switch_off
+from pyg_rbp.tasks.hopfield.experiment import weight_tensors
 from pyg_rbp.tasks.hopfield.graphs import build_topology, complete_graph, knn_graph, neuron_positions
 
 DT = torch.float64
@@ -406,22 +408,23 @@ def test_dense_and_sparse_weights_give_the_same_activation_memory():
 
 def test_an_activation_at_a_freed_weight_blocks_address_counts():
     """A weight block freed after prepare() may leave its address to an activation."""
-    from pyg_rbp.tasks.hopfield.experiment import _WeightAwareSavedBytes
-
     model = HopfieldMemory(16, 8, complete_graph(40))
     x = model.node_input(tiny_patterns())
-    inputs = model.cell.prepare(x, model.cell.edge_index)
-    w_ff = inputs.extra["W_ff"].untyped_storage().data_ptr()
-    freed = [p for p in model.cell._weight_tensors if p != w_ff]
-    assert freed and not any(model.cell.is_weight_storage(p) for p in freed)  # W_fc is gone
-    assert model.cell.is_weight_storage(w_ff)  # W_ff is alive in the prepared inputs
-    # the accounting asks exactly this of every saved tensor: W_ff is a weight, v an activation
-    w_ff = inputs.extra["W_ff"]
-    v = torch.rand(w_ff.size(1), 3, requires_grad=True)
-    with _WeightAwareSavedBytes(model) as mem:
-        out = w_ff @ v  # saves both
+    with weight_tensors(model) as weights:
+        inputs = model.cell.prepare(x, model.cell.edge_index)
+        w_ff = inputs.extra["W_ff"].untyped_storage().data_ptr()
+        freed = [p for p in weights.storages() if p != w_ff]
+        assert freed and not any(weights.is_weight_storage(p) for p in freed)  # W_fc is gone
+        assert weights.is_weight_storage(w_ff)  # W_ff is alive in the prepared inputs
+        # the accounting asks exactly this of every saved tensor: W_ff is a weight, v an activation
+        w_ff = inputs.extra["W_ff"]
+        v = torch.rand(w_ff.size(1), 3, requires_grad=True)
+        with WeightAwareSavedBytes(weights) as mem:
+            out = w_ff @ v  # saves both
     assert mem.weight_bytes == w_ff.numel() * 4 and mem.bytes == (w_ff.numel() + v.numel()) * 4
     del out
+    # the cell's builders are its own again outside the block: nn/ carries no accounting state
+    assert "dense_blocks" not in vars(model.cell) and "_weight_tensors" not in vars(model.cell)
 
 
 def test_mnist_defaults_and_their_documented_deviations():

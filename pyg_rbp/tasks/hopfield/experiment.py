@@ -27,7 +27,7 @@ from torch import Tensor
 
 from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, grad_mode_names, normalize_grad_mode
 from pyg_rbp.numerics import flush_denormals
-from pyg_rbp.profiling import SavedTensorBytes
+from pyg_rbp.profiling import WeightAwareSavedBytes, WeightTensors
 from pyg_rbp.results import ResultsFileConflict, ResumableResults, atomic_write_text, environment
 from pyg_rbp.tasks.hopfield.data import PATTERN_SOURCES, Patterns, flip_bits, load_patterns, switch_off
 from pyg_rbp.tasks.hopfield.graphs import TOPOLOGIES, build_topology
@@ -203,34 +203,22 @@ def paper_deviations(cfg: HopfieldConfig) -> list[str]:
     return notes
 
 
-class _WeightAwareSavedBytes(SavedTensorBytes):
-    """:class:`~pyg_rbp.profiling.SavedTensorBytes` that also sums the bytes of saved tensors
-    that are weights (the memory's parameters and buffers, and the weight blocks or sparse
-    layout the cell builds from the parameters once per solve), so activation memory can be
-    reported without them."""
+WEIGHT_BUILDERS = ("weight_matrix", "dense_blocks", "sparse_graph")
+"""The :class:`~pyg_rbp.nn.HopfieldCell` methods that build weight tensors from the synapses
+once per solve (the dense matrix or its blocks, the sparse layout): what they build, and what is
+saved while they run, is weight memory every mode holds, not activations."""
 
-    def __init__(self, model: HopfieldMemory) -> None:
-        super().__init__()
-        self._cell = model.cell
-        self._owned = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-        self.weight_bytes = 0
 
-    def _pack(self, t: Tensor) -> Tensor:
-        # Classified when saved: a weight block counts only while it is alive, so an activation
-        # allocated later at the address of a freed block is not mistaken for a weight.
-        before = self.current
-        super()._pack(t)
-        if self.current > before and t.layout == torch.strided:
-            ptr = t.untyped_storage().data_ptr()
-            if ptr in self._owned or self._cell.is_weight_storage(ptr):
-                self.weight_bytes += self.current - before
-        return t
+def weight_tensors(model: HopfieldMemory) -> WeightTensors:
+    """The :class:`~pyg_rbp.profiling.WeightTensors` of a memory: its parameters, buffers and
+    the weight tensors its cell builds (:data:`WEIGHT_BUILDERS`)."""
+    return WeightTensors(model, [(model.cell, name) for name in WEIGHT_BUILDERS])
 
 
 def measure_saved_bytes(model: HopfieldMemory, inputs: Tensor, clean: Tensor) -> dict[str, int]:
     """Bytes saved for backward by one training forward: total and activations only."""
     model.train()
-    with _WeightAwareSavedBytes(model) as mem:
+    with weight_tensors(model) as weights, WeightAwareSavedBytes(weights) as mem:
         loss = recall_loss(model(inputs), clean)
     del loss
     return {"saved_bytes": mem.bytes - mem.weight_bytes, "saved_bytes_total": mem.bytes}

@@ -11,7 +11,9 @@ import torch
 from torch.func import functional_call
 
 import pyg_rbp
+import pyg_rbp.tasks.hopfield as hopfield_package
 from pyg_rbp import GRAD_MODES
+from pyg_rbp.cli import main
 from pyg_rbp.nn import FixedPointConv, HopfieldCell
 from pyg_rbp.profiling import WeightAwareSavedBytes
 from pyg_rbp.results import ResultsFileConflict
@@ -26,9 +28,17 @@ from pyg_rbp.tasks.hopfield import (
     train_memory,
 )
 from pyg_rbp.tasks.hopfield import experiment as experiment
+from pyg_rbp.tasks.hopfield import sparse as hs
 from pyg_rbp.tasks.hopfield.data import flip_bits, load_patterns, pixel_errors, switch_off
-from pyg_rbp.tasks.hopfield.experiment import weight_tensors
-from pyg_rbp.tasks.hopfield.graphs import build_topology, complete_graph, knn_graph, neuron_positions
+from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes, paper_deviations, weight_tensors
+from pyg_rbp.tasks.hopfield.graphs import (
+    build_topology,
+    complete_graph,
+    count_synapses,
+    knn_graph,
+    local_graph,
+    neuron_positions,
+)
 
 DT = torch.float64
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -336,8 +346,6 @@ def test_batched_recall_equals_one_image_at_a_time():
 
 
 def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
-    from pyg_rbp.cli import main
-
     out = tmp_path / "h.json"
     png = tmp_path / "h.png"
     argv = ["hopfield", "--images", "digits", "--grad", "neumann,cg", "--epochs", "3", "--hidden", "16",
@@ -372,8 +380,6 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
 
 
 def test_memory_measurement_excludes_weights():
-    from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes
-
     pats = tiny_patterns()
     sizes = {}
     for mode in ("bptt", "neumann"):
@@ -394,7 +400,6 @@ def test_dense_and_sparse_weights_give_the_same_activation_memory():
     (Neumann-RBP records one step on either path; under BPTT the sparse path's states are wider,
     since it iterates the clamped neurons too, so their activations genuinely differ.)"""
     mode = "neumann"
-    from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes
 
     pats = tiny_patterns()
     sizes = []
@@ -428,8 +433,6 @@ def test_an_activation_at_a_freed_weight_blocks_address_counts():
 
 
 def test_mnist_defaults_and_their_documented_deviations():
-    from pyg_rbp.tasks.hopfield.experiment import HopfieldConfig, paper_deviations
-
     cfg = HopfieldConfig(images="mnist").resolved()
     assert (cfg.hidden, cfg.updates, cfg.truncation, cfg.b, cfg.corrupt) == (1024, 50, 20, 0.5, 0.5)
     assert (cfg.a, cfg.train_input, cfg.lr_schedule, cfg.epochs) == (0.5, "corrupted", "cosine", 3000)
@@ -446,8 +449,6 @@ def test_mnist_defaults_and_their_documented_deviations():
 
 
 def test_local_topology_receptive_fields_and_long_range():
-    from pyg_rbp.tasks.hopfield.graphs import count_synapses, local_graph
-
     d, hidden, shape = 16, 6, (4, 4)
     n = 2 * d + hidden
     ei = local_graph(d, shape, hidden, radius=1.0, long_range=0, seed=0)
@@ -468,8 +469,6 @@ def test_local_topology_receptive_fields_and_long_range():
 
 
 def test_sparse_study_timing_and_verdict():
-    from pyg_rbp.tasks.hopfield import sparse as hs
-
     images = (torch.rand(3, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     pts = [{"topology": "local", "radius": 1.0, "long_range": 1}]
     t = hs.step_times(pts, images, (4, 4), hidden=8, repeats=2, steps=2)
@@ -485,13 +484,11 @@ def test_sparse_study_timing_and_verdict():
 
 
 def test_evaluate_is_a_deprecated_alias_of_evaluate_retrieval():
-    import pyg_rbp.tasks.hopfield as hopfield
-
     with pytest.warns(DeprecationWarning, match="evaluate_retrieval"):
-        old = hopfield.evaluate
+        old = hopfield_package.evaluate
     assert old is evaluate_retrieval
     with pytest.raises(AttributeError):
-        hopfield.no_such_name  # noqa: B018
+        hopfield_package.no_such_name  # noqa: B018
 
 
 @pytest.mark.parametrize("name", ["hopfield_digits", "hopfield_mnist", "hopfield_mnist_paper_recipe",

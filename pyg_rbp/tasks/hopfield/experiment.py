@@ -1,6 +1,6 @@
 """The Hopfield benchmark: train one memory per gradient mode and compare their recall.
 
-Runs the protocol of Liao et al. (2018, section 4.1) (see ``BRIEF.md`` section 2) for every
+Runs the protocol of Liao et al. (2018, section 4.1; :data:`PAPER_SETTING`) for every
 requested gradient mode from the same initial weights, and records for each: retrieval from the
 paper's corruption (a fraction of the "on" pixels switched off, fixed seed) and from random bit
 flips, time per epoch, activation memory, the energy along the recall trajectory, and the
@@ -8,7 +8,8 @@ diagnostics that explain a failure (forward residual, spectral radius of the ste
 backward residual, agreement with the exact implicit gradient).
 
 Results are written after every mode (atomic JSON, a markdown table, a PNG), and a rerun with
-the same configuration skips the modes already finished, so a long run loses nothing.
+the same configuration skips the modes already finished, so a long run loses nothing
+(:class:`pyg_rbp.results.ResumableResults`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, grad_mode_names, normalize_grad_mode
 from pyg_rbp.numerics import flush_denormals
@@ -171,8 +173,9 @@ PAPER_SETTING: dict[str, Any] = {
     "lr_schedule": "constant", "optimizer": "adam", "epochs": 1000, "batch_size": 1,
     "train_input": "clean", "corrupt": 0.5,
 }
-"""The reference protocol (BRIEF section 2 and the authors' config; the reference code took the
-digits from the MNIST training split and trained on the clean images)."""
+"""The reference protocol: the paper's network, test and training, T = 50, K = 20, as in the
+authors' configuration (their code took the digits from the MNIST training split and trained on
+the clean images, batch 1, Adam at 1e-3 for 1000 epochs)."""
 
 
 _DEVIATION_REASONS: dict[str, str] = {
@@ -254,8 +257,6 @@ def run_mode(cfg: HopfieldConfig, grad: str, patterns: Patterns, tests: dict[str
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=cfg.epochs, desc=f"hopfield {grad}", leave=False)
 
     def on_epoch(epoch: int, info: dict[str, Any]) -> None:

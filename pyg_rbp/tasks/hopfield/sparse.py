@@ -15,6 +15,7 @@ rebuilt from those files after every point, so an interrupted study loses at mos
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +46,8 @@ inputs at the test's 50 %). A neuron's fan-in is ~100x smaller than in the compl
 Adam's per-synapse steps move a state ~100x less: the learning rate is raised accordingly."""
 
 TARGET = {"max_fraction": 0.10, "min_success": 0.8, "min_speedup": 5.0}
-"""The issue's target: <= 10 % of the synapses, >= 8 of 10 digits, steps >= 5x faster."""
+"""The study's target: a sparse memory with <= 10 % of the complete graph's synapses that
+retrieves >= 8 of 10 digits and whose forward steps are >= 5x faster."""
 
 
 def point_label(point: dict[str, Any]) -> str:
@@ -186,8 +188,6 @@ def run_sparse_study(out_dir: str | Path, points: Sequence[dict[str, Any]] = DEF
                      log: Callable[[str], None] = print, name: str = "hopfield_sparse") -> dict[str, Any]:
     """Train every point (resumably), time every topology against the complete graph, and write
     ``<out_dir>/<name>.json``, ``.md`` and ``.png``."""
-    import os
-
     out_dir = Path(out_dir)
     runs_dir = out_dir / name
     runs_dir.mkdir(parents=True, exist_ok=True)

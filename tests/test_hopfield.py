@@ -29,8 +29,9 @@ from pyg_rbp.tasks.hopfield import (
 )
 from pyg_rbp.tasks.hopfield import experiment as experiment
 from pyg_rbp.tasks.hopfield import sparse as hs
+from pyg_rbp.tasks.hopfield.config import paper_deviations
 from pyg_rbp.tasks.hopfield.data import flip_bits, load_patterns, pixel_errors, switch_off
-from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes, paper_deviations, weight_tensors
+from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes, weight_tensors
 from pyg_rbp.tasks.hopfield.graphs import (
     build_topology,
     complete_graph,

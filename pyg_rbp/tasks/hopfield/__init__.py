@@ -8,6 +8,8 @@ per job:
 * :mod:`~pyg_rbp.tasks.hopfield.graphs`: the synapse topologies (complete, knn, random, local);
 * :mod:`~pyg_rbp.tasks.hopfield.memory`: the model, its training loop, the retrieval metrics
   and the diagnostics that explain a failure;
+* :mod:`~pyg_rbp.tasks.hopfield.config`: what defines a run, the per-source defaults and the
+  paper's setting;
 * :mod:`~pyg_rbp.tasks.hopfield.experiment`: the resumable all-modes benchmark behind
   ``pyg-rbp hopfield``; :mod:`~pyg_rbp.tasks.hopfield.report`: its markdown and PNG;
 * :mod:`~pyg_rbp.tasks.hopfield.sparse`: retrieval against the number of synapses on sparse
@@ -25,6 +27,12 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from pyg_rbp.tasks.hopfield.config import (
+    PAPER_SETTING,
+    SOURCE_DEFAULTS,
+    HopfieldConfig,
+    paper_deviations,
+)
 from pyg_rbp.tasks.hopfield.data import (
     DIGITS_THRESHOLD,
     PATTERN_SOURCES,
@@ -35,13 +43,11 @@ from pyg_rbp.tasks.hopfield.data import (
     switch_off,
 )
 from pyg_rbp.tasks.hopfield.experiment import (
-    PAPER_SETTING,
-    SOURCE_DEFAULTS,
-    HopfieldConfig,
+    WEIGHT_BUILDERS,
     measure_saved_bytes,
-    paper_deviations,
     run_experiment,
     run_mode,
+    weight_tensors,
 )
 from pyg_rbp.tasks.hopfield.graphs import (
     TOPOLOGIES,
@@ -80,6 +86,7 @@ __all__ = [
     "SPARSE_TRAINING",
     "TOPOLOGIES",
     "TRAIN_INPUTS",
+    "WEIGHT_BUILDERS",
     "HopfieldConfig",
     "HopfieldMemory",
     "Patterns",
@@ -108,6 +115,7 @@ __all__ = [
     "run_sparse_study",
     "switch_off",
     "train_memory",
+    "weight_tensors",
 ]
 
 _DEPRECATED = {"evaluate": "evaluate_retrieval"}

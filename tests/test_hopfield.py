@@ -522,3 +522,16 @@ def test_committed_results_resume_without_training(name, tmp_path, monkeypatch):
     with pytest.raises(ResultsFileConflict, match="epochs"):
         run_experiment(dataclasses.replace(cfg, epochs=cfg.epochs + 1), ["neumann"], json_path=copy,
                        progress=False, log=lambda _: None)
+
+
+def test_dense_blocks_are_the_weight_matrix_blocks():
+    cell = small_cell()
+    W = cell.weight_matrix()
+    W_ff, W_fc = cell.dense_blocks()
+    free, clamp = cell.free_index, cell.clamp_index
+    torch.testing.assert_close(W_ff, W[free][:, free], rtol=0, atol=0)
+    torch.testing.assert_close(W_fc, W[free][:, clamp], rtol=0, atol=0)
+    # the sparse layout carries the same synapses: its message passing is the matrix product
+    s = torch.rand(cell.num_nodes, 2, dtype=DT)
+    graph = cell.sparse_graph(s)
+    torch.testing.assert_close(cell.aggregate_neighbours(s, graph), W @ s)

@@ -1,7 +1,7 @@
 """Hopfield memory on sparse graphs: MNIST retrieval and time per step against the synapses.
 
 Trains the ten-digit MNIST memory (784 + 1024 + 784 neurons, Neumann-RBP) on each sparse
-topology of :data:`pyg_rbp.tasks.hopfield_sparse.DEFAULT_POINTS` (local receptive fields of a
+topology of :data:`pyg_rbp.tasks.hopfield.sparse.DEFAULT_POINTS` (local receptive fields of a
 given radius plus 16 random long-range synapses per hidden neuron), times one forward step of
 each against the fully connected network in one interleaved run, and writes the curve of
 retrieval against the number of synapses to ``benchmarks/results/hopfield_sparse.{json,md,png}``
@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from pyg_rbp.tasks.hopfield_sparse import DEFAULT_POINTS, SPARSE_TRAINING, run_sparse_study
+from pyg_rbp.tasks.hopfield.sparse import DEFAULT_POINTS, SPARSE_TRAINING, run_sparse_study
 
 
 def main() -> None:

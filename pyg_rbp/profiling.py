@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -92,6 +92,100 @@ class SavedTensorBytes:
 
     def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
+
+
+class WeightTensors:
+    """Which saved tensors are weights (built from a module's parameters), not activations.
+
+    A layer that builds weight tensors from its parameters once per solve (a dense matrix from
+    a list of synapses, a sparse layout) keeps them alive beside its activations; counting them
+    as activations would charge every gradient mode for its weights. Inside the block each
+    builder ``(obj, name)`` (a method of ``obj`` that builds weights) is wrapped on its object:
+    the tensors it returns count as weights while they are alive (a freed tensor's storage
+    address may be reused by an activation, which then counts as one), and anything autograd
+    saves while a builder runs counts as a weight too (e.g. the permutation a sparse layout is
+    built with). The module's parameters and buffers are weights throughout.
+
+    Example::
+
+        builders = [(model.cell, "weight_matrix")]
+        with WeightTensors(model, builders) as weights, WeightAwareSavedBytes(weights) as mem:
+            loss = model(data).sum()
+        activations = mem.bytes - mem.weight_bytes
+    """
+
+    def __init__(self, module: torch.nn.Module, builders: Iterable[tuple[Any, str]] = ()) -> None:
+        self._owned = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
+        self._builders = list(builders)
+        self._built: dict[int, weakref.ref[Tensor]] = {}
+        self._building = 0
+        self._shadowed: list[tuple[Any, str, Any]] = []
+
+    def is_weight_storage(self, ptr: int) -> bool:
+        """Whether a tensor saved now at storage address ``ptr`` is a weight."""
+        if self._building or ptr in self._owned:
+            return True
+        ref = self._built.get(ptr)
+        return ref is not None and ref() is not None
+
+    def storages(self) -> list[int]:
+        """Storage addresses of every tensor a builder returned inside the block (alive or not)."""
+        return list(self._built)
+
+    def _register(self, out: Any) -> None:
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, Tensor):
+                self._built[t.untyped_storage().data_ptr()] = weakref.ref(t)
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def builder(*args: Any, **kwargs: Any) -> Any:
+            self._building += 1
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                self._building -= 1
+            self._register(out)
+            return out
+
+        return builder
+
+    def __enter__(self) -> WeightTensors:
+        for obj, name in self._builders:
+            self._shadowed.append((obj, name, obj.__dict__.get(name, _UNSET)))
+            setattr(obj, name, self._wrap(getattr(obj, name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        while self._shadowed:
+            obj, name, before = self._shadowed.pop()
+            if before is _UNSET:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, before)
+
+
+_UNSET = object()
+
+
+class WeightAwareSavedBytes(SavedTensorBytes):
+    """:class:`SavedTensorBytes` that also sums, in ``weight_bytes``, the bytes of saved tensors
+    that ``weights`` (a :class:`WeightTensors`) says are weights, so that activation memory
+    (``bytes - weight_bytes``) can be reported without them."""
+
+    def __init__(self, weights: WeightTensors) -> None:
+        super().__init__()
+        self._weights = weights
+        self.weight_bytes = 0
+
+    def _pack(self, t: Tensor) -> Tensor:
+        # Classified when saved: a built weight counts only while it is alive, so an activation
+        # allocated later at the address of a freed weight is not mistaken for a weight.
+        before = self.current
+        super()._pack(t)
+        if self.current > before and t.layout == torch.strided:
+            if self._weights.is_weight_storage(t.untyped_storage().data_ptr()):
+                self.weight_bytes += self.current - before
+        return t
 
 
 def saved_bytes(fn: Callable[[], Any]) -> int:

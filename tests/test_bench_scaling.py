@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from pyg_rbp.bench.floor import bare_gated_step, neumann_floor
 from pyg_rbp.bench.graphs import load_bench_graph, random_graph
-from pyg_rbp.bench.scaling import ScalingConfig, ScalingRun, grid_cells
+from pyg_rbp.bench.scaling import (
+    ScalingConfig,
+    ScalingRun,
+    cell_key,
+    grid_cells,
+    markdown_report,
+    verdicts,
+)
+from pyg_rbp.bench.scaling import run as scaling_run
 from pyg_rbp.cli import main
 from pyg_rbp.engine import GRAD_MODES
+from pyg_rbp.nn import GatedCell
+from pyg_rbp.results import ResultsFileConflict
 
 try:
     import torchdeq  # noqa: F401
@@ -26,6 +37,7 @@ except ImportError:  # pragma: no cover - depends on the bench extra
     HAVE_TORCHDEQ = False
 
 PEERS = "pyg_gatedgraphconv,torchdeq" if HAVE_TORCHDEQ else "pyg_gatedgraphconv"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 TINY = ["bench", "scaling", "--dataset", "random", "--nodes", "40", "--edges", "160",
         "--hidden", "8", "--classes", "3", "--steps", "3,6", "--backward-iter", "2",
@@ -111,23 +123,71 @@ def test_rerun_resumes_instead_of_remeasuring(tiny_run, tmp_path):
     assert again["targets"]["step_time_rounds_s"] != result["targets"]["step_time_rounds_s"]
 
 
-def test_resume_measures_targets_and_accuracy_again_under_other_settings(tiny_run, tmp_path):
+def test_resume_refuses_targets_and_accuracy_of_other_settings_unless_redone(tiny_run, tmp_path):
     path, result = tiny_run
     copy = tmp_path / "other.json"
     copy.write_text(path.read_text())
-    logged: list[str] = []
-    cfg = ScalingConfig(**{**result["config"], "target_steps": 3, "reference_iters": 30})
-    run = ScalingRun(cfg, copy, progress=False, log=logged.append)
-    assert run.targets is None and run.accuracy is None  # measured with T=6 and 60 iterations
+    other = ScalingConfig(**{**result["config"], "target_steps": 3, "reference_iters": 30})
+    # measured with T=6 and 60 iterations: refused, not silently measured again
+    with pytest.raises(ResultsFileConflict, match="saved targets were measured with other settings"):
+        ScalingRun(other, copy, progress=False, log=lambda _: None)
+    with pytest.raises(ResultsFileConflict, match="saved accuracy were measured with other settings"):
+        ScalingRun(other, copy, progress=False, log=lambda _: None, redo=["targets"])
+    run = ScalingRun(other, copy, progress=False, log=lambda _: None, redo=["targets", "accuracy"])
+    assert run.targets is None and run.accuracy is None
     assert len(run.rows) == len(result["results"])  # the grid does not depend on them
-    assert sum("other settings" in line for line in logged) == 2
-    same = ScalingRun(ScalingConfig(**result["config"]), copy, progress=False, log=logged.append)
+    same = ScalingRun(ScalingConfig(**result["config"]), copy, progress=False, log=lambda _: None)
     assert same.targets == result["targets"] and same.accuracy == result["accuracy"]
     # fewer contenders than were measured: their numbers are all there, nothing is redone
     fewer = ScalingRun(ScalingConfig(**{**result["config"], "grads": ["neumann", "bptt"]}), copy,
-                       progress=False, log=logged.append)
+                       progress=False, log=lambda _: None)
     assert fewer.targets == result["targets"] and fewer.accuracy == result["accuracy"]
-    assert sum("other settings" in line for line in logged) == 2
+    assert fewer.store.settings["grads"] == result["config"]["grads"]  # the file still holds all
+
+
+def test_resume_refuses_a_file_of_other_settings_unless_fresh(tiny_run, tmp_path):
+    path, result = tiny_run
+    copy = tmp_path / "other.json"
+    copy.write_text(path.read_text())
+    other = ScalingConfig(**{**result["config"], "hidden": 16})
+    with pytest.raises(ResultsFileConflict, match="hidden"):
+        ScalingRun(other, copy, progress=False, log=lambda _: None)
+    fresh = ScalingRun(other, copy, progress=False, log=lambda _: None, fresh=True)
+    assert fresh.rows == {} and fresh.targets is None and fresh.accuracy is None
+    copy.write_text(json.dumps({"config": result["config"], "schema": "something/else"}))
+    with pytest.raises(ResultsFileConflict, match="not a bench scaling result"):
+        ScalingRun(ScalingConfig(**result["config"]), copy, progress=False, log=lambda _: None)
+    with pytest.raises(SystemExit, match="hidden"):  # the command line says the same
+        copy.write_text(path.read_text())
+        main([*TINY, "--json", str(copy), "--hidden", "16"])
+
+
+@pytest.mark.parametrize("name", ["scaling_cora", "scaling_random100k"])
+def test_committed_results_resume_without_measuring_and_render_identically(name, tmp_path, monkeypatch):
+    committed = RESULTS / f"{name}.json"
+    doc = json.loads(committed.read_text())
+    assert markdown_report(doc) == committed.with_suffix(".md").read_text()
+    copy = tmp_path / committed.name
+    copy.write_text(committed.read_text())
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a committed result was measured again")
+
+    for fn in ("measure_cell", "measure_floor", "target_pass", "accuracy_study"):
+        monkeypatch.setattr(scaling_run, fn, no_measuring)
+    run = ScalingRun(ScalingConfig(**doc["config"]), copy, progress=False, log=lambda _: None)
+    assert {k: run.rows[k] for k in sorted(run.rows)} == {
+        cell_key(r["grad"], r["steps"], r["backward_iter"], r.get("tol") or 0.0): r
+        for r in sorted(doc["results"], key=lambda r: cell_key(r["grad"], r["steps"],
+                                                              r["backward_iter"], r.get("tol") or 0.0))}
+    assert run.targets == doc["targets"] and run.accuracy == doc["accuracy"]
+    # the verdicts, judged again from the table of targets, are the committed ones
+    assert verdicts(doc["targets"], doc["accuracy"]) == doc["targets"]["verdicts"]
+    saved = run.run()  # loads the graph, measures nothing, judges and writes
+    assert saved["complete"] and saved["graph"] == doc["graph"]
+    assert saved["results"] == doc["results"] and saved["floors"] == doc["floors"]
+    assert markdown_report({**saved, "machine_load": doc["machine_load"]}) == markdown_report(doc)
+    assert json.loads(copy.read_text())["results"] == doc["results"]
 
 
 def test_grid_cells_measure_k_independent_rows_once():
@@ -175,8 +235,6 @@ def test_random_graph_is_seeded_and_clean():
 
 def test_bare_step_matches_the_gated_cell():
     """The floor times the same arithmetic as the layer: same weights give the same step."""
-    from pyg_rbp.nn import GatedCell
-
     g = random_graph(30, 120, num_features=6, seed=3)
     for aggr in ("add", "mean"):
         step, h0 = bare_gated_step(30, g.edge_index, 6, dtype=torch.float64, aggr=aggr)

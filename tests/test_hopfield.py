@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch.func import functional_call
 
 import pyg_rbp
+import pyg_rbp.tasks.hopfield as hopfield_package
 from pyg_rbp import GRAD_MODES
+from pyg_rbp.cli import main
 from pyg_rbp.nn import FixedPointConv, HopfieldCell
+from pyg_rbp.profiling import WeightAwareSavedBytes
+from pyg_rbp.results import ResultsFileConflict
 from pyg_rbp.tasks.hopfield import (
+    HopfieldConfig,
     HopfieldMemory,
     allowed_wrong_pixels,
-    evaluate,
+    evaluate_retrieval,
     recall_loss,
+    results_table,
+    run_experiment,
     train_memory,
 )
-from pyg_rbp.tasks.hopfield_data import flip_bits, load_patterns, pixel_errors, switch_off
-from pyg_rbp.tasks.hopfield_graphs import build_topology, complete_graph, knn_graph, neuron_positions
+from pyg_rbp.tasks.hopfield import experiment as experiment
+from pyg_rbp.tasks.hopfield import sparse as hs
+from pyg_rbp.tasks.hopfield.config import paper_deviations
+from pyg_rbp.tasks.hopfield.data import flip_bits, load_patterns, pixel_errors, switch_off
+from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes, weight_tensors
+from pyg_rbp.tasks.hopfield.graphs import (
+    build_topology,
+    complete_graph,
+    count_synapses,
+    knn_graph,
+    local_graph,
+    neuron_positions,
+)
 
 DT = torch.float64
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def small_cell(n: int = 9, clamp: int = 3, std: float = 0.3, seed: int = 0, **kwargs) -> HopfieldCell:
@@ -301,14 +322,14 @@ def test_tiny_training_run_improves_retrieval():
     test = switch_off(pats, 0.5, seed=0)
     torch.manual_seed(0)
     model = HopfieldMemory(16, 8, complete_graph(40), grad="neumann")
-    before = evaluate(model, pats, test)
+    before = evaluate_retrieval(model, pats, test)
     result = train_memory(model, pats, 200, lr=0.05, lr_schedule="cosine")
-    after = evaluate(model, pats, test)
+    after = evaluate_retrieval(model, pats, test)
     assert result.diverged is None and result.epochs_done == 200
     assert result.loss[-1] < 0.5 * result.loss[0]
     assert after["pixel_error"] < 0.5 * before["pixel_error"]
     assert after["success_rate"] > before["success_rate"]
-    assert evaluate(model, pats, pats)["success_rate"] == 1.0
+    assert evaluate_retrieval(model, pats, pats)["success_rate"] == 1.0
 
 
 def test_batched_recall_equals_one_image_at_a_time():
@@ -326,8 +347,6 @@ def test_batched_recall_equals_one_image_at_a_time():
 
 
 def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
-    from pyg_rbp.cli import main
-
     out = tmp_path / "h.json"
     png = tmp_path / "h.png"
     argv = ["hopfield", "--images", "digits", "--grad", "neumann,cg", "--epochs", "3", "--hidden", "16",
@@ -349,7 +368,7 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
     rows2 = {r["grad"]: r for r in doc2["results"]}
     assert set(rows2) == {"neumann", "cg", "tbptt"}
     assert rows2["neumann"]["epoch_time_s"] == rows["neumann"]["epoch_time_s"]
-    with pytest.raises(SystemExit, match="another configuration"):
+    with pytest.raises(SystemExit, match="other settings"):
         main(argv[:6] + ["4"] + argv[7:])
     # timings of one file come from one machine setting: other thread counts are refused
     threads = torch.get_num_threads()
@@ -362,8 +381,6 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
 
 
 def test_memory_measurement_excludes_weights():
-    from pyg_rbp.tasks.hopfield_experiment import measure_saved_bytes
-
     pats = tiny_patterns()
     sizes = {}
     for mode in ("bptt", "neumann"):
@@ -384,7 +401,6 @@ def test_dense_and_sparse_weights_give_the_same_activation_memory():
     (Neumann-RBP records one step on either path; under BPTT the sparse path's states are wider,
     since it iterates the clamped neurons too, so their activations genuinely differ.)"""
     mode = "neumann"
-    from pyg_rbp.tasks.hopfield_experiment import measure_saved_bytes
 
     pats = tiny_patterns()
     sizes = []
@@ -398,27 +414,26 @@ def test_dense_and_sparse_weights_give_the_same_activation_memory():
 
 def test_an_activation_at_a_freed_weight_blocks_address_counts():
     """A weight block freed after prepare() may leave its address to an activation."""
-    from pyg_rbp.tasks.hopfield_experiment import _WeightAwareSavedBytes
-
     model = HopfieldMemory(16, 8, complete_graph(40))
     x = model.node_input(tiny_patterns())
-    inputs = model.cell.prepare(x, model.cell.edge_index)
-    w_ff = inputs.extra["W_ff"].untyped_storage().data_ptr()
-    freed = [p for p in model.cell._weight_tensors if p != w_ff]
-    assert freed and not any(model.cell.is_weight_storage(p) for p in freed)  # W_fc is gone
-    assert model.cell.is_weight_storage(w_ff)  # W_ff is alive in the prepared inputs
-    # the accounting asks exactly this of every saved tensor: W_ff is a weight, v an activation
-    w_ff = inputs.extra["W_ff"]
-    v = torch.rand(w_ff.size(1), 3, requires_grad=True)
-    with _WeightAwareSavedBytes(model) as mem:
-        out = w_ff @ v  # saves both
+    with weight_tensors(model) as weights:
+        inputs = model.cell.prepare(x, model.cell.edge_index)
+        w_ff = inputs.extra["W_ff"].untyped_storage().data_ptr()
+        freed = [p for p in weights.storages() if p != w_ff]
+        assert freed and not any(weights.is_weight_storage(p) for p in freed)  # W_fc is gone
+        assert weights.is_weight_storage(w_ff)  # W_ff is alive in the prepared inputs
+        # the accounting asks exactly this of every saved tensor: W_ff is a weight, v an activation
+        w_ff = inputs.extra["W_ff"]
+        v = torch.rand(w_ff.size(1), 3, requires_grad=True)
+        with WeightAwareSavedBytes(weights) as mem:
+            out = w_ff @ v  # saves both
     assert mem.weight_bytes == w_ff.numel() * 4 and mem.bytes == (w_ff.numel() + v.numel()) * 4
     del out
+    # the cell's builders are its own again outside the block: nn/ carries no accounting state
+    assert "dense_blocks" not in vars(model.cell) and "_weight_tensors" not in vars(model.cell)
 
 
 def test_mnist_defaults_and_their_documented_deviations():
-    from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, paper_deviations
-
     cfg = HopfieldConfig(images="mnist").resolved()
     assert (cfg.hidden, cfg.updates, cfg.truncation, cfg.b, cfg.corrupt) == (1024, 50, 20, 0.5, 0.5)
     assert (cfg.a, cfg.train_input, cfg.lr_schedule, cfg.epochs) == (0.5, "corrupted", "cosine", 3000)
@@ -435,8 +450,6 @@ def test_mnist_defaults_and_their_documented_deviations():
 
 
 def test_local_topology_receptive_fields_and_long_range():
-    from pyg_rbp.tasks.hopfield_graphs import count_synapses, local_graph
-
     d, hidden, shape = 16, 6, (4, 4)
     n = 2 * d + hidden
     ei = local_graph(d, shape, hidden, radius=1.0, long_range=0, seed=0)
@@ -457,8 +470,6 @@ def test_local_topology_receptive_fields_and_long_range():
 
 
 def test_sparse_study_timing_and_verdict():
-    from pyg_rbp.tasks import hopfield_sparse as hs
-
     images = (torch.rand(3, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     pts = [{"topology": "local", "radius": 1.0, "long_range": 1}]
     t = hs.step_times(pts, images, (4, 4), hidden=8, repeats=2, steps=2)
@@ -471,3 +482,56 @@ def test_sparse_study_timing_and_verdict():
     assert hs.verdict([{**row, "success_rate": 0.9, "speedup": 4.0}]).startswith("**Not met**")
     two = [{**row, "success_rate": 0.9}, {**row, "label": "b", "synapses": 50, "success_rate": 0.3}]
     assert "Below the target" in hs.verdict(two)
+
+
+def test_evaluate_is_a_deprecated_alias_of_evaluate_retrieval():
+    with pytest.warns(DeprecationWarning, match="evaluate_retrieval"):
+        old = hopfield_package.evaluate
+    assert old is evaluate_retrieval
+    with pytest.raises(AttributeError):
+        hopfield_package.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["hopfield_digits", "hopfield_mnist", "hopfield_mnist_paper_recipe",
+                                  "hopfield_sparse/local_r5_lr16"])
+def test_committed_results_resume_without_training(name, tmp_path, monkeypatch):
+    committed = RESULTS / f"{name}.json"
+    doc = json.loads(committed.read_text())
+    assert results_table(doc) == committed.with_suffix(".md").read_text()
+    copy = tmp_path / committed.name
+    copy.write_text(committed.read_text())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a committed mode was trained again")
+
+    monkeypatch.setattr(experiment, "run_mode", no_training)
+    fields = {f.name for f in dataclasses.fields(HopfieldConfig)}
+    cfg = HopfieldConfig(**{k: v for k, v in doc["config"].items() if k in fields})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(doc["environment"]["torch_threads"])  # one file, one thread setting
+    try:
+        again = run_experiment(cfg, [r["grad"] for r in doc["results"]], json_path=copy,
+                               progress=False, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert again["results"] == doc["results"] and again["patterns"] == doc["patterns"]
+    assert copy.with_suffix(".md").read_text() == committed.with_suffix(".md").read_text()
+    # settings the committed files predate count at the value they had
+    assert again["config"] == {**doc["config"], "train_corrupt": doc["config"]["corrupt"],
+                               "train_copies": 1}
+    with pytest.raises(ResultsFileConflict, match="epochs"):
+        run_experiment(dataclasses.replace(cfg, epochs=cfg.epochs + 1), ["neumann"], json_path=copy,
+                       progress=False, log=lambda _: None)
+
+
+def test_dense_blocks_are_the_weight_matrix_blocks():
+    cell = small_cell()
+    W = cell.weight_matrix()
+    W_ff, W_fc = cell.dense_blocks()
+    free, clamp = cell.free_index, cell.clamp_index
+    torch.testing.assert_close(W_ff, W[free][:, free], rtol=0, atol=0)
+    torch.testing.assert_close(W_fc, W[free][:, clamp], rtol=0, atol=0)
+    # the sparse layout carries the same synapses: its message passing is the matrix product
+    s = torch.rand(cell.num_nodes, 2, dtype=DT)
+    graph = cell.sparse_graph(s)
+    torch.testing.assert_close(cell.aggregate_neighbours(s, graph), W @ s)

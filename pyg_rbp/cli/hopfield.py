@@ -1,6 +1,6 @@
 """`pyg-rbp hopfield`: the associative-memory benchmark of Liao et al. (2018), one row per mode.
 
-Thin wrapper over :mod:`pyg_rbp.tasks.hopfield_experiment`: trains a Hopfield memory (neurons as
+Thin wrapper over :mod:`pyg_rbp.tasks.hopfield.experiment`: trains a Hopfield memory (neurons as
 graph nodes, symmetric synapses as edges) with each requested gradient mode, and writes a table
 of methods (success rate, pixel error, time per epoch, activation memory), a JSON document
 (atomically, after every mode; a rerun skips finished modes) and a PNG grid of clean /
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
     from pyg_rbp.engine import parse_grad_modes
     from pyg_rbp.results import CorruptResultsError
-    from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, run_experiment
-    from pyg_rbp.tasks.hopfield_report import results_table
+    from pyg_rbp.tasks.hopfield.experiment import HopfieldConfig, run_experiment
+    from pyg_rbp.tasks.hopfield.report import results_table
 
     try:
         modes = parse_grad_modes(args.grad)

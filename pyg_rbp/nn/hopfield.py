@@ -18,7 +18,6 @@ gather-scatter). Both give the same states.
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any
 
 import torch
@@ -151,10 +150,6 @@ class HopfieldCell(FixedPointCell):
         self._register_dense_blocks()
         self.weight = torch.nn.Parameter(torch.empty(pair_index.size(1)))
         self._checked_graphs: dict[tuple, bool] = {}
-        # Weight tensors built from the parameters by the latest prepare(), by storage address:
-        # weights, not activations, for memory accounting (see is_weight_storage).
-        self._weight_tensors: dict[int, weakref.ref[Tensor]] = {}
-        self._building_layout = False
         self.reset_parameters()
 
     def _register_dense_blocks(self) -> None:
@@ -210,23 +205,24 @@ class HopfieldCell(FixedPointCell):
         n = self.num_nodes
         i, j = self.pair_index
         flat = torch.cat([i * n + j, j * n + i])
-        W = _WeightBlock.apply(self.weight, None, flat, (n, n))
-        self._register_weights(W)
-        return W
+        return _WeightBlock.apply(self.weight, None, flat, (n, n))
 
-    def _register_weights(self, *tensors: Tensor) -> None:
-        for t in tensors:
-            self._weight_tensors[t.untyped_storage().data_ptr()] = weakref.ref(t)
+    def dense_blocks(self) -> tuple[Tensor, Tensor]:
+        r"""The blocks of the weight matrix the dense path multiplies with, differentiable:
+        free x free :math:`W_{ff}` and free x clamped :math:`W_{fc}` (a cell with clamped
+        neurons only)."""
+        nf, nc = self.free_index.numel(), self.clamp_index.numel()
+        W_ff = _WeightBlock.apply(self.weight, self.ff_pair, self.ff_flat, (nf, nf))
+        W_fc = _WeightBlock.apply(self.weight, self.fc_pair, self.fc_flat, (nf, nc))
+        return W_ff, W_fc
 
-    def is_weight_storage(self, ptr: int) -> bool:
-        """Whether a tensor saved now at storage address ``ptr`` is a weight, not an activation:
-        a weight block of the latest :meth:`prepare` that is still alive (a freed block's
-        address may be reused by an activation, which must then count), or anything saved while
-        the per-edge weights and their sparse layout are built (e.g. the CSR permutation)."""
-        if self._building_layout:
-            return True
-        ref = self._weight_tensors.get(ptr)
-        return ref is not None and ref() is not None
+    def sparse_graph(self, x: Tensor, edge_weight: Tensor | None = None) -> PreparedGraph:
+        """The sparse path's adjacency: one weight per directed edge (the synapse's, times
+        ``edge_weight`` where given) in the layout the kernel multiplies with."""
+        w = self.weight.index_select(0, self.edge_pair)
+        if edge_weight is not None:
+            w = w * edge_weight.to(w.dtype)
+        return self._prepare_graph(self.edge_index, w, self.num_nodes, x)
 
     # --- once per solve --------------------------------------------------------------------
 
@@ -298,31 +294,20 @@ class HopfieldCell(FixedPointCell):
             edge_index = self.edge_index
         self._check_graph(edge_index)
         extra: dict[str, Tensor] = {}
-        self._weight_tensors = {}
         if self.dense and edge_weight is None:
             if self.free_index is None:
                 extra["W"] = self.weight_matrix()
             else:
-                nf, nc = self.free_index.numel(), self.clamp_index.numel()
-                W_ff = _WeightBlock.apply(self.weight, self.ff_pair, self.ff_flat, (nf, nf))
-                W_fc = _WeightBlock.apply(self.weight, self.fc_pair, self.fc_flat, (nf, nc))
+                W_ff, W_fc = self.dense_blocks()
                 x_c = x.index_select(0, self.clamp_index)
                 extra["W_ff"] = W_ff
-                self._register_weights(W_ff, W_fc)
                 # Constant over the solve: input from the clamped neurons plus input currents.
                 extra["drive"] = W_fc @ torch.sigmoid(self.b * x_c) + x.index_select(0, self.free_index)
             graph = PreparedGraph(num_nodes=self.num_nodes, edge_index=self.edge_index, edge_weight=None)
         else:
             if edge_weight is not None:
                 validate_edge_weight(edge_weight, self.edge_index.size(1), x)
-            self._building_layout = True  # what is saved here is the weights or their layout
-            try:
-                w = self.weight.index_select(0, self.edge_pair)
-                if edge_weight is not None:
-                    w = w * edge_weight.to(w.dtype)
-                graph = self._prepare_graph(self.edge_index, w, self.num_nodes, x)
-            finally:
-                self._building_layout = False
+            graph = self.sparse_graph(x, edge_weight)
         return CellInputs(x=x, graph=graph, extra=extra)
 
     def state_channels(self, inputs: CellInputs) -> int:

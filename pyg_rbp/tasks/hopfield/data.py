@@ -13,7 +13,10 @@ import os
 from dataclasses import dataclass
 
 import torch
+from sklearn.datasets import load_digits
 from torch import Tensor
+
+from pyg_rbp.data.mnist import load_mnist
 
 PATTERN_SOURCES = ("mnist", "digits")
 
@@ -78,14 +81,10 @@ def load_patterns(source: str = "digits", per_class: int = 1, root: str | os.Pat
     if not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
     if source == "mnist":
-        from pyg_rbp.data.mnist import load_mnist
-
         images, labels = load_mnist(root=root, split=split, download=download)
         pick = _first_per_class(labels, per_class, 10)
         binary = (images[pick] > 0).to(torch.float32).reshape(len(pick), -1)
         return Patterns(binary, labels[pick], (28, 28), f"MNIST {split} split, first {per_class} per class")
-    from sklearn.datasets import load_digits
-
     data, target = load_digits(return_X_y=True)
     images, labels = torch.from_numpy(data), torch.from_numpy(target).long()
     pick = _first_per_class(labels, per_class, 10)

@@ -13,7 +13,7 @@ loss has exactly the sum of the per-image gradients.
 
 This module holds the model, the training loop, the retrieval metrics and the diagnostics that
 explain a failure (forward residual, spectral radius of the step's Jacobian, gradient agreement
-with the exact implicit gradient); :mod:`pyg_rbp.tasks.hopfield_experiment` runs the benchmark.
+with the exact implicit gradient); :mod:`pyg_rbp.tasks.hopfield.experiment` runs the benchmark.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch import Tensor
 from pyg_rbp.engine import DivergenceError, spectral_radius
 from pyg_rbp.nn.fixed_point_conv import FixedPointConv
 from pyg_rbp.nn.hopfield import HopfieldCell
-from pyg_rbp.tasks.hopfield_data import pixel_errors, switch_off
+from pyg_rbp.tasks.hopfield.data import pixel_errors, switch_off
 
 TRAIN_INPUTS = ("clean", "corrupted")
 LR_SCHEDULES = ("constant", "cosine")
@@ -50,7 +50,7 @@ class HopfieldMemory(torch.nn.Module):
         num_pixels: ``D``.
         num_hidden: ``H``.
         edge_index: the synapses over the ``N = 2 D + H`` neurons (undirected, see
-            :mod:`pyg_rbp.tasks.hopfield_graphs`), or an existing :class:`HopfieldCell` to share.
+            :mod:`pyg_rbp.tasks.hopfield.graphs`), or an existing :class:`HopfieldCell` to share.
         grad: gradient mode of the fixed point.
         updates: forward steps ``T`` (the paper: 50).
         truncation: ``K``, TBPTT steps / adjoint iterations (the paper: 20).
@@ -239,7 +239,7 @@ def train_memory(model: HopfieldMemory, clean: Tensor, epochs: int, *, lr: float
         result.epochs_done = epoch
         info: dict[str, Any] = {"loss": result.loss[-1], "residual": result.residual[-1]}
         if eval_images is not None and (epoch == epochs or (eval_every and epoch % eval_every == 0)):
-            ev = evaluate(model, clean, eval_images, bound)
+            ev = evaluate_retrieval(model, clean, eval_images, bound)
             result.evals.append((epoch, ev["success_rate"], ev["pixel_error"]))
             model.train()
             info["success"] = ev["success_rate"]
@@ -257,7 +257,8 @@ def allowed_wrong_pixels(num_pixels: int, bound: float = 0.01) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: HopfieldMemory, clean: Tensor, inputs: Tensor, bound: float = 0.01) -> dict[str, Any]:
+def evaluate_retrieval(model: HopfieldMemory, clean: Tensor, inputs: Tensor,
+                       bound: float = 0.01) -> dict[str, Any]:
     """Recall ``clean`` from ``inputs`` (``[P, D]``).
 
     Returns ``success_rate`` (fraction of images recalled with at most

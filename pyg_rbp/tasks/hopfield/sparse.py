@@ -2,19 +2,20 @@
 
 The paper's memory is fully connected (784 + 1024 + 784 neurons, 3.36 M synapses). As a graph
 problem it need not be: this study trains the same memory on sparse topologies
-(:mod:`pyg_rbp.tasks.hopfield_graphs`: local receptive fields with random long-range synapses,
+(:mod:`pyg_rbp.tasks.hopfield.graphs`: local receptive fields with random long-range synapses,
 k nearest neurons) and records, for each, its number of synapses, its retrieval of the ten
 MNIST digits from the paper's test (half of the "on" pixels switched off; success = at most 1 %
 of the pixels wrong) and its time per forward step against the dense network's, measured
 interleaved in one run (ratios, as the project measures speed).
 
-Each topology's training is a :func:`pyg_rbp.tasks.hopfield_experiment.run_experiment` run with
+Each topology's training is a :func:`pyg_rbp.tasks.hopfield.experiment.run_experiment` run with
 its own resumable JSON under ``<out>/hopfield_sparse/``; the curve (JSON, markdown, PNG) is
 rebuilt from those files after every point, so an interrupted study loses at most one point.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -25,10 +26,10 @@ import torch
 
 from pyg_rbp.numerics import flush_denormals
 from pyg_rbp.results import atomic_save_figure, atomic_write_json, atomic_write_text, environment
-from pyg_rbp.tasks.hopfield import HopfieldMemory
-from pyg_rbp.tasks.hopfield_data import load_patterns, switch_off
-from pyg_rbp.tasks.hopfield_experiment import HopfieldConfig, run_experiment
-from pyg_rbp.tasks.hopfield_graphs import build_topology, count_synapses
+from pyg_rbp.tasks.hopfield.data import load_patterns, switch_off
+from pyg_rbp.tasks.hopfield.experiment import HopfieldConfig, run_experiment
+from pyg_rbp.tasks.hopfield.graphs import build_topology, count_synapses
+from pyg_rbp.tasks.hopfield.memory import HopfieldMemory
 
 DEFAULT_POINTS: tuple[dict[str, Any], ...] = (
     {"topology": "local", "radius": 1.5, "long_range": 16},
@@ -45,7 +46,8 @@ inputs at the test's 50 %). A neuron's fan-in is ~100x smaller than in the compl
 Adam's per-synapse steps move a state ~100x less: the learning rate is raised accordingly."""
 
 TARGET = {"max_fraction": 0.10, "min_success": 0.8, "min_speedup": 5.0}
-"""The issue's target: <= 10 % of the synapses, >= 8 of 10 digits, steps >= 5x faster."""
+"""The study's target: a sparse memory with <= 10 % of the complete graph's synapses that
+retrieves >= 8 of 10 digits and whose forward steps are >= 5x faster."""
 
 
 def point_label(point: dict[str, Any]) -> str:
@@ -186,8 +188,6 @@ def run_sparse_study(out_dir: str | Path, points: Sequence[dict[str, Any]] = DEF
                      log: Callable[[str], None] = print, name: str = "hopfield_sparse") -> dict[str, Any]:
     """Train every point (resumably), time every topology against the complete graph, and write
     ``<out_dir>/<name>.json``, ``.md`` and ``.png``."""
-    import os
-
     out_dir = Path(out_dir)
     runs_dir = out_dir / name
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,14 @@ class HopfieldCell(FixedPointCell):
           ``edge_weight`` :math:`(E)` *(optional, a fixed multiplier per directed edge; forces
           the sparse path)*. The ``C`` channels are independent patterns: they never mix.
         - **output:** next state :math:`(N, C)`
+
+    Example:
+        >>> from torch_geometric.utils import to_undirected
+        >>> edge_index = to_undirected(torch.tensor([[0, 1, 2], [1, 2, 3]]))  # a 4-neuron chain
+        >>> cell = HopfieldCell(4, edge_index, clamp=torch.tensor([0]))
+        >>> conv = FixedPointConv(cell, grad="neumann", max_iter=50)
+        >>> conv(torch.randn(4, 2), edge_index).shape  # two patterns, retrieved independently
+        torch.Size([4, 2])
     """
 
     def __init__(self, num_nodes: int, edge_index: Tensor, clamp: Tensor | None = None,
@@ -320,10 +328,11 @@ class HopfieldCell(FixedPointCell):
 
     def _synaptic_input(self, s: Tensor, inputs: CellInputs) -> Tensor:
         r""":math:`\sum_j w_{ij} s_j` for every neuron."""
-        if "W_ff" in inputs.extra and "W" not in inputs.extra:
-            # Only the energy needs every row of a clamped dense cell: build it once per solve.
-            inputs.extra["W"] = self.weight_matrix()
         W = inputs.extra.get("W")
+        if W is None and "W_ff" in inputs.extra:
+            # Only the energy needs every row of a clamped dense cell; the prepared inputs are
+            # never written after prepare(), so it builds the full matrix itself.
+            W = self.weight_matrix()
         if W is not None:
             return W @ s
         return self.aggregate_neighbours(s, inputs.graph)

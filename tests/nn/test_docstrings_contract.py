@@ -13,9 +13,7 @@ import pyg_rbp.nn as pnn
 pytestmark = pytest.mark.usefixtures("one_thread")
 SECTIONS = (".. math::", "Args:", "Shapes:", "Example:")
 LAYERS = ["FixedPointConv", "GatedCell", "ImplicitCell", "PPRCell", "FixedPointNodeClassifier",
-          "FixedPointGraphModel",
-          pytest.param("HopfieldCell", marks=pytest.mark.xfail(
-              strict=True, reason="HopfieldCell's docstring has no Example section (nn/hopfield.py)"))]
+          "FixedPointGraphModel", "HopfieldCell"]
 
 
 @pytest.mark.parametrize("name", LAYERS)

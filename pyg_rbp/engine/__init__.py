@@ -5,6 +5,12 @@ top of it and the tasks (Hopfield memories, hyperparameter optimisation) use it 
 Forward solvers (:mod:`~pyg_rbp.engine.forward`) and gradient modes
 (:mod:`~pyg_rbp.engine.modes`) are registries: :func:`register_solver`,
 :func:`register_grad_mode`.
+
+Modules: ``solver`` (:func:`fixed_point`: the solve and its autograd function), ``forward``
+(forward solvers), ``modes`` (gradient modes), ``adjoint`` (the adjoint linear solvers and the
+step's VJP), ``convergence`` (residuals, divergence and convergence warnings, spectral radius),
+``arguments`` (argument checks), ``stats`` (per-call diagnostics), ``regularize`` (Jacobian
+penalty).
 """
 
 from pyg_rbp.engine.adjoint import (
@@ -13,6 +19,13 @@ from pyg_rbp.engine.adjoint import (
     gmres_solve,
     neumann_solve,
     rbp_solve,
+)
+from pyg_rbp.engine.convergence import (
+    ConvergenceError,
+    ConvergenceWarning,
+    DivergenceError,
+    reset_warnings,
+    spectral_radius,
 )
 from pyg_rbp.engine.forward import (
     SolveResult,
@@ -34,14 +47,7 @@ from pyg_rbp.engine.modes import (
     unregister_grad_mode,
 )
 from pyg_rbp.engine.regularize import jacobian_penalty
-from pyg_rbp.engine.solver import (
-    ConvergenceError,
-    ConvergenceWarning,
-    DivergenceError,
-    fixed_point,
-    reset_warnings,
-    spectral_radius,
-)
+from pyg_rbp.engine.solver import fixed_point
 from pyg_rbp.engine.stats import FixedPointStats
 
 __all__ = [

@@ -12,53 +12,31 @@ the adjoint.
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from pyg_rbp.engine.adjoint import State, StepLinearization, norm
+from pyg_rbp.engine.adjoint import State, StepLinearization
+from pyg_rbp.engine.arguments import StateLike, as_state, check_int, check_number, check_segments
+from pyg_rbp.engine.convergence import (
+    ConvergenceError,
+    ConvergenceWarning,
+    DivergenceError,
+    check_forward,
+    reset_warnings,
+    segment_residual,
+    spectral_radius,
+)
 from pyg_rbp.engine.forward import get_solver, normalize_solver, solver_options_for
 from pyg_rbp.engine.modes import GradMode, get_grad_mode
 from pyg_rbp.engine.stats import FixedPointStats
 
-StateLike = Union[Tensor, Sequence[Tensor]]
+__all__ = ["ConvergenceError", "ConvergenceWarning", "DivergenceError", "autocast_enabled",
+           "fixed_point", "reset_warnings", "spectral_radius"]
 
-
-class DivergenceError(FloatingPointError):
-    """A forward or backward solve produced NaN or inf."""
-
-
-class ConvergenceWarning(UserWarning):
-    """A forward solve missed its tolerance or did not settle."""
-
-
-class ConvergenceError(RuntimeError):
-    """With ``strict=True``: a forward solve missed its tolerance or did not settle."""
-
-
-_WARNED: set[tuple[Any, str]] = set()
-
-_GROWTH_LIMIT = 1e4  # ||h_T|| / max(||h_0||, 1) beyond which a tol=0 solve is called divergent
-_SETTLE_LIMIT = 1e-1  # relative residual beyond which a tol=0 solve is called unsettled
-# A large state that has stopped moving is a fixed point, not a divergence: growth beyond
-# _GROWTH_LIMIT is reported only while the relative residual is still above this.
-_GROWTH_RESIDUAL = 1e-4
-
-
-def _warn_once(key: tuple[Any, str], message: str, strict: bool = False) -> None:
-    """Warn once per ``(warn_key, kind of problem)`` (a layer, or a call site), so a training
-    loop is not flooded but every layer reports its own problem; raise with ``strict``."""
-    if strict:
-        raise ConvergenceError(message + " (strict=True)")
-    if key in _WARNED:
-        return
-    _WARNED.add(key)
-    warnings.warn(message, ConvergenceWarning, stacklevel=5)
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -70,11 +48,6 @@ def autocast_enabled(device_type: str) -> bool:
         if device_type == "cpu":
             return torch.is_autocast_cpu_enabled()
         return device_type == "cuda" and torch.is_autocast_enabled()
-
-
-def reset_warnings() -> None:
-    """Forget which convergence warnings were already shown (for tests and notebooks)."""
-    _WARNED.clear()
 
 
 class _ImplicitGrad(torch.autograd.Function):
@@ -140,83 +113,6 @@ class _AdjointBackward:
                 "backward_iter, or a contractive cell"
             )
         return z
-
-
-def _as_state(h: StateLike, what: str) -> tuple[State, bool]:
-    if isinstance(h, Tensor):
-        return (h,), False
-    if isinstance(h, (tuple, list)) and h and all(isinstance(t, Tensor) for t in h):
-        return tuple(h), True
-    raise TypeError(f"{what} must be a tensor or a non-empty tuple of tensors, got {type(h).__name__}")
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _ratio(diff: Tensor, base: Tensor) -> Tensor:
-    # a norm that overflowed (a state beyond ~1e154 in float64) is not a zero residual
-    return torch.where(torch.isfinite(base), diff / base.clamp_min(1e-30),
-                       torch.full_like(diff, math.inf))
-
-
-def _relative_change(new: State, old: State) -> Tensor:
-    with torch.no_grad():
-        diff = norm(tuple(a.detach() - b.detach() for a, b in zip(new, old)))
-        return _ratio(diff, norm(tuple(b.detach() for b in old)))
-
-
-def _check_number(name: str, value: Any, *, low: float, high: float = math.inf,
-                  low_open: bool = False, high_open: bool = True) -> float:
-    """``value`` as a float, or a ValueError naming ``name`` and the accepted range."""
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
-            isinstance(value, Tensor) and value.numel() == 1):
-        raise ValueError(f"{name} must be a number in {lo}{low:g}, {high:g}{hi}, got "
-                         f"{type(value).__name__} {value!r}")
-    v = float(value)
-    ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not (ok and math.isfinite(v)):
-        raise ValueError(f"{name} must be a finite number in {lo}{low:g}, {high:g}{hi}, got {value!r}")
-    return v
-
-
-def _segment_residual(segments: Tensor | None, num_segments: int) -> Callable[[State, State], Tensor]:
-    r"""The stopping residual: :math:`\|new - old\| / \|old\|`, or with ``segments`` (a segment
-    id per row of the state's first dimension) the worst such ratio over the segments."""
-    if segments is None:
-        return _relative_change
-
-    def residual(new: State, old: State) -> Tensor:
-        with torch.no_grad():
-            diff = old[0].new_zeros(num_segments)
-            base = old[0].new_zeros(num_segments)
-            for a, b in zip(new, old):
-                a, b = a.detach(), b.detach()
-                diff.index_add_(0, segments, (a - b).reshape(a.shape[0], -1).pow(2).sum(1))
-                base.index_add_(0, segments, b.reshape(b.shape[0], -1).pow(2).sum(1))
-            return _ratio(diff.sqrt(), base.sqrt()).max()
-
-    return residual
-
-
-def _check_segments(segments: Any, h: State) -> tuple[Tensor | None, int]:
-    if segments is None:
-        return None, 1
-    if not isinstance(segments, Tensor) or segments.dim() != 1 or segments.dtype not in (
-            torch.int64, torch.int32):
-        raise ValueError("segments must be a 1-D integer tensor (a segment id per row of the state)")
-    rows = {t.shape[0] if t.dim() else -1 for t in h}
-    if rows != {segments.numel()}:
-        raise ValueError(f"segments has {segments.numel()} entries; every state tensor must have "
-                         f"that many rows (first dimension), got {sorted(rows)}")
-    if segments.numel() == 0:
-        return None, 1
-    if bool(segments.min() < 0):
-        raise ValueError("segments must be >= 0")
-    segments = segments.to(device=h[0].device, dtype=torch.long)
-    return segments, int(segments.max()) + 1
 
 
 def fixed_point(
@@ -320,15 +216,15 @@ def fixed_point(
     plain_steps = bool(getattr(solve, "plain_steps", False))
     options = solver_options_for(solve, solver_options)
     mode_options = mode_obj.resolve_options(grad_options)
-    _check_int("max_iter", max_iter, 1)
+    check_int("max_iter", max_iter, 1)
     # Neumann with K = 0 keeps only the first term (z = g); RBP and CG need one iteration.
-    _check_int("backward_iter", backward_iter, mode_obj.min_backward_iter)
-    _check_int("spectral_radius_iters", spectral_radius_iters, 0)
-    tol = _check_number("tol", tol, low=0.0)
-    backward_tol = _check_number("backward_tol", backward_tol, low=0.0)
-    damping = _check_number("damping", damping, low=0.0, high=1.0, low_open=True, high_open=False)
+    check_int("backward_iter", backward_iter, mode_obj.min_backward_iter)
+    check_int("spectral_radius_iters", spectral_radius_iters, 0)
+    tol = check_number("tol", tol, low=0.0)
+    backward_tol = check_number("backward_tol", backward_tol, low=0.0)
+    damping = check_number("damping", damping, low=0.0, high=1.0, low_open=True, high_open=False)
     if mode_obj.records == "from_solution":
-        _check_number(f"grad_options['damping'] of {mode}", mode_options.get("damping", 1.0),
+        check_number(f"grad_options['damping'] of {mode}", mode_options.get("damping", 1.0),
                       low=0.0, high=1.0, low_open=True, high_open=False)
     if mode_obj.records == "all" and not plain_steps:
         raise ValueError(
@@ -339,20 +235,20 @@ def fixed_point(
     if warn_key is None:
         warn_key = getattr(f, "__code__", type(f))
 
-    h, is_tuple = _as_state(h0, "h0")
+    h, is_tuple = as_state(h0, "h0")
     for i, t in enumerate(h):
         if not bool(torch.isfinite(t.detach()).all()):
             where = f"h0[{i}]" if is_tuple else "h0"
             raise ValueError(f"fixed_point: {where} contains NaN or inf")
-    segs, num_segments = _check_segments(segments, h)
-    residual_fn = _segment_residual(segs, num_segments)
+    segs, num_segments = check_segments(segments, h)
+    residual_fn = segment_residual(segs, num_segments)
     shapes = [(t.shape, t.dtype) for t in h]
     checked = False
 
     def step(state: State) -> State:
         nonlocal checked
         out = f(state if is_tuple else state[0])
-        out_state, out_tuple = _as_state(out, "the output of f")
+        out_state, out_tuple = as_state(out, "the output of f")
         if not checked:
             got = [(t.shape, t.dtype) for t in out_state]
             if out_tuple != is_tuple or got != shapes:
@@ -407,7 +303,7 @@ def fixed_point(
 
     stats.forward_iters = n
     stats._trace = trace
-    _check_forward(f, h0, h, stats, step, is_tuple, strict=strict, warn_key=warn_key)
+    check_forward(f, h0, h, stats, step, is_tuple, strict=strict, warn_key=warn_key)
     if spectral_radius_iters > 0:
         stats.spectral_radius = spectral_radius(step, h, iters=spectral_radius_iters)
 
@@ -508,81 +404,3 @@ def _reaches_other_leaves(out: State, h_in: State) -> bool:
     return False
 
 
-def _check_forward(f: Callable, h0: StateLike, h: State, stats: FixedPointStats,
-                   step: Callable[[State], State], is_tuple: bool, *, strict: bool = False,
-                   warn_key: Hashable = None) -> None:
-    """One synchronisation after the loop: NaN/inf is an error, a missed tolerance a warning."""
-    finite = all(bool(torch.isfinite(t.detach()).all()) for t in h)
-    if not finite:
-        # Error path only: replay without a graph to say at which step it broke.
-        state, _ = _as_state(h0, "h0")
-        first_bad = None
-        with torch.no_grad():
-            for t in range(1, stats.forward_iters + 1):
-                state = step(state)
-                if not all(bool(torch.isfinite(s).all()) for s in state):
-                    first_bad = t
-                    break
-        where = f"at iteration {first_bad}" if first_bad else f"within {stats.forward_iters} iterations"
-        raise DivergenceError(
-            f"fixed_point forward: the state became NaN/inf {where} of max_iter="
-            f"{stats.max_iter}. The map is not a contraction here (spectral radius of "
-            "df/dh >= 1 or an exploding input); use damping < 1, a contractive cell, or "
-            "smaller weights"
-        )
-    residual = stats.residual
-    if stats.tol > 0:
-        if residual is not None and residual > stats.tol:
-            _warn_once(
-                (warn_key, f"tol-{stats.grad}"),
-                f"fixed_point: forward missed tol={stats.tol:g} after {stats.forward_iters} "
-                f"iterations (relative residual {residual:.3e}); implicit gradients are "
-                "approximate away from a fixed point",
-                strict,
-            )
-        return
-    h0_state, _ = _as_state(h0, "h0")
-    start_norm = max(float(norm(tuple(t.detach() for t in h0_state))), 1.0)
-    growth = float(norm(tuple(t.detach() for t in h))) / start_norm
-    if growth > _GROWTH_LIMIT and (residual is None or residual > _GROWTH_RESIDUAL):
-        _warn_once(
-            (warn_key, "growth"),
-            f"fixed_point: the state norm grew {growth:.2e}x over {stats.forward_iters} "
-            f"iterations (relative residual {residual:.3e}); the map looks divergent "
-            "(spectral radius of df/dh > 1)",
-            strict,
-        )
-    elif residual is not None and residual > _SETTLE_LIMIT:
-        _warn_once(
-            (warn_key, "settle"),
-            f"fixed_point: the state did not settle in {stats.forward_iters} iterations "
-            f"(relative residual {residual:.3e}); implicit gradients assume a fixed point",
-            strict,
-        )
-
-
-def spectral_radius(f: Callable[[Any], Any], h: StateLike, iters: int = 50,
-                    generator: torch.Generator | None = None) -> float:
-    r"""Estimate the spectral radius of :math:`J = \partial f / \partial h` at ``h``.
-
-    Power iteration on :math:`J^\top` with VJPs; the estimate is the geometric mean of the norm
-    growth over the second half of the iterations, which also handles complex eigenpairs.
-    Below one, Neumann-RBP and RBP converge; at or above one they diverge.
-    """
-    state, is_tuple = _as_state(h, "h")
-    h_in = tuple(t.detach().requires_grad_(True) for t in state)
-    with torch.enable_grad():
-        out, _ = _as_state(f(h_in if is_tuple else h_in[0]), "the output of f")
-    lin = StepLinearization(out, h_in)
-    v = tuple(torch.randn(o.shape, dtype=o.dtype, device=o.device, generator=generator) for o in out)
-    v = tuple(t / norm(v) for t in v)
-    logs = []
-    for _ in range(iters):
-        v = lin.vjp(v)
-        r = norm(v)
-        if not bool(r > 0):
-            return 0.0
-        logs.append(torch.log(r))
-        v = tuple(t / r for t in v)
-    tail = logs[len(logs) // 2:]
-    return float(torch.exp(torch.stack(tail).mean()))

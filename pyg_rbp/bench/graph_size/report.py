@@ -13,7 +13,7 @@ from pyg_rbp.bench.common import write_markdown_and_png
 from pyg_rbp.bench.graph_size.config import PROBE
 from pyg_rbp.bench.graph_size.specs import REAL_GRAPHS
 from pyg_rbp.bench.graph_size.targets import bptt_bytes, result_row
-from pyg_rbp.results import atomic_save_figure, human_bytes, markdown_table
+from pyg_rbp.results import atomic_save_figure, check_output_file, human_bytes, markdown_table
 
 
 def _gib(v: Any) -> float | None:
@@ -159,12 +159,9 @@ def write_reports(result: dict[str, Any], json_path: str | os.PathLike) -> tuple
 
 
 def check_outputs(json_path: str | os.PathLike) -> None:
-    """Fail before any work if the JSON, markdown or PNG cannot be written."""
+    """Fail before any work if the JSON, markdown or PNG cannot be written
+    (:class:`~pyg_rbp.results.OutputPathError`, a ``ValueError``; the checks of
+    :func:`~pyg_rbp.results.check_output_file`)."""
     json_path = Path(json_path)
-    folder = json_path.parent if str(json_path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write results to {folder}")
-    for p in (json_path, json_path.with_suffix(".md"), json_path.with_suffix(".png")):
-        if p.exists() and not os.access(p, os.W_OK):
-            raise ValueError(f"cannot overwrite {p}")
+    for path in (json_path, json_path.with_suffix(".md"), json_path.with_suffix(".png")):
+        check_output_file(path, "output")

@@ -1,6 +1,11 @@
 """The ``bench graph-size`` driver: which configurations to run (probes first), resuming a saved
 file, one subprocess per configuration (one or two at a time), the largest-``T`` bisection and
 the result document written after every configuration.
+
+Resuming follows the one policy of :class:`pyg_rbp.results.ResumableResults`: the settings are the
+file's ``fingerprint``, a unit is one row of ``results`` (a configuration); a file of other
+settings is refused unless ``fresh``. Rows that did not finish (``error``, ``timeout``,
+``killed``) are not units of work done: they are measured again.
 """
 
 from __future__ import annotations
@@ -15,18 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from pyg_rbp.bench.common import jsonable, load_record
+from pyg_rbp.bench.common import load_record
 from pyg_rbp.bench.graph_size.config import FINISHED, PROBE, SCHEMA, UNROLLED, GraphSizeConfig
 from pyg_rbp.bench.graph_size.measure import NOTES, describe_row, predict_saved_bytes, run_configuration
 from pyg_rbp.bench.graph_size.specs import GraphSpec, parse_graph
 from pyg_rbp.bench.graph_size.targets import verdicts
-from pyg_rbp.results import atomic_write_json, environment, read_json
+from pyg_rbp.results import ResultsFileConflict, ResumableResults, environment, read_json
 
 
 def _key(graph: str, grad: str, steps: int) -> str:
     return f"{graph}|{grad}|{steps}"
 
+
+def _row_key(row: dict[str, Any]) -> str:
+    return _key(row["graph"], row["grad"], row["steps"])
 
 
 class GraphSizeRun:
@@ -34,8 +43,9 @@ class GraphSizeRun:
     optional largest-``T`` bisections, then the target verdicts.
 
     ``run()`` measures what is missing, writes ``json_path`` after every configuration and
-    returns the result. An existing file written with other settings raises ``ValueError``
-    (pass ``fresh=True`` to discard it).
+    returns the result. An existing file written with other settings raises
+    :class:`~pyg_rbp.results.ResultsFileConflict`, a ``ValueError`` (pass ``fresh=True`` to
+    discard it).
     """
 
     def __init__(self, cfg: GraphSizeConfig, json_path: str | os.PathLike | None = None, *,
@@ -58,28 +68,27 @@ class GraphSizeRun:
         self.tries: dict[str, dict[str, Any]] = {}
         self.loads: list[dict[str, Any]] = []
         if self.json_path is not None and self.json_path.is_file() and not fresh:
-            self._resume(read_json(self.json_path))
+            self._check_schema(read_json(self.json_path))
+        self.store = ResumableResults(self.json_path, cfg.fingerprint(), key=_row_key, fresh=fresh,
+                                      settings_field="fingerprint", units_field="results")
+        self._resume()
         self._lock = threading.Lock()
         self.started = time.time()
 
-    def _resume(self, old: dict[str, Any]) -> None:
-        if old.get("schema") != SCHEMA:
-            raise ValueError(f"{self.json_path} is not a graph-size result ({old.get('schema')!r}); "
-                             "pass --fresh to overwrite it or choose another --json")
-        mine = jsonable(self.cfg.fingerprint())
-        theirs = old.get("fingerprint") or {}
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            shown = ", ".join(f"{k}: saved {theirs.get(k)!r}, now {mine.get(k)!r}" for k in diff)
-            raise ValueError(f"{self.json_path} was measured with other settings ({shown}); "
-                             "pass --fresh to discard it or choose another --json")
+    def _check_schema(self, old: Any) -> None:
+        schema = old.get("schema") if isinstance(old, dict) else None
+        if schema != SCHEMA:
+            raise ResultsFileConflict(
+                f"{self.json_path} is not a graph-size result ({schema!r}); pass --fresh to "
+                "overwrite it or choose another --json")
+
+    def _resume(self) -> None:
+        """The finished rows and bisection tries of the resumed file (none without one)."""
         finished = [s for s in FINISHED if s != "skipped" or self.cfg.skip_predicted_oom]
-        self.rows = {_key(r["graph"], r["grad"], r["steps"]): r for r in old.get("results", [])
-                     if r.get("status") in finished}
-        self.tries = {_key(r["graph"], r["grad"], r["steps"]): r
-                      for ls in old.get("largest_steps", []) for r in ls.get("tries", [])
-                      if r.get("status") in finished}
-        self.loads = list(old.get("machine_load", []))
+        self.rows = {_row_key(r): r for r in self.store.units if r.get("status") in finished}
+        self.tries = {_row_key(r): r for ls in self.store.extra.get("largest_steps", [])
+                      for r in ls.get("tries", []) if r.get("status") in finished}
+        self.loads = list(self.store.extra.get("machine_load", []))
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -116,15 +125,14 @@ class GraphSizeRun:
     def save(self, complete: bool = False) -> dict[str, Any]:
         with self._lock:
             result = self.result(complete)
-            if self.json_path is not None:
-                atomic_write_json(self.json_path, result)
+            self.store.units = result["results"]
+            self.store.extra = {k: v for k, v in result.items() if k not in ("fingerprint", "results")}
+            self.store.write()
         return result
 
     # -- measuring ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
         self.loads.append(load_record("start"))
         todo = [(s, g) for s, g in self.configurations() if _key(s.name, g, self.cfg.steps) not in self.rows]
         bar = tqdm(total=len(todo), desc="bench graph-size", unit="config", disable=not self.progress)

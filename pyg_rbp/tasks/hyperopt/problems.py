@@ -288,8 +288,8 @@ class GCNProblem(InnerProblem):
 class TaskDefaults:
     """Defaults of a named task (all overridable on the command line)."""
 
-    inner_steps: int
-    truncation: int
+    max_iter: int
+    backward_iter: int
     batch_size: int | None
     meta_split: str
     description: str

@@ -86,22 +86,26 @@ def test_committed_solvers_result_resumes_without_measuring(tmp_path, monkeypatc
 
 def test_committed_graph_size_result_resumes_without_measuring(tmp_path):
     from pyg_rbp.bench.graph_size import GraphSizeConfig, GraphSizeRun, markdown_report, parse_graph
+    from pyg_rbp.bench.graph_size.config import upgrade
 
     committed = json.loads((RESULTS / "graph_size.json").read_text())
     assert markdown_report(committed) == (RESULTS / "graph_size.md").read_text()
     path = _copy("graph_size.json", tmp_path)
-    cfg = GraphSizeConfig(**committed["config"])
+    current = upgrade(committed)  # written when the forward steps were called "steps"
+    assert "steps" in committed["config"] and markdown_report(current) == markdown_report(committed)
+    cfg = GraphSizeConfig(**current["config"])
     largest = sorted({ls["grad"] for ls in committed["largest_steps"]})
     searched = {ls["graph"] for ls in committed["largest_steps"]}
     graphs = [g for g in cfg.graphs if parse_graph(g, cfg.degree).name in searched]
     bench = GraphSizeRun(cfg, path, largest_steps=largest, largest_steps_graphs=graphs,
                          progress=False, log=lambda s: None, runner=_refuse)
     doc = bench.run()
-    assert doc["results"] == committed["results"]
-    assert doc["largest_steps"] == committed["largest_steps"]
+    assert doc["results"] == current["results"]
+    assert doc["largest_steps"] == current["largest_steps"]
     assert doc["targets"] == committed["targets"]
+    assert json.loads(path.read_text())["fingerprint"] == cfg.fingerprint()  # now in today's names
     with pytest.raises(ResultsFileConflict, match="hidden"):
-        GraphSizeRun(GraphSizeConfig(**{**committed["config"], "hidden": 32}), path, runner=_refuse)
+        GraphSizeRun(GraphSizeConfig(**{**current["config"], "hidden": 32}), path, runner=_refuse)
 
 
 def test_resumable_results_reads_settings_under_their_old_names(tmp_path):

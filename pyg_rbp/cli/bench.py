@@ -303,7 +303,7 @@ def _add_graph_size(bsub: argparse._SubParsersAction) -> None:
                         f"default {','.join(DEFAULT_GRAPHS)}")
     add_grad(g, list(GRAPH_SIZE_GRADS), type=_grads,
              help="comma-separated gradient modes (default bptt,tbptt,neumann)")
-    add_max_iter(g, 100, help="forward steps T (default 100)", dest="steps", old=("--steps",))
+    add_max_iter(g, 100, help="forward steps T (default 100)", old=("--steps",))
     add_backward_iter(g, 20, help="K: tbptt truncation and neumann terms (default 20)")
     g.add_argument("--degree", type=int, default=10, help="synthetic graphs: edges per node (default 10)")
     g.add_argument("--exponent", type=float, default=2.5, help="power-law degree exponent (default 2.5)")
@@ -345,7 +345,7 @@ def _add_graph_size(bsub: argparse._SubParsersAction) -> None:
 def run_graph_size(args: argparse.Namespace) -> int:
     check_device("bench graph-size", args.device)
     cfg = GraphSizeConfig(
-        graphs=args.graphs, grads=args.grad, steps=args.steps, backward_iter=args.backward_iter,
+        graphs=args.graphs, grads=args.grad, max_iter=args.max_iter, backward_iter=args.backward_iter,
         hidden=args.hidden, degree=args.degree, classes=args.classes, exponent=args.exponent,
         aggr=args.aggr, repeats=args.repeats, step_budget_s=args.step_budget_s,
         memory_limit_gb=args.memory_limit_gb, predict=args.predict,

@@ -158,8 +158,8 @@ def predict_saved_bytes(probe: dict[str, Any] | None, grad: str, steps: int,
 
 
 def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig,
-                          steps: int | None = None) -> dict[str, Any]:
-    """Build the graph, then train ``grad`` at ``steps`` (default ``cfg.steps``) for up to
+                          max_iter: int | None = None) -> dict[str, Any]:
+    """Build the graph, then train ``grad`` at ``max_iter`` (default ``cfg.max_iter``) for up to
     ``cfg.repeats`` steps (fewer once ``cfg.step_budget_s`` is spent), in this process.
 
     Allocation failures are caught and returned as ``status="out_of_memory"`` with the point
@@ -167,9 +167,9 @@ def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig
     (:func:`run_configuration`), whose peak memory is then this configuration's alone.
     """
     spec = parse_graph(spec, cfg.degree) if isinstance(spec, str) else spec
-    steps = cfg.steps if steps is None else steps
+    steps = cfg.max_iter if max_iter is None else max_iter
     device = torch.device(cfg.device)
-    row: dict[str, Any] = {"graph": spec.name, "grad": grad, "steps": steps,
+    row: dict[str, Any] = {"graph": spec.name, "grad": grad, "max_iter": steps,
                            "backward_iter": None if grad == "bptt" else cfg.backward_iter,
                            "device": str(device)}
     phase = "graph"
@@ -254,12 +254,12 @@ def _worker_main(argv: Sequence[str]) -> int:
 
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
-    row = measure_configuration(graph, grad, cfg, steps=int(steps))
+    row = measure_configuration(graph, grad, cfg, max_iter=int(steps))
     atomic_write_json(out, row)
     return 0
 
 
-def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, steps: int | None = None,
+def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, max_iter: int | None = None,
                       scratch: str | os.PathLike | None = None) -> dict[str, Any]:
     """:func:`measure_configuration` in a fresh subprocess (one thread, memory-capped on CPU).
 
@@ -268,7 +268,7 @@ def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, steps: i
     """
     import tempfile
 
-    steps = cfg.steps if steps is None else steps
+    steps = cfg.max_iter if max_iter is None else max_iter
     env = dict(os.environ)
     threads = str(cfg.threads or "")
     if threads:
@@ -281,7 +281,7 @@ def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, steps: i
     cmd = [sys.executable, "-m", "pyg_rbp.bench.graph_size", json.dumps(asdict(cfg)),
            spec.name if not spec.synthetic else f"{spec.kind}:{spec.num_nodes}:{spec.num_edges}",
            grad, str(steps), out]
-    base = {"graph": spec.name, "grad": grad, "steps": steps,
+    base = {"graph": spec.name, "grad": grad, "max_iter": steps,
             "backward_iter": None if grad == "bptt" else cfg.backward_iter, "device": cfg.device}
     t0 = time.perf_counter()
     try:

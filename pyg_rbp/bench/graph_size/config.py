@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyg_rbp.bench.graph_size.specs import GraphSpec, parse_graph
+from pyg_rbp.engine import grad_mode_names
 
 SCHEMA = "pyg_rbp.bench.graph_size/1"
 
@@ -56,8 +57,6 @@ class GraphSizeConfig:
     timeout_s: float = 3600.0
 
     def validate(self) -> None:
-        from pyg_rbp.engine import grad_mode_names
-
         if not self.graphs:
             raise ValueError("no graph given")
         for g in self.graphs:

@@ -14,7 +14,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +29,7 @@ from torch import Tensor
 from pyg_rbp.bench.graph_size.config import PROBE, UNROLLED, GraphSizeConfig
 from pyg_rbp.bench.graph_size.specs import GraphSpec, build_graph, parse_graph
 from pyg_rbp.bench.graphs import BenchGraph
+from pyg_rbp.bench.scaling import ScalingConfig, build_model
 from pyg_rbp.profiling import SavedTensorBytes, synchronize
 from pyg_rbp.results import atomic_write_json, human_bytes, read_json
 
@@ -106,16 +109,12 @@ class _StepCounter:
 
 
 def _scaling_config(cfg: GraphSizeConfig) -> Any:
-    from pyg_rbp.bench.scaling import ScalingConfig
-
     return ScalingConfig(hidden=cfg.hidden, aggr=cfg.aggr, seed=cfg.seed, lr=cfg.lr,
                          device=cfg.device, threads=cfg.threads)
 
 
 def _model(graph: BenchGraph, cfg: GraphSizeConfig, grad: str, steps: int) -> torch.nn.Module:
     """The gated node classifier of ``bench scaling`` (same builder, same seeds)."""
-    from pyg_rbp.bench.scaling import build_model
-
     k = None if grad == "bptt" else cfg.backward_iter
     return build_model(graph, _scaling_config(cfg), grad, steps, k)
 
@@ -250,7 +249,6 @@ def _worker_main(argv: Sequence[str]) -> int:
         limit_address_space(cfg.memory_limit_bytes)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    import warnings
 
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
@@ -266,8 +264,6 @@ def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, max_iter
     A subprocess that dies (a signal, a crash before writing its result) or runs past
     ``cfg.timeout_s`` gives a row with ``status`` ``killed``, ``error`` or ``timeout``.
     """
-    import tempfile
-
     steps = cfg.max_iter if max_iter is None else max_iter
     env = dict(os.environ)
     threads = str(cfg.threads or "")

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pyg_rbp.engine import DivergenceError, fixed_point, normalize_grad_mode
+from pyg_rbp.engine import DivergenceError, fixed_point, normalize_grad_mode, spectral_radius
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.tasks.hyperopt.dynamics import Hyperparameters, InnerTraining
 from pyg_rbp.tasks.hyperopt.problems import InnerProblem
@@ -227,8 +227,6 @@ def last_step_spectral_radius(problem: InnerProblem, hyper: Hyperparameters, *, 
     Below 1, the Neumann series converges as ``K`` grows; above 1 it is dominated by the
     expanding direction and Neumann/RBP hypergradients with a large ``K`` lose their direction.
     """
-    from pyg_rbp.engine import spectral_radius
-
     _check_budget(max_iter, 1)
     training = InnerTraining(problem, hyper, problem.episode(seed, max_iter))
     state = training.run(max_iter - 1)

@@ -274,7 +274,29 @@ def add_seeds(parser: argparse.ArgumentParser, default: str | None = None) -> ar
 def add_num_seeds(parser: argparse.ArgumentParser, default: int) -> argparse.Action:
     """``--num-seeds N``: the seeds 0..N-1."""
     return parser.add_argument("--num-seeds", type=int, default=default,
-                               help=f"number of seeds, 0..N-1 (default: {default})")
+                               help=f"number of seeds, 0..N-1 (default: {default}; --seeds picks them)")
+
+
+def resolve_seeds(seeds: str | None, num_seeds: int | None = None, *,
+                  legacy_count: bool = False) -> list[int]:
+    """The seeds of ``--seeds`` (a list or range), else ``0..--num-seeds-1``, else ``[0]``.
+
+    ``legacy_count=True`` is for a command whose ``--seeds N`` used to be a count (the
+    leaderboard): a bare integer there still means ``0..N-1`` for one release, with a notice to
+    use ``--num-seeds N`` (so ``--seeds 10`` on a committed board keeps its ten seeds).
+    """
+    if seeds is None:
+        return list(range(num_seeds)) if num_seeds is not None else [0]
+    text = str(seeds).strip()
+    if legacy_count and text.isdigit():
+        count = int(text)
+        print(f"DeprecationWarning: --seeds {count} as a count is deprecated, use --num-seeds {count} "
+              f"(or --seeds 0-{count - 1}); --seeds will only list seeds in the next release",
+              file=sys.stderr)
+        if count < 1:
+            raise UsageError(f"--seeds (a count) must be >= 1, got {count}")
+        return list(range(count))
+    return parse_seeds(text)
 
 
 def add_seed(parser: argparse.ArgumentParser, what: str = "the run") -> argparse.Action:

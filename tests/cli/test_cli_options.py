@@ -20,6 +20,7 @@ from pyg_rbp.cli._args import (
     add_seeds,
     exit_error,
     parse_seeds,
+    resolve_seeds,
 )
 from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
 from pyg_rbp.results import CorruptResultsError, OutputPathError, ResultsFileConflict
@@ -200,3 +201,16 @@ def test_deprecated_alias_helper_copies_type_and_dest(capsys):
     assert "--old-flag is deprecated, use --new-flag" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         p.parse_args(["--old-flag", "x"])  # the new option's type applies to the alias
+
+
+def test_a_count_given_as_seeds_keeps_its_meaning_where_it_was_one(capsys):
+    """The leaderboard's ``--seeds 10`` (a count on every committed board) stays ten seeds for a
+    release, with a notice; everywhere else ``--seeds`` lists seeds."""
+    assert resolve_seeds("10", legacy_count=True) == list(range(10))
+    assert "use --num-seeds 10" in capsys.readouterr().err
+    assert resolve_seeds("10") == [10]  # train: seed 10
+    assert resolve_seeds("0-2", legacy_count=True) == [0, 1, 2]  # a list is a list everywhere
+    assert resolve_seeds(None, 4) == [0, 1, 2, 3] and resolve_seeds(None) == [0]
+    assert capsys.readouterr().err == ""
+    with pytest.raises(UsageError):
+        resolve_seeds("0", legacy_count=True)

@@ -197,6 +197,7 @@ def check_outputs(command: str, files: dict[str, Any] | None = None,
 
 DEPRECATED_SPELLINGS: dict[str, str] = {
     "--grads": "--grad",
+    "--modes": "--grad",
     "--quiet": "--no-progress",
     "--steps": "--max-iter",
     "--inner-steps": "--max-iter",
@@ -332,10 +333,12 @@ def add_progress(parser: argparse.ArgumentParser) -> argparse.Action:
 
 
 def add_grad(parser: argparse.ArgumentParser, default: Any, help: str,
-             type: Callable[[str], Any] | None = None) -> argparse.Action:
-    """``--grad``: the gradient mode(s), a comma list; ``--grads`` is its deprecated spelling."""
-    action = parser.add_argument("--grad", default=default, type=type, help=help)
-    add_deprecated(parser, action, "--grads")
+             type: Callable[[str], Any] | None = None, dest: str = "grad",
+             old: Sequence[str] = ()) -> argparse.Action:
+    """``--grad``: the gradient mode(s), a comma list; ``--grads`` (and ``old``) its deprecated
+    spellings."""
+    action = parser.add_argument("--grad", dest=dest, default=default, type=type, help=help)
+    add_deprecated(parser, action, "--grads", *old)
     return action
 
 

@@ -150,8 +150,8 @@ def _add_solvers_parser(bsub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated maps (default: all of {', '.join(MAP_NAMES)})")
     s.add_argument("--solvers", type=_names, default=None,
                    help="our forward solvers (default: every registered one)")
-    s.add_argument("--modes", type=_names, default=None,
-                   help="our adjoint modes (default: every registered implicit or phantom-type mode)")
+    add_grad(s, None, type=_names, dest="modes", old=("--modes",),
+             help="our adjoint modes (default: every registered implicit or phantom-type mode)")
     s.add_argument("--train-maps", type=_names, default=["gated_mean", "implicit_k0.99"],
                    help="maps of the training-step comparison")
     s.add_argument("--train-tol", type=float, default=1e-4,

@@ -70,6 +70,7 @@ def test_deprecated_spellings_parse_like_the_new_one_and_say_so(capsys):
         (["bench", "graph-size"], ["--steps", "7"], ["--max-iter", "7"]),
         (["bench", "graph-size"], ["--grads", "neumann"], ["--grad", "neumann"]),
         (["bench", "solvers"], ["--quiet"], ["--no-progress"]),
+        (["bench", "solvers"], ["--modes", "rbp,cg"], ["--grad", "rbp,cg"]),
         (["hyperopt"], ["--inner-steps", "30"], ["--max-iter", "30"]),
         (["hyperopt"], ["--truncation", "5"], ["--backward-iter", "5"]),
         (["hyperopt"], ["-K", "5"], ["--backward-iter", "5"]),

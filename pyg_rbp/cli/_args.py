@@ -203,6 +203,8 @@ DEPRECATED_SPELLINGS: dict[str, str] = {
     "--inner-steps": "--max-iter",
     "--truncation": "--backward-iter",
     "-K": "--backward-iter",
+    "--target-steps": "--target-max-iter",
+    "--target-k": "--target-backward-iter",
 }
 """Old spelling -> the one spelling, accepted (with a notice) until the next release."""
 

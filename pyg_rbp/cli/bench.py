@@ -37,6 +37,7 @@ from pyg_rbp.bench.solvers import write_reports as write_solvers_reports
 from pyg_rbp.cli._args import (
     UsageError,
     add_backward_iter,
+    add_deprecated,
     add_device,
     add_fresh,
     add_grad,
@@ -105,8 +106,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--warmup", type=int, default=1, help="untimed training steps per cell")
     s.add_argument("--rounds", type=int, default=3,
                    help="round-robin rounds of the target pass (0: skip the target pass)")
-    s.add_argument("--target-steps", type=int, default=100, help="T of the target ratios")
-    s.add_argument("--target-k", type=int, default=20, help="K of the target ratios")
+    target_t = s.add_argument("--target-max-iter", dest="target_steps", type=int, default=100,
+                              help="forward steps T of the target ratios")
+    add_deprecated(s, target_t, "--target-steps")
+    target_k = s.add_argument("--target-backward-iter", dest="target_k", type=int, default=20,
+                              help="backward iterations K of the target ratios")
+    add_deprecated(s, target_k, "--target-k")
     s.add_argument("--no-accuracy", dest="accuracy", action="store_false",
                    help="skip the float64 gradient-accuracy study")
     s.add_argument("--reference-iters", type=int, default=400,

@@ -67,6 +67,8 @@ def test_deprecated_spellings_parse_like_the_new_one_and_say_so(capsys):
         (["bench", "scaling"], ["--grads", "bptt,rbp"], ["--grad", "bptt,rbp"]),
         (["bench", "scaling"], ["--quiet"], ["--no-progress"]),
         (["bench", "scaling"], ["--steps", "10,20"], ["--max-iter", "10,20"]),
+        (["bench", "scaling"], ["--target-steps", "20"], ["--target-max-iter", "20"]),
+        (["bench", "scaling"], ["--target-k", "5"], ["--target-backward-iter", "5"]),
         (["bench", "graph-size"], ["--steps", "7"], ["--max-iter", "7"]),
         (["bench", "graph-size"], ["--grads", "neumann"], ["--grad", "neumann"]),
         (["bench", "solvers"], ["--quiet"], ["--no-progress"]),

@@ -321,7 +321,8 @@ class ResumableResults:
     * a file written with other ``settings`` is refused with :class:`ResultsFileConflict`
       naming the settings that differ, unless ``fresh=True`` (``--fresh``) starts it afresh;
       the keys in ``varying`` (what a rerun may extend, such as the seeds or modes asked for)
-      are not compared, and a setting the file predates counts at ``defaults[name]``;
+      are not compared, and a setting the file predates counts at ``defaults[name]``; a setting
+      the file holds under an older name is read under its new one (``renamed``: old -> new);
     * every finished unit in the file is kept, whatever this run asks for; :meth:`done`
       tells a run what to skip;
     * every :meth:`add` rewrites the file atomically, so a crash loses at most the unit in
@@ -342,7 +343,7 @@ class ResumableResults:
                  key: Any, fresh: bool = False, varying: Iterable[str] = (),
                  defaults: dict[str, Any] | None = None,
                  units_field: str = "units", settings_field: str = "settings",
-                 log: Any = None) -> None:
+                 log: Any = None, renamed: dict[str, str] | None = None) -> None:
         self.path = None if path is None else check_output_file(path, "results file")
         self.settings = dict(settings)
         self.key = key
@@ -355,6 +356,9 @@ class ResumableResults:
             if not isinstance(old, dict):
                 raise CorruptResultsError(f"{self.path} is not a results file (expected an object)")
             self.previous_settings = dict(old.get(settings_field) or {})
+            for before, after in (renamed or {}).items():  # a file written before a rename
+                if before in self.previous_settings and after not in self.previous_settings:
+                    self.previous_settings[after] = self.previous_settings.pop(before)
             self._check_settings(self.previous_settings, set(varying), defaults or {})
             self.units = list(old.get(units_field) or [])
             self.extra = {k: v for k, v in old.items() if k not in (units_field, settings_field)}

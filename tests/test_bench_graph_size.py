@@ -56,7 +56,7 @@ def test_powerlaw_graph_exact_simple_and_heavy_tailed():
 
 
 def _cfg(**kw) -> GraphSizeConfig:
-    base = dict(graphs=["powerlaw:1500"], steps=8, backward_iter=3, hidden=16, repeats=1,
+    base = dict(graphs=["powerlaw:1500"], max_iter=8, backward_iter=3, hidden=16, repeats=1,
                 memory_limit_gb=4.0)
     base.update(kw)
     return GraphSizeConfig(**base)
@@ -115,7 +115,7 @@ def test_is_out_of_memory():
 
 def test_bptt_runs_out_of_memory_inside_its_capped_subprocess(tmp_path):
     # 20k nodes save ~29 MiB per BPTT step: 200 steps need ~6 GiB, far above a 1.5 GiB cap.
-    cfg = GraphSizeConfig(graphs=["powerlaw:20k"], steps=200, backward_iter=5, repeats=1,
+    cfg = GraphSizeConfig(graphs=["powerlaw:20k"], max_iter=200, backward_iter=5, repeats=1,
                           memory_limit_gb=1.5, predict=True, timeout_s=300)
     row = run_configuration(parse_graph("powerlaw:20k"), "bptt", cfg, scratch=tmp_path)
     assert row["status"] == "out_of_memory", row
@@ -126,12 +126,12 @@ def test_bptt_runs_out_of_memory_inside_its_capped_subprocess(tmp_path):
 def _fake_runner(calls: list, fits_up_to: int = 10**9):
     """A stand-in subprocess: BPTT fits up to `fits_up_to` steps, saved bytes linear in T."""
 
-    def runner(spec, grad, cfg, steps=None):
-        steps = cfg.steps if steps is None else steps
+    def runner(spec, grad, cfg, max_iter=None):
+        steps = cfg.max_iter if max_iter is None else max_iter
         calls.append((spec.name, grad, steps))
         n = spec.num_nodes or 1000
         info = {"num_nodes": n, "num_edges": 10 * n}
-        base = {"graph": spec.name, "grad": grad, "steps": steps, "graph_info": info,
+        base = {"graph": spec.name, "grad": grad, "max_iter": steps, "graph_info": info,
                 "backward_iter": None if grad == "bptt" else cfg.backward_iter}
         per_step = 100 * n
         if grad == "probe":
@@ -167,10 +167,10 @@ def test_resume_skips_finished_refuses_other_settings_and_fresh_restarts(tmp_pat
     more = GraphSizeConfig(graphs=["powerlaw:1k", "powerlaw:2k"], grads=["bptt", "neumann"], jobs=2)
     GraphSizeRun(more, path, progress=False, log=lambda s: None, runner=_fake_runner(calls)).run()
     assert sorted(calls) == [("powerlaw-2k-20ke", g, 100) for g in ("bptt", "neumann", "probe")]
-    with pytest.raises(ValueError, match="other settings.*steps"):
-        GraphSizeRun(GraphSizeConfig(graphs=["powerlaw:1k"], steps=50), path, runner=_fake_runner(calls))
+    with pytest.raises(ValueError, match="other settings.*max_iter"):
+        GraphSizeRun(GraphSizeConfig(graphs=["powerlaw:1k"], max_iter=50), path, runner=_fake_runner(calls))
     calls.clear()
-    GraphSizeRun(GraphSizeConfig(graphs=["powerlaw:1k"], steps=50, grads=["neumann"]), path, fresh=True,
+    GraphSizeRun(GraphSizeConfig(graphs=["powerlaw:1k"], max_iter=50, grads=["neumann"]), path, fresh=True,
                  progress=False, log=lambda s: None, runner=_fake_runner(calls)).run()
     assert calls == [("powerlaw-1k-10ke", "neumann", 50)]
     # A crashed configuration is not finished: it is measured again.
@@ -178,7 +178,7 @@ def test_resume_skips_finished_refuses_other_settings_and_fresh_restarts(tmp_pat
     data["results"][0]["status"] = "error"
     path.write_text(json.dumps(data))
     calls.clear()
-    GraphSizeRun(GraphSizeConfig(graphs=["powerlaw:1k"], steps=50, grads=["neumann"]), path,
+    GraphSizeRun(GraphSizeConfig(graphs=["powerlaw:1k"], max_iter=50, grads=["neumann"]), path,
                  progress=False, log=lambda s: None, runner=_fake_runner(calls)).run()
     assert len(calls) == 1
     path.write_text(json.dumps({"schema": "something else"}))
@@ -200,7 +200,7 @@ def test_skip_predicted_oom_runs_no_subprocess_for_a_predicted_failure(tmp_path)
 
 def test_largest_steps_bisection_finds_the_boundary(tmp_path):
     calls: list = []
-    cfg = GraphSizeConfig(graphs=["powerlaw:1k"], grads=["bptt", "neumann"], steps=100)
+    cfg = GraphSizeConfig(graphs=["powerlaw:1k"], grads=["bptt", "neumann"], max_iter=100)
     run = GraphSizeRun(cfg, tmp_path / "gs.json", largest_steps=["bptt"], progress=False,
                        log=lambda s: None, runner=_fake_runner(calls, fits_up_to=37))
     result = run.run()
@@ -216,11 +216,11 @@ def test_largest_steps_bisection_finds_the_boundary(tmp_path):
 def test_verdicts_use_measured_or_predicted_bptt_bytes(tmp_path):
     calls: list = []
     cfg = GraphSizeConfig(graphs=["powerlaw:1k", "powerlaw:1m"], grads=["bptt", "tbptt", "neumann"],
-                          steps=100)
+                          max_iter=100)
     # BPTT fits the 1k graph only (the fake bytes scale with nodes; T=100 fails on 1m).
-    def runner(spec, grad, cfg, steps=None):
+    def runner(spec, grad, cfg, max_iter=None):
         fits = 10**9 if spec.num_nodes < 10**5 else 0
-        return _fake_runner(calls, fits_up_to=fits)(spec, grad, cfg, steps)
+        return _fake_runner(calls, fits_up_to=fits)(spec, grad, cfg, max_iter)
 
     result = GraphSizeRun(cfg, tmp_path / "gs.json", progress=False, log=lambda s: None,
                           runner=runner).run()

@@ -50,7 +50,7 @@ def test_bptt_hypergradient_matches_finite_differences():
     problem = tiny_problem()
     hyper = tiny_hyper(problem)
     base = hyper.flat().clone()
-    hg = hypergradient(problem, hyper, grad="bptt", inner_steps=T, truncation=T, seed=0).flat()
+    hg = hypergradient(problem, hyper, grad="bptt", max_iter=T, backward_iter=T, seed=0).flat()
     eps = 1e-6
     fd = torch.empty_like(base)
     for i in range(base.numel()):
@@ -62,7 +62,7 @@ def test_bptt_hypergradient_matches_finite_differences():
     assert fd.abs().max() > 1e-3  # the check is not vacuous
     torch.testing.assert_close(hg, fd, rtol=1e-6, atol=1e-9)
     # TBPTT through all T steps is BPTT.
-    full = hypergradient(problem, hyper, grad="tbptt", inner_steps=T, truncation=T, seed=0).flat()
+    full = hypergradient(problem, hyper, grad="tbptt", max_iter=T, backward_iter=T, seed=0).flat()
     torch.testing.assert_close(full, hg, rtol=1e-10, atol=1e-13)
 
 
@@ -126,7 +126,7 @@ def test_implicit_modes_match_dense_formulas_built_by_finite_differences(final_f
     expected = {"neumann": (5, neumann(5)), "rbp": (6, neumann(5)), "cg": (400, exact)}
     meta_values = set()
     for mode, (k, reference) in expected.items():
-        hg = hypergradient(problem, hyper, grad=mode, inner_steps=T, truncation=k, seed=0)
+        hg = hypergradient(problem, hyper, grad=mode, max_iter=T, backward_iter=k, seed=0)
         meta_values.add(round(hg.meta_objective, 12))
         torch.testing.assert_close(hg.flat(), reference, rtol=1e-5, atol=1e-8, msg=mode)
     assert len(meta_values) == 1  # every mode ran the same forward (same episode)
@@ -138,7 +138,7 @@ def test_neumann_memory_independent_of_inner_steps_bptt_grows():
     for mode in ("neumann", "rbp", "bptt"):
         for steps in (10, 40):
             hyper = problem.hyperparameters()
-            saved[mode, steps] = hypergradient(problem, hyper, grad=mode, inner_steps=steps, truncation=5,
+            saved[mode, steps] = hypergradient(problem, hyper, grad=mode, max_iter=steps, backward_iter=5,
                                                seed=0, measure_memory=True).saved_bytes
     assert saved["neumann", 10] == saved["neumann", 40] > 0
     assert saved["rbp", 10] == saved["rbp", 40]
@@ -150,7 +150,7 @@ def test_meta_training_lowers_meta_objective_and_same_episode_for_all_modes():
     problem = tiny_problem()
     runs = {}
     for mode in ("bptt", "neumann"):
-        run, hyper = meta_train(problem, grad=mode, meta_steps=6, inner_steps=T, truncation=4, meta_lr=0.1)
+        run, hyper = meta_train(problem, grad=mode, meta_steps=6, max_iter=T, backward_iter=4, meta_lr=0.1)
         assert run.status == "ok" and len(run.curve) == 6
         assert run.curve[-1] < run.curve[0]
         runs[mode] = run
@@ -162,9 +162,9 @@ def test_bad_input_raises_clear_errors():
     problem = tiny_problem()
     hyper = problem.hyperparameters()
     with pytest.raises(ValueError, match="unknown gradient mode"):
-        hypergradient(problem, hyper, grad="adjoint", inner_steps=3, truncation=2, seed=0)
-    with pytest.raises(ValueError, match="inner_steps"):
-        hypergradient(problem, hyper, grad="bptt", inner_steps=0, truncation=2, seed=0)
+        hypergradient(problem, hyper, grad="adjoint", max_iter=3, backward_iter=2, seed=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        hypergradient(problem, hyper, grad="bptt", max_iter=0, backward_iter=2, seed=0)
     with pytest.raises(ValueError, match="unknown task"):
         load_task("mlp-cifar")
     with pytest.raises(ValueError, match="batch_size"):
@@ -173,9 +173,9 @@ def test_bad_input_raises_clear_errors():
         MLPProblem(problem.splits, meta_split="test")
     from pyg_rbp.tasks.hyperopt.experiment import ExperimentConfig
 
-    with pytest.raises(ValueError, match="exceeds inner_steps"):
-        ExperimentConfig(task="mlp-digits", grads=["neumann"], inner_steps=10, truncation=20)
-    for name in ("inner_steps", "truncation", "batch_size"):  # 0 is an error, not "the default"
+    with pytest.raises(ValueError, match="exceeds max_iter"):
+        ExperimentConfig(task="mlp-digits", grads=["neumann"], max_iter=10, backward_iter=20)
+    for name in ("max_iter", "backward_iter", "batch_size"):  # 0 is an error, not "the default"
         with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
             ExperimentConfig(task="mlp-digits", grads=["neumann"], **{name: 0})
 
@@ -188,7 +188,7 @@ def test_gcn_cora_hypergradients_are_finite_in_every_mode(data_root):
     assert hyper.psi is not None  # weight decay is tuned for the graph version
     flats = {}
     for mode in ("bptt", "neumann", "cg"):
-        hg = hypergradient(problem, hyper, grad=mode, inner_steps=4, truncation=3, seed=0)
+        hg = hypergradient(problem, hyper, grad=mode, max_iter=4, backward_iter=3, seed=0)
         flats[mode] = hg.flat()
         assert torch.isfinite(flats[mode]).all() and flats[mode].abs().sum() > 0
     assert flats["bptt"].numel() == 6  # lr, momentum, weight decay for each of the two layers
@@ -210,7 +210,7 @@ def test_cli_tiny_run_writes_outputs_and_resumes(tmp_path, capsys):
             assert r[key] is not None
         assert len(r["curve"]) == 2
     assert rows["bptt"]["hypergrad_cosine_vs_bptt"] == pytest.approx(1.0)
-    assert doc["config"]["inner_steps"] == 6 and doc["config"]["truncation"] == 3
+    assert doc["config"]["max_iter"] == 6 and doc["config"]["backward_iter"] == 3
     # Equal up to a few bytes: the very first solve of a process saves one extra 4-byte scalar.
     assert doc["memory_scaling"]["ratio_last_to_first"]["neumann"] == pytest.approx(1.0, rel=1e-4)
     assert png.stat().st_size > 0 and out.with_suffix(".md").exists()

@@ -18,14 +18,43 @@ configuration in its own memory-capped subprocess (see :mod:`pyg_rbp.bench.graph
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
-from pyg_rbp.cli._args import int_list
+from pyg_rbp.bench.graph_size import (
+    DEFAULT_GRAPHS,
+    GRAPH_SIZE_GRADS,
+    GraphSizeConfig,
+    GraphSizeRun,
+    parse_graph,
+)
+from pyg_rbp.bench.graph_size import write_reports as write_graph_size_reports
+from pyg_rbp.bench.peers import PEERS
+from pyg_rbp.bench.scaling import ScalingConfig, ScalingRun
+from pyg_rbp.bench.scaling import write_reports as write_scaling_reports
+from pyg_rbp.bench.solvers import MAP_NAMES, SolversConfig, run_solvers_bench
+from pyg_rbp.bench.solvers import write_reports as write_solvers_reports
+from pyg_rbp.cli._args import (
+    UsageError,
+    add_backward_iter,
+    add_deprecated,
+    add_device,
+    add_fresh,
+    add_grad,
+    add_json,
+    add_max_iter,
+    add_progress,
+    add_root,
+    add_seed,
+    add_threads,
+    check_device,
+    check_outputs,
+    int_list,
+)
+from pyg_rbp.engine import GRAD_MODES, parse_grad_modes
 
 
 def _grads(text: str) -> list[str]:
-    from pyg_rbp.engine import parse_grad_modes
-
     try:
         modes = parse_grad_modes(text)
     except ValueError as exc:
@@ -36,8 +65,6 @@ def _grads(text: str) -> list[str]:
 
 
 def _peers(text: str) -> list[str]:
-    from pyg_rbp.bench.peers import PEERS
-
     if text.strip().lower() in ("none", ""):
         return []
     if text.strip().lower() == "all":
@@ -58,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Activation memory and training-step time of bptt, tbptt, rbp, cg and neumann "
                     "(and PyG GatedGraphConv / torchdeq) for each T and K.")
     s.add_argument("--dataset", default="cora", choices=("cora", "random"))
-    s.add_argument("--root", default=None, help="data root (default: the project's data root)")
+    add_root(s)
     s.add_argument("--nodes", type=int, default=2708, help="random graph: number of nodes")
     s.add_argument("--edges", type=int, default=10556, help="random graph: number of edges")
     s.add_argument("--features", type=int, default=None,
@@ -68,39 +95,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--aggr", default="mean", choices=("mean", "add"),
                    help="GatedCell aggregation; 'add' (the paper's) is not contractive on Cora at "
                         "init, so Neumann/RBP diverge there (default: mean)")
-    s.add_argument("--steps", type=int_list, default=[10, 50, 100], help="forward steps T, e.g. 10,25,50")
-    s.add_argument("--backward-iter", type=int_list, default=[5, 20], dest="backward_iters",
-                   help="truncations / adjoint iterations K, e.g. 5,10,20,50")
-    s.add_argument("--grads", type=_grads, default=None, help="'all' or a comma-separated list of modes")
+    add_max_iter(s, [10, 50, 100], help="forward steps T, a comma list, e.g. 10,25,50",
+                 type=int_list, dest="steps", old=("--steps",))
+    add_backward_iter(s, [5, 20], help="truncations / adjoint iterations K, a comma list, e.g. 5,10,20,50",
+                      type=int_list, dest="backward_iters")
+    add_grad(s, None, help="'all' or a comma-separated list of modes (default: all)", type=_grads)
     s.add_argument("--peers", type=_peers, default=None,
                    help="'all' (pyg_gatedgraphconv,torchdeq), 'none' or a comma-separated list")
     s.add_argument("--repeats", type=int, default=5, help="timed training steps per cell (median)")
     s.add_argument("--warmup", type=int, default=1, help="untimed training steps per cell")
     s.add_argument("--rounds", type=int, default=3,
                    help="round-robin rounds of the target pass (0: skip the target pass)")
-    s.add_argument("--target-steps", type=int, default=100, help="T of the target ratios")
-    s.add_argument("--target-k", type=int, default=20, help="K of the target ratios")
+    target_t = s.add_argument("--target-max-iter", dest="target_steps", type=int, default=100,
+                              help="forward steps T of the target ratios")
+    add_deprecated(s, target_t, "--target-steps")
+    target_k = s.add_argument("--target-backward-iter", dest="target_k", type=int, default=20,
+                              help="backward iterations K of the target ratios")
+    add_deprecated(s, target_k, "--target-k")
     s.add_argument("--no-accuracy", dest="accuracy", action="store_false",
                    help="skip the float64 gradient-accuracy study")
     s.add_argument("--reference-iters", type=int, default=400,
                    help="CG-RBP iterations of the accuracy reference")
     s.add_argument("--forward-tol", type=float, default=1e-4,
                    help="tolerance of the forward-tolerance row (0: no such row)")
-    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--json", default=None,
-                   help="output JSON (default: scaling_<dataset>.json in the current folder); a "
-                        "markdown table and a PNG are written next to it. An existing file "
-                        "written with the same settings is resumed.")
-    s.add_argument("--fresh", action="store_true", help="ignore an existing JSON instead of resuming")
+    add_device(s)
+    add_threads(s, 1, why=_THREADS_WHY)
+    add_seed(s, "the weights and the graph")
+    add_json(s, what="default scaling_<dataset>.json here; a markdown table and a PNG beside it")
+    add_fresh(s)
     s.add_argument("--redo", default="", help="re-measure these parts of a saved run and keep the "
                    "rest: comma-separated grid, targets, accuracy (e.g. when the machine got quieter)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress(s)
     s.set_defaults(func=run)
     _add_graph_size(bsub)
     _add_solvers_parser(bsub)
     p.set_defaults(func=_usage(p))
+
+
+_THREADS_WHY = "timings are one-thread numbers unless set"
 
 
 def _names(text: str) -> list[str]:
@@ -108,8 +140,6 @@ def _names(text: str) -> list[str]:
 
 
 def _add_solvers_parser(bsub: argparse._SubParsersAction) -> None:
-    from pyg_rbp.bench.solvers import MAP_NAMES
-
     s = bsub.add_parser(
         "solvers", help="forward solvers and adjoint modes vs torchdeq: steps/VJPs/time to accuracy",
         description="Steps and time to relative residual 1e-4/1e-6 per forward solver, Jacobian "
@@ -117,7 +147,7 @@ def _add_solvers_parser(bsub: argparse._SubParsersAction) -> None:
                     "the training step at equal gradient accuracy, ours against torchdeq's "
                     "(float64, ratios from one run).")
     s.add_argument("--dataset", default="cora", choices=("cora", "random"))
-    s.add_argument("--root", default=None, help="data root (default: the project's data root)")
+    add_root(s)
     s.add_argument("--hidden", type=int, default=64, help="state channels (PCA width on cora)")
     s.add_argument("--nodes", type=int, default=2708, help="random graph: number of nodes")
     s.add_argument("--edges", type=int, default=10556, help="random graph: number of edges")
@@ -125,33 +155,28 @@ def _add_solvers_parser(bsub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated maps (default: all of {', '.join(MAP_NAMES)})")
     s.add_argument("--solvers", type=_names, default=None,
                    help="our forward solvers (default: every registered one)")
-    s.add_argument("--modes", type=_names, default=None,
-                   help="our adjoint modes (default: every registered implicit or phantom-type mode)")
+    add_grad(s, None, type=_names, dest="modes", old=("--modes",),
+             help="our adjoint modes (default: every registered implicit or phantom-type mode)")
     s.add_argument("--train-maps", type=_names, default=["gated_mean", "implicit_k0.99"],
                    help="maps of the training-step comparison")
     s.add_argument("--train-tol", type=float, default=1e-4,
                    help="gradient error of the training-step comparison")
-    s.add_argument("--max-iter", type=int, default=2000, help="forward step budget per solve")
+    add_max_iter(s, 2000, help="forward step budget T per solve")
     s.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
     s.add_argument("--reference-iters", type=int, default=600, help="GMRES VJPs of the reference")
-    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--json", default=None,
-                   help="output JSON (default: solvers_<dataset>.json here); .md and .png beside it")
-    s.add_argument("--fresh", action="store_true", help="ignore an existing JSON instead of resuming")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads(s, 1, why=_THREADS_WHY)
+    add_seed(s, "the weights and the graph")
+    add_json(s, what="default solvers_<dataset>.json here; .md and .png beside it")
+    add_fresh(s)
+    add_progress(s)
     s.set_defaults(func=run_solvers)
 
 
 def run_solvers(args: argparse.Namespace) -> int:
-    import warnings
-
-    from pyg_rbp.bench.solvers import SolversConfig, run_solvers_bench, write_reports
-
-    try:
+    try:  # an optional dependency (the bench extra)
         import torchdeq  # noqa: F401
     except ImportError:
-        raise SystemExit("pyg-rbp bench solvers: needs the torchdeq package "
+        raise UsageError("pyg-rbp bench solvers: needs the torchdeq package "
                          "(pip install -e '.[bench]' from a clone)") from None
     extra = {k: getattr(args, k) for k in ("solvers", "modes") if getattr(args, k) is not None}
     cfg = SolversConfig(dataset=args.dataset, root=args.root, hidden=args.hidden,
@@ -163,25 +188,26 @@ def run_solvers(args: argparse.Namespace) -> int:
     try:
         cfg.validate()
     except ValueError as exc:
-        raise SystemExit(f"pyg-rbp bench solvers: {exc}") from None
-    if not json_path.parent.is_dir():
-        raise SystemExit(f"pyg-rbp bench solvers: folder {json_path.parent} does not exist")
-    if json_path.exists() and not json_path.is_file():
-        raise SystemExit(f"pyg-rbp bench solvers: {json_path} is not a regular file")
+        raise UsageError(f"pyg-rbp bench solvers: {exc}") from None
+    check_outputs("bench solvers", files=_outputs(json_path))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
-        try:
-            result = run_solvers_bench(cfg, json_path, progress=not args.quiet, fresh=args.fresh)
-        except ValueError as exc:
-            raise SystemExit(f"pyg-rbp bench solvers: {exc}") from None
-    md, png = write_reports(result, json_path)
+        result = run_solvers_bench(cfg, json_path, progress=not args.no_progress, fresh=args.fresh)
+    md, png = write_solvers_reports(result, json_path)
     for v in result.get("verdicts", []):
         mark = {True: "MET ", False: "MISS", None: "n/a "}[v["pass"]]
         value = "-" if v["value"] is None else f"{v['value']:.3g}"
         print(f"  [{mark}] {v['target']}: {value} (bound {v['bound']:g})")
     print(f"wrote {json_path}, {md} and {png}")
     return 0
+
+
+def _outputs(json_path: str | Path) -> dict[str, Path]:
+    """The files a benchmark writes: the JSON and the markdown and PNG beside it."""
+    json_path = Path(json_path)
+    return {"--json": json_path, "the markdown table": json_path.with_suffix(".md"),
+            "the PNG": json_path.with_suffix(".png")}
 
 
 def _usage(parser: argparse.ArgumentParser):
@@ -193,16 +219,12 @@ def _usage(parser: argparse.ArgumentParser):
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
-
-    from pyg_rbp.bench.scaling import ScalingConfig, ScalingRun, write_reports
-    from pyg_rbp.engine import GRAD_MODES
-
+    check_device("bench scaling", args.device)
     cfg = ScalingConfig(
         dataset=args.dataset, root=args.root, nodes=args.nodes, edges=args.edges,
         features=args.features, classes=args.classes, hidden=args.hidden, aggr=args.aggr,
         steps=args.steps, backward_iters=args.backward_iters,
-        grads=args.grads if args.grads is not None else list(GRAD_MODES),
+        grads=args.grad if args.grad is not None else list(GRAD_MODES),
         peers=args.peers if args.peers is not None else ["pyg_gatedgraphconv", "torchdeq"],
         repeats=args.repeats, warmup=args.warmup, rounds=args.rounds,
         target_steps=args.target_steps, target_k=args.target_k, accuracy=args.accuracy,
@@ -212,15 +234,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg.validate()
     except ValueError as exc:
-        raise SystemExit(f"pyg-rbp bench scaling: {exc}") from None
+        raise UsageError(f"pyg-rbp bench scaling: {exc}") from None
     if "torchdeq" in cfg.peers:
-        try:
+        try:  # an optional dependency (the bench extra)
             import torchdeq  # noqa: F401
         except ImportError:
-            raise SystemExit("pyg-rbp bench scaling: the torchdeq peer needs the torchdeq package "
+            raise UsageError("pyg-rbp bench scaling: the torchdeq peer needs the torchdeq package "
                              "(pip install -e '.[bench]' from a clone), "
                              "or pass --peers pyg_gatedgraphconv") from None
     json_path = Path(args.json or f"scaling_{cfg.dataset}.json")
+    check_outputs("bench scaling", files=_outputs(json_path))
     if args.fresh and json_path.exists():
         json_path.unlink()
     with warnings.catch_warnings():
@@ -229,11 +252,11 @@ def run(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
         redo = [p.strip() for p in args.redo.split(",") if p.strip()]
         try:
-            bench = ScalingRun(cfg, json_path, progress=not args.quiet, redo=redo)
+            bench = ScalingRun(cfg, json_path, progress=not args.no_progress, redo=redo)
         except ValueError as exc:
-            raise SystemExit(f"pyg-rbp bench scaling: {exc}") from None
+            raise UsageError(f"pyg-rbp bench scaling: {exc}") from None
         result = bench.run()
-    md, png = write_reports(result, json_path)
+    md, png = write_scaling_reports(result, json_path)
     _print_summary(result)
     print(f"wrote {json_path}, {md} and {png}")
     return 0
@@ -260,8 +283,6 @@ def _print_summary(result: dict) -> None:
 
 
 def _graph_list(text: str) -> list[str]:
-    from pyg_rbp.bench.graph_size import parse_graph
-
     names = [g.strip() for g in text.split(",") if g.strip()]
     if not names:
         raise argparse.ArgumentTypeError("no graph given")
@@ -274,8 +295,6 @@ def _graph_list(text: str) -> list[str]:
 
 
 def _add_graph_size(bsub: argparse._SubParsersAction) -> None:
-    from pyg_rbp.bench.graph_size import DEFAULT_GRAPHS, GRAPH_SIZE_GRADS
-
     g = bsub.add_parser(
         "graph-size", help="memory and step time vs number of nodes (full graph, fixed T and K)",
         description="Full-graph training of bptt, tbptt and neumann at T forward steps on graphs "
@@ -287,11 +306,10 @@ def _add_graph_size(bsub: argparse._SubParsersAction) -> None:
                         "(NODES like 10k, 1m; EDGES default --degree x NODES) or a real graph "
                         "(amazon-computers, amazon-photo, coauthor-cs, coauthor-physics); "
                         f"default {','.join(DEFAULT_GRAPHS)}")
-    g.add_argument("--grads", type=_grads, default=list(GRAPH_SIZE_GRADS),
-                   help="comma-separated gradient modes (default bptt,tbptt,neumann)")
-    g.add_argument("--steps", type=int, default=100, help="forward steps T (default 100)")
-    g.add_argument("--backward-iter", type=int, default=20, dest="backward_iter",
-                   help="K: tbptt truncation and neumann terms (default 20)")
+    add_grad(g, list(GRAPH_SIZE_GRADS), type=_grads,
+             help="comma-separated gradient modes (default bptt,tbptt,neumann)")
+    add_max_iter(g, 100, help="forward steps T (default 100)", old=("--steps",))
+    add_backward_iter(g, 20, help="K: tbptt truncation and neumann terms (default 20)")
     g.add_argument("--degree", type=int, default=10, help="synthetic graphs: edges per node (default 10)")
     g.add_argument("--exponent", type=float, default=2.5, help="power-law degree exponent (default 2.5)")
     g.add_argument("--classes", type=int, default=7, help="synthetic graphs: number of classes")
@@ -318,25 +336,21 @@ def _add_graph_size(bsub: argparse._SubParsersAction) -> None:
                    help="configurations run at once (default 1; at most 2)")
     g.add_argument("--timeout-s", type=float, default=3600.0, dest="timeout_s",
                    help="wall-clock limit of one configuration's subprocess (default 3600)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    g.add_argument("--threads", type=int, default=1, help="torch CPU threads per subprocess (0: leave as is)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--root", default=None, help="data root of the real graphs (default: $PYG_RBP_DATA, "
-                                                "else <repo>/datasets)")
-    g.add_argument("--json", default="graph_size.json",
-                   help="output JSON (default graph_size.json); a markdown table and a PNG are "
-                        "written next to it. A file written with the same settings is resumed "
-                        "(finished configurations are skipped); other settings are refused.")
-    g.add_argument("--fresh", action="store_true", help="discard an existing JSON and start again")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device(g)
+    add_threads(g, 1, why="per subprocess; " + _THREADS_WHY)
+    add_seed(g, "the graphs and weights")
+    add_root(g, "of the real graphs: ")
+    add_json(g, "graph_size.json", what="one unit per configuration; a markdown table and a PNG "
+                                        "beside it")
+    add_fresh(g)
+    add_progress(g)
     g.set_defaults(func=run_graph_size)
 
 
 def run_graph_size(args: argparse.Namespace) -> int:
-    from pyg_rbp.bench.graph_size import GraphSizeConfig, GraphSizeRun, check_outputs, write_reports
-
+    check_device("bench graph-size", args.device)
     cfg = GraphSizeConfig(
-        graphs=args.graphs, grads=args.grads, steps=args.steps, backward_iter=args.backward_iter,
+        graphs=args.graphs, grads=args.grad, max_iter=args.max_iter, backward_iter=args.backward_iter,
         hidden=args.hidden, degree=args.degree, classes=args.classes, exponent=args.exponent,
         aggr=args.aggr, repeats=args.repeats, step_budget_s=args.step_budget_s,
         memory_limit_gb=args.memory_limit_gb, predict=args.predict,
@@ -345,15 +359,15 @@ def run_graph_size(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
     )
     largest = [m.strip().lower() for m in args.largest_steps.split(",") if m.strip()]
+    check_outputs("bench graph-size", files=_outputs(args.json))
     try:
-        check_outputs(args.json)
         bench = GraphSizeRun(cfg, args.json, largest_steps=largest,
                              largest_steps_graphs=args.largest_steps_graphs, fresh=args.fresh,
-                             progress=not args.quiet)
-    except ValueError as exc:
-        raise SystemExit(f"pyg-rbp bench graph-size: {exc}") from None
+                             progress=not args.no_progress)
+    except ValueError as exc:  # bad settings, or a results file of other settings
+        raise UsageError(f"pyg-rbp bench graph-size: {exc}") from None
     result = bench.run()
-    md, png = write_reports(result, args.json)
+    md, png = write_graph_size_reports(result, args.json)
     marks = {True: "PASS", False: "MISS", None: "n/a "}
     for v in result["targets"]:
         value = "-" if v["value"] is None else f"{v['value']:.4g}"

@@ -13,6 +13,26 @@ back-propagation through time, and what do they cost?
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from pyg_rbp.cli._args import (
+    UsageError,
+    add_device,
+    add_grad,
+    add_json,
+    add_max_iter,
+    add_progress,
+    add_seed,
+    add_threads,
+    check_device,
+    check_outputs,
+    set_threads,
+)
+from pyg_rbp.engine import GRAD_MODES, parse_grad_modes
+from pyg_rbp.results import human_bytes, markdown_table
+from pyg_rbp.training import runner
+from pyg_rbp.training.config import build_config
 
 DEMO_SETTINGS = dict(hidden=32, max_iter=50, backward_iter=10, tol=0.0, damping=1.0, aggr="mean",
                      dropout=0.0, optimizer="adam", lr=0.02, weight_decay=5e-4, epochs=100,
@@ -27,38 +47,27 @@ are exact."""
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train the gated fixed-point GNN on the digits graph in every mode")
-    p.add_argument("--grad", default="all,gmres,phantom",
-                   help="modes to compare with plain iteration ('all': the paper's five; "
-                        "default: all,gmres,phantom)")
+    add_grad(p, "all,gmres,phantom",
+             help="modes to compare with plain iteration ('all': the paper's five; "
+                  "default: all,gmres,phantom)")
     p.add_argument("--accelerated", default="neumann,gmres",
                    help="modes also run with the Anderson forward solver ('none': skip; "
                         "default: neumann,gmres)")
     p.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"])
-    p.add_argument("--max-iter", type=int, default=DEMO_SETTINGS["max_iter"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default=None, help="also write the results here")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the demo's matrices are small, extra threads "
-                        "only add synchronisation, which is ruinous on a busy machine)")
-    p.add_argument("--no-progress", action="store_true")
+    add_max_iter(p, DEMO_SETTINGS["max_iter"],
+                 help=f"forward steps T (default {DEMO_SETTINGS['max_iter']})")
+    add_seed(p, "the weights")
+    add_device(p)
+    add_json(p, resumes=False, what="the demo starts afresh every time")
+    add_threads(p, 1, why="the demo's matrices are small, extra threads only add "
+                          "synchronisation, which is ruinous on a busy machine")
+    add_progress(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    from pyg_rbp.cli._args import check_outputs
-    from pyg_rbp.results import human_bytes, markdown_table
-    from pyg_rbp.training.config import build_config
-    from pyg_rbp.training.runner import run_seeds
-
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("pyg-rbp demo: --device cuda requested but CUDA is not available")
-    if args.threads and args.threads > 0:
-        torch.set_num_threads(args.threads)
+    check_device("demo", args.device)
+    set_threads(args.threads)
     try:
         grads = _modes(args.grad)
         accelerated = [] if args.accelerated.strip().lower() == "none" else _modes(args.accelerated)
@@ -70,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                                                    model="gated", grad=g, solver="anderson",
                                                    **settings) for g in accelerated]))
     except ValueError as err:
-        raise SystemExit(f"pyg-rbp demo: {err}") from None
+        raise UsageError(f"pyg-rbp demo: {err}") from None
     if args.json:  # every file the demo will write, before any training
         extra = {f"--json ({solver})": _suffixed(args.json, solver) for solver, _ in runs
                  if solver != "iteration"}
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         json_path = None
         if args.json:
             json_path = args.json if solver == "iteration" else _suffixed(args.json, solver)
-        doc = run_seeds(configs, [args.seed], device=args.device, json_path=json_path,
+        doc = runner.run_seeds(configs, [args.seed], device=args.device, json_path=json_path,
                         progress=not args.no_progress, resume=False, log=lambda s: None)
         documents[solver] = doc
         by_grad = {r["grad"]: r for r in doc["results"]}
@@ -114,15 +123,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _modes(spec: str) -> list[str]:
     """A comma list of modes; ``all`` inside it stands for the paper's five."""
-    from pyg_rbp.engine import GRAD_MODES, parse_grad_modes
-
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     expanded = ",".join(",".join(GRAD_MODES) if p.lower() == "all" else p for p in parts)
     return parse_grad_modes(expanded)
 
 
 def _suffixed(path: str, solver: str) -> str:
-    from pathlib import Path
-
     p = Path(path)
     return str(p.with_name(f"{p.stem}_{solver}{p.suffix}"))

@@ -13,7 +13,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyg_rbp.cli._args import ROOT_HELP, UsageError, check_outputs, device
+from pyg_rbp.cli._args import (
+    ROOT_HELP,
+    UsageError,
+    add_device,
+    add_fresh,
+    add_grad,
+    add_json,
+    add_progress,
+    add_threads,
+    check_outputs,
+)
 
 # Flags mapping one-to-one onto HopfieldConfig fields: (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -58,19 +68,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default="digits", choices=("mnist", "digits"),
                    help="mnist (the paper: 10 MNIST digits, 28x28) or digits (scikit-learn 8x8, "
                         "no download; the default)")
-    p.add_argument("--grad", default="all",
-                   help="gradient modes: a comma list of bptt,tbptt,rbp,cg,neumann or 'all' (default)")
+    add_grad(p, "all", help="gradient modes: a comma list of bptt,tbptt,rbp,cg,neumann or 'all' (default)")
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
-    p.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, ...")
+    add_device(p)
     p.add_argument("--root", default=None,
                    help="for MNIST: " + ROOT_HELP)
-    p.add_argument("--json", default=None, help="results JSON (written after every mode; resumable)")
+    add_json(p, what="one unit per gradient mode")
     p.add_argument("--png", default=None, help="PNG grid of clean / corrupted / recalled images")
     p.add_argument("--md", default=None, help="markdown table (default: next to --json)")
-    p.add_argument("--fresh", action="store_true", help="ignore finished modes already in --json")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_fresh(p)
+    add_threads(p)
+    add_progress(p)
     p.set_defaults(func=run)
 
 

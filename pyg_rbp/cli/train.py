@@ -10,10 +10,34 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 from dataclasses import fields
 from typing import Any
 
-from pyg_rbp.cli._args import ROOT_HELP, UsageError, check_outputs, device, finite_float
+from pyg_rbp.cli._args import (
+    CommandError,
+    UsageError,
+    add_device,
+    add_fresh,
+    add_grad,
+    add_json,
+    add_progress,
+    add_root,
+    add_seeds,
+    add_threads,
+    check_device,
+    check_outputs,
+    finite_float,
+    parse_seeds,
+    set_threads,
+)
+from pyg_rbp.data.protocols import KFOLD, NUM_FOLDS
+from pyg_rbp.engine import grad_mode_names, parse_grad_modes
+from pyg_rbp.results import human_bytes, markdown_table
+from pyg_rbp.training import distributed, loaders, runner
+from pyg_rbp.training.config import FIXED_POINT_MODELS, TrainConfig, build_config, dataset_task
+
+__all__ = ["add_parser", "configs_from_args", "parse_seeds", "run"]
 
 # Flags that map one-to-one onto TrainConfig fields (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -74,57 +98,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "default per dataset")
     p.add_argument("--model", default=None,
                    help="gated | implicit | ppr | linear-pca | gcn (node) ; gated | implicit | gin (graph)")
-    from pyg_rbp.engine import grad_mode_names
-
-    p.add_argument("--grad", default=None,
-                   help=f"gradient mode(s): {','.join(grad_mode_names())} (any registered mode), "
-                        "a comma list or 'all' (the paper's five; default neumann)")
+    add_grad(p, None,
+             help=f"gradient mode(s): {','.join(grad_mode_names())} (any registered mode), "
+                  "a comma list or 'all' (the paper's five; default neumann)")
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=_CHECKED.get(name, typ), default=None,
                        help=text)
-    p.add_argument("--seeds", default=None, help="seeds: 0,1,2 or a range 0-9 (default: 0)")
+    add_seeds(p)
     p.add_argument("--folds", default=None,
                    help="10-fold protocol: the folds to run, 0,1,2 or a range (default: 0-9); "
                         "each fold is one result row, in place of a seed")
-    p.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--root", default=None, help=ROOT_HELP)
-    p.add_argument("--json", default=None, help="write results here (atomically, after every seed)")
-    p.add_argument("--fresh", action="store_true", help="ignore finished seeds already in --json")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(p)
+    add_root(p)
+    add_json(p, what="one unit per (mode, seed)")
+    add_fresh(p)
+    add_threads(p)
+    add_progress(p)
     p.add_argument("--world-size", type=int, default=None,
                    help="train data-parallel in this many processes (spawned here; gloo on CPU, "
                         "NCCL on CUDA); under torchrun the group comes from its environment")
     p.set_defaults(func=run)
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """``"0,1,2"`` -> [0, 1, 2]; ``"3"`` -> [3]; a range ``"0-9"`` -> [0, ..., 9]."""
-    spec = str(spec).strip()
-    seeds: list[int] = []
-    try:
-        for part in spec.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise SystemExit(
-            f"--seeds must be integers, a comma list or a range like 0-9; got {spec!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise SystemExit(f"--seeds must list distinct non-negative integers, got {spec!r}")
-    return seeds
-
-
 def configs_from_args(args: argparse.Namespace) -> list:
     """One :class:`TrainConfig` per requested gradient mode (validated, defaults filled)."""
-    from pyg_rbp.engine import parse_grad_modes
-    from pyg_rbp.training.config import FIXED_POINT_MODELS, TrainConfig, build_config, dataset_task
-
     task = dataset_task(args.dataset.lower())
     known = {f.name for f in fields(TrainConfig)}
     overrides = {k: getattr(args, k) for k in _FLAGS if k in known}
@@ -138,41 +135,37 @@ def configs_from_args(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     """Train; with ``--world-size N`` (N > 1) spawn N processes, under torchrun join its group."""
-    from pyg_rbp.training.distributed import WorkerFailed, init_from_env, shutdown, spawn
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.world_size is not None and args.world_size < 1:
-        raise SystemExit(f"pyg-rbp train: --world-size must be >= 1, got {args.world_size}")
+        raise UsageError(f"pyg-rbp train: --world-size must be >= 1, got {args.world_size}")
     _preflight(args, max(world, args.world_size or 1))  # before any process is spawned
     if world == 1 and (args.world_size or 1) > 1:
         try:
-            spawn(_distributed_worker, args.world_size, (args,), device=args.device,
+            distributed.spawn(_distributed_worker, args.world_size, (args,), device=args.device,
                   threads=args.threads or 1)
-        except WorkerFailed as err:
-            raise SystemExit(f"pyg-rbp train: {err}") from None
+        except distributed.WorkerFailed as err:
+            raise CommandError(f"pyg-rbp train: {err}") from None
         return 0
     if world > 1:
-        rank, _, device = init_from_env(args.device)
+        rank, _, device = distributed.init_from_env(args.device)
         args.device = str(device)
         try:
             return _run(args, rank)
         finally:
-            shutdown()
+            distributed.shutdown()
     return _run(args, 0)
 
 
 def _preflight(args: argparse.Namespace, world: int) -> None:
     """Refuse bad settings and unwritable outputs with one line (exit 2) in the launching
     process, so that N spawned ranks never each fail on them."""
-    from pyg_rbp.training.loaders import sampling_available
-
     try:
         configs = configs_from_args(args)
     except ValueError as err:
         raise UsageError(f"pyg-rbp train: {err}") from None
     parse_seeds(_runs_spec(args, configs[0].protocol))
     loader = configs[0].loader
-    if loader in ("neighbor", "cluster") and not sampling_available():
+    if loader in ("neighbor", "cluster") and not loaders.sampling_available():
         raise UsageError(f"pyg-rbp train: --loader {loader} needs PyG's samplers (torch-sparse or "
                          f"pyg-lib): pip install --no-build-isolation 'pyg-rbp[sampling]'")
     if world > 1 and loader == "full":
@@ -184,50 +177,30 @@ def _preflight(args: argparse.Namespace, world: int) -> None:
 
 def _distributed_worker(args: argparse.Namespace) -> None:
     """One spawned process of ``--world-size N`` (the group is already initialised)."""
-    from pyg_rbp.training.distributed import current_group, init_from_env
-
-    args.device = str(init_from_env(args.device)[2])
-    _run(args, current_group()[0])
+    args.device = str(distributed.init_from_env(args.device)[2])
+    _run(args, distributed.current_group()[0])
 
 
 def _run(args: argparse.Namespace, rank: int) -> int:
-    """Train and report; only rank 0 prints and writes ``--json``."""
-    import torch
-
-    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
-    from pyg_rbp.results import CorruptResultsError, human_bytes, markdown_table
-    from pyg_rbp.training.distributed import broadcast_from_main
-    from pyg_rbp.training.runner import ResultsFileConflict, run_seeds
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """Train and report; only rank 0 prints and writes ``--json``. Refused settings, results
+    files and missing data end through :data:`pyg_rbp.cli._args.EXIT_RULES`."""
+    set_threads(args.threads)
     try:
         configs = configs_from_args(args)
     except ValueError as err:
         raise UsageError(f"pyg-rbp train: {err}") from None
     seeds = parse_seeds(_runs_spec(args, configs[0].protocol))
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("pyg-rbp train: --device cuda requested but CUDA is not available")
+    check_device("train", args.device)
     main = rank == 0
     if main:
         check_outputs("train", files={"--json": args.json})  # before any training
     for cfg in configs:
         if main:
             print(cfg.command())
-    try:
-        doc = run_seeds(configs, seeds, device=args.device, root=args.root,
-                        json_path=args.json if main else None, progress=main and not args.no_progress,
-                        resume=not args.fresh, log=print if main else (lambda _: None),
-                        skip=broadcast_from_main)  # every rank resumes rank 0's finished runs
-    except DataUnavailableError as err:
-        raise SystemExit(f"pyg-rbp train: data unavailable: {err}") from None
-    except (ChecksumError, UnsafeDataError) as err:
-        raise SystemExit(f"pyg-rbp train: {err}") from None
-    except ResultsFileConflict as err:
-        raise SystemExit(f"pyg-rbp train: {err}") from None
-    except CorruptResultsError as err:
-        raise UsageError(
-            f"pyg-rbp train: --json {err}; fix or delete it, or pass --fresh to replace it") from None
+    doc = runner.run_seeds(configs, seeds, device=args.device, root=args.root,
+                    json_path=args.json if main else None, progress=main and not args.no_progress,
+                    resume=not args.fresh, log=print if main else (lambda _: None),
+                    skip=distributed.broadcast_from_main)  # every rank resumes rank 0's finished runs
     if not main:
         return 0
     rows = []
@@ -247,19 +220,17 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 
 def _runs_spec(args: argparse.Namespace, protocol: str) -> str:
     """The seeds to run, or under ``10-fold`` the folds (``--folds``, default all ten)."""
-    from pyg_rbp.data.protocols import KFOLD, NUM_FOLDS
-
     if protocol == KFOLD:
         if args.seeds is not None:
-            raise SystemExit("pyg-rbp train: under --protocol 10-fold each run is a fold: "
+            raise UsageError("pyg-rbp train: under --protocol 10-fold each run is a fold: "
                              "pass --folds (e.g. --folds 0-9), not --seeds")
         spec = args.folds or f"0-{NUM_FOLDS - 1}"
-        folds = parse_seeds(spec)
+        folds = parse_seeds(spec, "--folds")
         if max(folds) >= NUM_FOLDS:
-            raise SystemExit(f"pyg-rbp train: --folds must lie in 0-{NUM_FOLDS - 1}, got {spec!r}")
+            raise UsageError(f"pyg-rbp train: --folds must lie in 0-{NUM_FOLDS - 1}, got {spec!r}")
         return spec
     if args.folds is not None:
-        raise SystemExit(f"pyg-rbp train: --folds is for --protocol 10-fold (this run: {protocol})")
+        raise UsageError(f"pyg-rbp train: --folds is for --protocol 10-fold (this run: {protocol})")
     return args.seeds or "0"
 
 
@@ -271,7 +242,5 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def _nodes_per_s(results: list, grad: str | None) -> str:
     """Median nodes/s over the seeds of one gradient mode (``-`` where not measured)."""
-    import statistics
-
     values = [r["nodes_per_s"] for r in results if r.get("grad") == grad and r.get("nodes_per_s")]
     return f"{statistics.median(values):.0f}" if values else "-"

@@ -1,5 +1,6 @@
 """The settings of one ``bench graph-size`` run and the vocabulary its rows use (modes, the probe,
 the statuses a resume keeps); the fingerprint decides whether a saved file may be resumed.
+:func:`upgrade` reads a result written before the one vocabulary (``steps`` -> ``max_iter``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyg_rbp.bench.graph_size.specs import GraphSpec, parse_graph
+from pyg_rbp.engine import grad_mode_names
 
 SCHEMA = "pyg_rbp.bench.graph_size/1"
 
@@ -34,7 +36,7 @@ class GraphSizeConfig:
 
     graphs: list[str] = field(default_factory=lambda: list(DEFAULT_GRAPHS))
     grads: list[str] = field(default_factory=lambda: list(GRAPH_SIZE_GRADS))
-    steps: int = 100
+    max_iter: int = 100
     backward_iter: int = 20
     hidden: int = 64
     degree: int = 10
@@ -55,8 +57,6 @@ class GraphSizeConfig:
     timeout_s: float = 3600.0
 
     def validate(self) -> None:
-        from pyg_rbp.engine import grad_mode_names
-
         if not self.graphs:
             raise ValueError("no graph given")
         for g in self.graphs:
@@ -65,7 +65,7 @@ class GraphSizeConfig:
         if unknown or not self.grads:
             raise ValueError(f"unknown gradient modes {unknown or self.grads}; "
                              f"valid: {', '.join(grad_mode_names())}")
-        for name in ("steps", "backward_iter", "hidden", "degree", "classes", "repeats", "jobs"):
+        for name in ("max_iter", "backward_iter", "hidden", "degree", "classes", "repeats", "jobs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -87,7 +87,7 @@ class GraphSizeConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings every saved row depends on (graphs and modes may be added on resume)."""
-        keys = ("steps", "backward_iter", "hidden", "degree", "classes", "exponent", "aggr",
+        keys = ("max_iter", "backward_iter", "hidden", "degree", "classes", "exponent", "aggr",
                 "repeats", "step_budget_s", "memory_limit_gb", "predict", "device", "threads",
                 "seed", "lr")
         return {k: getattr(self, k) for k in keys}
@@ -95,3 +95,25 @@ class GraphSizeConfig:
     @property
     def memory_limit_bytes(self) -> int:
         return int(self.memory_limit_gb * 2**30)
+
+
+RENAMED = {"steps": "max_iter"}
+"""Keys of settings and rows written before the one vocabulary (old -> new)."""
+
+
+def _renamed(row: dict[str, Any]) -> dict[str, Any]:
+    return {RENAMED.get(k, k): v for k, v in row.items()}
+
+
+def upgrade(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the keys of an older file (``steps``) under their names now
+    (``max_iter``) in its config, fingerprint, rows and bisection tries; a current result is
+    returned as it is (an equal copy)."""
+    out = dict(result)
+    for name in ("config", "fingerprint"):
+        if isinstance(out.get(name), dict):
+            out[name] = _renamed(out[name])
+    out["results"] = [_renamed(r) for r in out.get("results") or []]
+    out["largest_steps"] = [{**ls, "tries": [_renamed(t) for t in ls.get("tries", [])]}
+                            for ls in out.get("largest_steps") or []]
+    return out

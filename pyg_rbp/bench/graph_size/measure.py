@@ -14,7 +14,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +29,7 @@ from torch import Tensor
 from pyg_rbp.bench.graph_size.config import PROBE, UNROLLED, GraphSizeConfig
 from pyg_rbp.bench.graph_size.specs import GraphSpec, build_graph, parse_graph
 from pyg_rbp.bench.graphs import BenchGraph
+from pyg_rbp.bench.scaling import ScalingConfig, build_model
 from pyg_rbp.profiling import SavedTensorBytes, synchronize
 from pyg_rbp.results import atomic_write_json, human_bytes, read_json
 
@@ -106,16 +109,12 @@ class _StepCounter:
 
 
 def _scaling_config(cfg: GraphSizeConfig) -> Any:
-    from pyg_rbp.bench.scaling import ScalingConfig
-
     return ScalingConfig(hidden=cfg.hidden, aggr=cfg.aggr, seed=cfg.seed, lr=cfg.lr,
                          device=cfg.device, threads=cfg.threads)
 
 
 def _model(graph: BenchGraph, cfg: GraphSizeConfig, grad: str, steps: int) -> torch.nn.Module:
     """The gated node classifier of ``bench scaling`` (same builder, same seeds)."""
-    from pyg_rbp.bench.scaling import build_model
-
     k = None if grad == "bptt" else cfg.backward_iter
     return build_model(graph, _scaling_config(cfg), grad, steps, k)
 
@@ -158,8 +157,8 @@ def predict_saved_bytes(probe: dict[str, Any] | None, grad: str, steps: int,
 
 
 def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig,
-                          steps: int | None = None) -> dict[str, Any]:
-    """Build the graph, then train ``grad`` at ``steps`` (default ``cfg.steps``) for up to
+                          max_iter: int | None = None) -> dict[str, Any]:
+    """Build the graph, then train ``grad`` at ``max_iter`` (default ``cfg.max_iter``) for up to
     ``cfg.repeats`` steps (fewer once ``cfg.step_budget_s`` is spent), in this process.
 
     Allocation failures are caught and returned as ``status="out_of_memory"`` with the point
@@ -167,9 +166,9 @@ def measure_configuration(spec: GraphSpec | str, grad: str, cfg: GraphSizeConfig
     (:func:`run_configuration`), whose peak memory is then this configuration's alone.
     """
     spec = parse_graph(spec, cfg.degree) if isinstance(spec, str) else spec
-    steps = cfg.steps if steps is None else steps
+    steps = cfg.max_iter if max_iter is None else max_iter
     device = torch.device(cfg.device)
-    row: dict[str, Any] = {"graph": spec.name, "grad": grad, "steps": steps,
+    row: dict[str, Any] = {"graph": spec.name, "grad": grad, "max_iter": steps,
                            "backward_iter": None if grad == "bptt" else cfg.backward_iter,
                            "device": str(device)}
     phase = "graph"
@@ -250,25 +249,22 @@ def _worker_main(argv: Sequence[str]) -> int:
         limit_address_space(cfg.memory_limit_bytes)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    import warnings
 
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
-    row = measure_configuration(graph, grad, cfg, steps=int(steps))
+    row = measure_configuration(graph, grad, cfg, max_iter=int(steps))
     atomic_write_json(out, row)
     return 0
 
 
-def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, steps: int | None = None,
+def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, max_iter: int | None = None,
                       scratch: str | os.PathLike | None = None) -> dict[str, Any]:
     """:func:`measure_configuration` in a fresh subprocess (one thread, memory-capped on CPU).
 
     A subprocess that dies (a signal, a crash before writing its result) or runs past
     ``cfg.timeout_s`` gives a row with ``status`` ``killed``, ``error`` or ``timeout``.
     """
-    import tempfile
-
-    steps = cfg.steps if steps is None else steps
+    steps = cfg.max_iter if max_iter is None else max_iter
     env = dict(os.environ)
     threads = str(cfg.threads or "")
     if threads:
@@ -281,7 +277,7 @@ def run_configuration(spec: GraphSpec, grad: str, cfg: GraphSizeConfig, steps: i
     cmd = [sys.executable, "-m", "pyg_rbp.bench.graph_size", json.dumps(asdict(cfg)),
            spec.name if not spec.synthetic else f"{spec.kind}:{spec.num_nodes}:{spec.num_edges}",
            grad, str(steps), out]
-    base = {"graph": spec.name, "grad": grad, "steps": steps,
+    base = {"graph": spec.name, "grad": grad, "max_iter": steps,
             "backward_iter": None if grad == "bptt" else cfg.backward_iter, "device": cfg.device}
     t0 = time.perf_counter()
     try:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from pyg_rbp.bench.common import write_markdown_and_png
-from pyg_rbp.bench.graph_size.config import PROBE
+from pyg_rbp.bench.graph_size.config import PROBE, upgrade
 from pyg_rbp.bench.graph_size.specs import REAL_GRAPHS
 from pyg_rbp.bench.graph_size.targets import bptt_bytes, result_row
-from pyg_rbp.results import atomic_save_figure, human_bytes, markdown_table
+from pyg_rbp.results import atomic_save_figure, check_output_file, human_bytes, markdown_table
 
 
 def _gib(v: Any) -> float | None:
@@ -22,9 +22,10 @@ def _gib(v: Any) -> float | None:
 
 def markdown_report(result: dict[str, Any]) -> str:
     """Markdown: settings, the target verdicts, every configuration, the largest-T searches."""
+    result = upgrade(result)
     cfg, env = result["config"], result.get("environment") or {}
     lines = ["# Graph-size benchmark: full-graph training step vs number of nodes", "",
-             f"T={cfg['steps']} forward steps, K={cfg['backward_iter']} (tbptt truncation, neumann "
+             f"T={cfg['max_iter']} forward steps, K={cfg['backward_iter']} (tbptt truncation, neumann "
              f"terms), {cfg['hidden']} channels, GatedCell aggr={cfg['aggr']!r}, synthetic graphs "
              f"of average degree {cfg['degree']} (power-law exponent {cfg['exponent']}). Device: "
              f"{env.get('device_name')} ({env.get('device')}), torch {env.get('torch')}, "
@@ -88,7 +89,7 @@ def markdown_report(result: dict[str, Any]) -> str:
                                                   if r.get("probe") else str(r.get("status")))
                               for r in probes), ""]
     for ls in result.get("largest_steps") or []:
-        tries = ", ".join(f"T={t['steps']} {t.get('status')}" for t in ls["tries"])
+        tries = ", ".join(f"T={t['max_iter']} {t.get('status')}" for t in ls["tries"])
         largest = f">= {ls['largest_steps']}" if ls["at_least"] else str(ls["largest_steps"])
         lines += [f"## Largest T for {ls['grad']} on {ls['graph']}", "",
                   f"Largest T that trains: **{largest}** (searched 1..{ls['searched_up_to']}, "
@@ -107,12 +108,13 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    result = upgrade(result)
     cfg = result["config"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     colors = {"bptt": "tab:red", "tbptt": "tab:orange", "neumann": "tab:blue"}
     for i, grad in enumerate(cfg["grads"]):
         color = colors.get(grad, f"C{i + 3}")
-        rows = [r for r in result["results"] if r["grad"] == grad and r["steps"] == cfg["steps"]
+        rows = [r for r in result["results"] if r["grad"] == grad and r["max_iter"] == cfg["max_iter"]
                 and r.get("graph_info")]
         for synthetic in (True, False):
             sel = sorted((r for r in rows if (r["graph"] in REAL_GRAPHS) != synthetic),
@@ -146,7 +148,7 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> Path:
     axes[1].set(ylabel="saved for backward (GiB)", title="saved tensors (hollow: predicted)")
     axes[0].legend(fontsize=8)
     env = result.get("environment") or {}
-    fig.suptitle(f"full-graph training step, T={cfg['steps']}, K={cfg['backward_iter']}, "
+    fig.suptitle(f"full-graph training step, T={cfg['max_iter']}, K={cfg['backward_iter']}, "
                  f"{cfg['hidden']} channels, limit {cfg['memory_limit_gb']:g} GiB "
                  f"({env.get('device_name')}, {cfg.get('threads')} thread(s))", fontsize=10)
     fig.tight_layout()
@@ -159,12 +161,9 @@ def write_reports(result: dict[str, Any], json_path: str | os.PathLike) -> tuple
 
 
 def check_outputs(json_path: str | os.PathLike) -> None:
-    """Fail before any work if the JSON, markdown or PNG cannot be written."""
+    """Fail before any work if the JSON, markdown or PNG cannot be written
+    (:class:`~pyg_rbp.results.OutputPathError`, a ``ValueError``; the checks of
+    :func:`~pyg_rbp.results.check_output_file`)."""
     json_path = Path(json_path)
-    folder = json_path.parent if str(json_path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write results to {folder}")
-    for p in (json_path, json_path.with_suffix(".md"), json_path.with_suffix(".png")):
-        if p.exists() and not os.access(p, os.W_OK):
-            raise ValueError(f"cannot overwrite {p}")
+    for path in (json_path, json_path.with_suffix(".md"), json_path.with_suffix(".png")):
+        check_output_file(path, "output")

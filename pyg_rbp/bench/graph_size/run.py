@@ -1,6 +1,11 @@
 """The ``bench graph-size`` driver: which configurations to run (probes first), resuming a saved
 file, one subprocess per configuration (one or two at a time), the largest-``T`` bisection and
 the result document written after every configuration.
+
+Resuming follows the one policy of :class:`pyg_rbp.results.ResumableResults`: the settings are the
+file's ``fingerprint``, a unit is one row of ``results`` (a configuration); a file of other
+settings is refused unless ``fresh``. Rows that did not finish (``error``, ``timeout``,
+``killed``) are not units of work done: they are measured again.
 """
 
 from __future__ import annotations
@@ -15,18 +20,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from pyg_rbp.bench.common import jsonable, load_record
-from pyg_rbp.bench.graph_size.config import FINISHED, PROBE, SCHEMA, UNROLLED, GraphSizeConfig
+from pyg_rbp.bench.common import load_record
+from pyg_rbp.bench.graph_size.config import (
+    FINISHED,
+    PROBE,
+    RENAMED,
+    SCHEMA,
+    UNROLLED,
+    GraphSizeConfig,
+    upgrade,
+)
 from pyg_rbp.bench.graph_size.measure import NOTES, describe_row, predict_saved_bytes, run_configuration
 from pyg_rbp.bench.graph_size.specs import GraphSpec, parse_graph
 from pyg_rbp.bench.graph_size.targets import verdicts
-from pyg_rbp.results import atomic_write_json, environment, read_json
+from pyg_rbp.results import ResultsFileConflict, ResumableResults, environment, read_json
 
 
-def _key(graph: str, grad: str, steps: int) -> str:
-    return f"{graph}|{grad}|{steps}"
+def _key(graph: str, grad: str, max_iter: int) -> str:
+    return f"{graph}|{grad}|{max_iter}"
 
+
+def _row_key(row: dict[str, Any]) -> str:
+    return _key(row["graph"], row["grad"], row["max_iter"])
 
 
 class GraphSizeRun:
@@ -34,8 +51,9 @@ class GraphSizeRun:
     optional largest-``T`` bisections, then the target verdicts.
 
     ``run()`` measures what is missing, writes ``json_path`` after every configuration and
-    returns the result. An existing file written with other settings raises ``ValueError``
-    (pass ``fresh=True`` to discard it).
+    returns the result. An existing file written with other settings raises
+    :class:`~pyg_rbp.results.ResultsFileConflict`, a ``ValueError`` (pass ``fresh=True`` to
+    discard it).
     """
 
     def __init__(self, cfg: GraphSizeConfig, json_path: str | os.PathLike | None = None, *,
@@ -58,28 +76,30 @@ class GraphSizeRun:
         self.tries: dict[str, dict[str, Any]] = {}
         self.loads: list[dict[str, Any]] = []
         if self.json_path is not None and self.json_path.is_file() and not fresh:
-            self._resume(read_json(self.json_path))
+            self._check_schema(read_json(self.json_path))
+        self.store = ResumableResults(self.json_path, cfg.fingerprint(), key=_row_key, fresh=fresh,
+                                      settings_field="fingerprint", units_field="results",
+                                      renamed=RENAMED)
+        self._resume()
         self._lock = threading.Lock()
         self.started = time.time()
 
-    def _resume(self, old: dict[str, Any]) -> None:
-        if old.get("schema") != SCHEMA:
-            raise ValueError(f"{self.json_path} is not a graph-size result ({old.get('schema')!r}); "
-                             "pass --fresh to overwrite it or choose another --json")
-        mine = jsonable(self.cfg.fingerprint())
-        theirs = old.get("fingerprint") or {}
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            shown = ", ".join(f"{k}: saved {theirs.get(k)!r}, now {mine.get(k)!r}" for k in diff)
-            raise ValueError(f"{self.json_path} was measured with other settings ({shown}); "
-                             "pass --fresh to discard it or choose another --json")
+    def _check_schema(self, old: Any) -> None:
+        schema = old.get("schema") if isinstance(old, dict) else None
+        if schema != SCHEMA:
+            raise ResultsFileConflict(
+                f"{self.json_path} is not a graph-size result ({schema!r}); pass --fresh to "
+                "overwrite it or choose another --json")
+
+    def _resume(self) -> None:
+        """The finished rows and bisection tries of the resumed file (none without one)."""
         finished = [s for s in FINISHED if s != "skipped" or self.cfg.skip_predicted_oom]
-        self.rows = {_key(r["graph"], r["grad"], r["steps"]): r for r in old.get("results", [])
-                     if r.get("status") in finished}
-        self.tries = {_key(r["graph"], r["grad"], r["steps"]): r
-                      for ls in old.get("largest_steps", []) for r in ls.get("tries", [])
-                      if r.get("status") in finished}
-        self.loads = list(old.get("machine_load", []))
+        old = upgrade({"results": self.store.units,  # a file of the older vocabulary too
+                       "largest_steps": self.store.extra.get("largest_steps", [])})
+        self.rows = {_row_key(r): r for r in old["results"] if r.get("status") in finished}
+        self.tries = {_row_key(r): r for ls in old["largest_steps"]
+                      for r in ls.get("tries", []) if r.get("status") in finished}
+        self.loads = list(self.store.extra.get("machine_load", []))
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -92,10 +112,10 @@ class GraphSizeRun:
     def result(self, complete: bool) -> dict[str, Any]:
         order = {(s.name, g): i for i, (s, g) in enumerate(self.configurations())}
         rows = sorted(self.rows.values(),
-                      key=lambda r: (order.get((r["graph"], r["grad"]), len(order)), r["steps"]))
+                      key=lambda r: (order.get((r["graph"], r["grad"]), len(order)), r["max_iter"]))
         probes = {r["graph"]: r["probe"] for r in rows if r["grad"] == PROBE and r.get("probe")}
         for r in [*rows, *self.tries.values()]:
-            predicted = predict_saved_bytes(probes.get(r["graph"]), r["grad"], r["steps"],
+            predicted = predict_saved_bytes(probes.get(r["graph"]), r["grad"], r["max_iter"],
                                             self.cfg.backward_iter)
             if predicted is not None:
                 r["predicted_saved_bytes"] = predicted
@@ -116,24 +136,24 @@ class GraphSizeRun:
     def save(self, complete: bool = False) -> dict[str, Any]:
         with self._lock:
             result = self.result(complete)
-            if self.json_path is not None:
-                atomic_write_json(self.json_path, result)
+            self.store.units = result["results"]
+            self.store.extra = {k: v for k, v in result.items() if k not in ("fingerprint", "results")}
+            self.store.write()
         return result
 
     # -- measuring ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
         self.loads.append(load_record("start"))
-        todo = [(s, g) for s, g in self.configurations() if _key(s.name, g, self.cfg.steps) not in self.rows]
+        todo = [(s, g) for s, g in self.configurations()
+                if _key(s.name, g, self.cfg.max_iter) not in self.rows]
         bar = tqdm(total=len(todo), desc="bench graph-size", unit="config", disable=not self.progress)
 
         def one(item: tuple[GraphSpec, str]) -> None:
             spec, grad = item
-            row = self._skip_predicted(spec, grad, self.cfg.steps) or self.runner(spec, grad, self.cfg)
+            row = self._skip_predicted(spec, grad, self.cfg.max_iter) or self.runner(spec, grad, self.cfg)
             with self._lock:
-                self.rows[_key(spec.name, grad, self.cfg.steps)] = row
+                self.rows[_key(spec.name, grad, self.cfg.max_iter)] = row
             self.save()
             self.log(f"[graph-size] {spec.name} {grad}: {describe_row(row)}")
             bar.update()
@@ -160,12 +180,12 @@ class GraphSizeRun:
         cfg = self.cfg
         if not cfg.skip_predicted_oom or grad not in UNROLLED or not cfg.device.startswith("cpu"):
             return None
-        probe_row = self.rows.get(_key(spec.name, PROBE, cfg.steps)) or {}
+        probe_row = self.rows.get(_key(spec.name, PROBE, cfg.max_iter)) or {}
         predicted = predict_saved_bytes(probe_row.get("probe"), grad, steps, cfg.backward_iter)
         graph_bytes = probe_row.get("peak_rss_graph_bytes") or 0
         if predicted is None or predicted + graph_bytes <= cfg.memory_limit_bytes:
             return None
-        return {"graph": spec.name, "grad": grad, "steps": steps,
+        return {"graph": spec.name, "grad": grad, "max_iter": steps,
                 "backward_iter": None if grad == "bptt" else cfg.backward_iter, "device": cfg.device,
                 "graph_info": probe_row.get("graph_info"), "status": "skipped",
                 "reason": f"predicted saved bytes plus the graph exceed the "
@@ -178,7 +198,7 @@ class GraphSizeRun:
                 self.tries[key] = self.rows[key]
             else:
                 row = (self._skip_predicted(spec, grad, steps)
-                       or self.runner(spec, grad, self.cfg, steps=steps))
+                       or self.runner(spec, grad, self.cfg, max_iter=steps))
                 with self._lock:
                     self.tries[key] = row
                 self.save()
@@ -186,11 +206,11 @@ class GraphSizeRun:
         return self.tries[key]
 
     def _bisect(self, spec: GraphSpec, grad: str) -> None:
-        """Largest ``T`` in ``[1, cfg.steps]`` at which ``grad`` trains within the limit."""
-        top = self._try(spec, grad, self.cfg.steps)
+        """Largest ``T`` in ``[1, cfg.max_iter]`` at which ``grad`` trains within the limit."""
+        top = self._try(spec, grad, self.cfg.max_iter)
         if top.get("status") == "ok":
             return
-        lo, hi = 0, self.cfg.steps  # ok at lo (0: none yet), fails at hi
+        lo, hi = 0, self.cfg.max_iter  # ok at lo (0: none yet), fails at hi
         # A forward that ran out of memory at step s fails for every T >= s (the first s steps
         # are the same computation whatever T): start the search below s.
         if top.get("failed_phase") == "forward" and top.get("failed_after_forward_steps"):
@@ -209,18 +229,19 @@ class GraphSizeRun:
                 if self.largest_steps_graphs and spec.name not in self.largest_steps_graphs:
                     continue
                 tries = sorted((r for r in self.tries.values()
-                                if r["graph"] == spec.name and r["grad"] == grad), key=lambda r: r["steps"])
+                                if r["graph"] == spec.name and r["grad"] == grad),
+                               key=lambda r: r["max_iter"])
                 if not tries:
                     continue
-                ok = [r["steps"] for r in tries if r.get("status") == "ok"]
-                bad = [r["steps"] for r in tries if r.get("status") != "ok"]
+                ok = [r["max_iter"] for r in tries if r.get("status") == "ok"]
+                bad = [r["max_iter"] for r in tries if r.get("status") != "ok"]
                 # a forward that failed at step s shows that T = s fails too
                 bad += [int(r["failed_after_forward_steps"]) for r in tries
                         if r.get("failed_phase") == "forward" and r.get("failed_after_forward_steps")]
                 largest = max(ok) if ok else 0
-                done = largest == self.cfg.steps or (bool(bad) and min(bad) == largest + 1)
+                done = largest == self.cfg.max_iter or (bool(bad) and min(bad) == largest + 1)
                 out.append({"graph": spec.name, "grad": grad, "largest_steps": largest,
                             "first_failing_steps": min(bad) if bad else None,
-                            "at_least": largest == self.cfg.steps, "complete": done,
-                            "searched_up_to": self.cfg.steps, "tries": tries})
+                            "at_least": largest == self.cfg.max_iter, "complete": done,
+                            "searched_up_to": self.cfg.max_iter, "tries": tries})
         return out

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch_geometric.utils import remove_self_loops, to_undirected
 
 from pyg_rbp.bench.graphs import BenchGraph, powerlaw_graph, random_graph
+from pyg_rbp.data import pca_features
+from pyg_rbp.data.storage import configured_root, mirror_roots
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,6 @@ def parse_graph(text: str, degree: int = 10) -> GraphSpec:
 
 
 def _find_raw(real: RealGraph, root: str | os.PathLike | None) -> Path:
-    from pyg_rbp.data.storage import configured_root, mirror_roots
-
     candidates = [configured_root(root), *mirror_roots()]
     for base in candidates:
         path = Path(base) / real.folder / real.filename
@@ -122,11 +124,6 @@ def load_real_graph(name: str, root: str | os.PathLike | None = None, hidden: in
     random ``train_fraction`` of the nodes is the training set. Read with
     ``numpy.load(allow_pickle=False)``: nothing is unpickled, nothing is written.
     """
-    import numpy as np
-    from torch_geometric.utils import remove_self_loops, to_undirected
-
-    from pyg_rbp.data import pca_features
-
     real = REAL_GRAPHS.get(name)
     if real is None:
         raise ValueError(f"unknown real graph {name!r}; choose one of {', '.join(REAL_GRAPHS)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pyg_rbp.bench.graph_size.config import upgrade
 from pyg_rbp.bench.graph_size.measure import describe_row
 from pyg_rbp.bench.graph_size.specs import parse_graph
 
@@ -23,19 +24,20 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "saved_ratio": Target("neumann/bptt saved bytes on {graph} (T={steps}, K={backward_iter})",
+    "saved_ratio": Target("neumann/bptt saved bytes on {graph} (T={max_iter}, K={backward_iter})",
                           bound=1 / 50),
-    "neumann_fits": Target("neumann trains {graph} at T={steps} with {where} peak (GiB) < {what}"),
-    "bptt_cannot_fit": Target("bptt cannot fit {graph} at T={steps} within {what}"),
+    "neumann_fits": Target("neumann trains {graph} at T={max_iter} with {where} peak (GiB) < {what}"),
+    "bptt_cannot_fit": Target("bptt cannot fit {graph} at T={max_iter} within {what}"),
 }
 """Neumann/BPTT saved bytes at most 1/50 on every graph; on the largest synthetic graph Neumann
 trains under the memory limit (on CUDA: the device's memory) where BPTT cannot."""
 
 
 def result_row(result: dict[str, Any], graph: str, grad: str) -> dict[str, Any] | None:
-    steps = result["config"]["steps"]
+    result = upgrade(result)
+    max_iter = result["config"]["max_iter"]
     for r in result["results"]:
-        if r["graph"] == graph and r["grad"] == grad and r["steps"] == steps:
+        if r["graph"] == graph and r["grad"] == grad and r["max_iter"] == max_iter:
             return r
     return None
 
@@ -54,6 +56,7 @@ def bptt_bytes(row: dict[str, Any] | None) -> tuple[int | None, str]:
 def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target of :data:`TARGETS` that applies to ``result``: target, value, bound, pass
     (``None`` where it could not be measured) and how the value was obtained."""
+    result = upgrade(result)
     cfg = result["config"]
     graphs = [parse_graph(g, cfg["degree"]) for g in cfg["graphs"]]
     out: list[dict[str, Any]] = []
@@ -64,7 +67,7 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
         nb = n.get("saved_bytes") if n and n.get("status") == "ok" else None
         value = None if nb is None or not bb else nb / bb
         assert ratio.bound is not None
-        out.append({"target": ratio.text.format(graph=spec.name, steps=cfg["steps"],
+        out.append({"target": ratio.text.format(graph=spec.name, max_iter=cfg["max_iter"],
                                                 backward_iter=cfg["backward_iter"]),
                     "value": value, "bound": ratio.bound,
                     "pass": None if value is None else bool(value <= ratio.bound),
@@ -82,7 +85,7 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
             ok = n.get("status") == "ok"
             b_fails = None if b is None else b.get("status") != "ok"
             value = None if peak is None else peak / 2**30
-            fields = {"graph": big.name, "steps": cfg["steps"], "what": what,
+            fields = {"graph": big.name, "max_iter": cfg["max_iter"], "what": what,
                       "where": "CUDA" if cuda else "process"}
             out.append({"target": TARGETS["neumann_fits"].text.format(**fields),
                         "value": value, "bound": limit_gb,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pyg_rbp.engine import get_grad_mode, grad_mode_names, normalize_solver, solver_names
+
 FORWARD_TOLS = (1e-4, 1e-6)
 GRAD_TOLS = (1e-3, 1e-4, 1e-6)
 DEQ_SOLVERS = ("fixed_point_iter", "anderson", "broyden")
@@ -26,15 +28,11 @@ disjoint paths of 400 nodes, where information travels one hop per step."""
 
 
 def _registered_solvers() -> list[str]:
-    from pyg_rbp.engine import solver_names
-
     return list(solver_names())
 
 
 def _registered_adjoint_modes() -> list[str]:
     """Every registered mode that differentiates the solution (not the forward's steps)."""
-    from pyg_rbp.engine import get_grad_mode, grad_mode_names
-
     return [m for m in grad_mode_names() if get_grad_mode(m).records in ("one", "from_solution")]
 
 
@@ -60,8 +58,6 @@ class SolversConfig:
     threads: int | None = 1
 
     def validate(self) -> None:
-        from pyg_rbp.engine import get_grad_mode, normalize_solver
-
         bad = [m for m in [*self.maps, *self.train_maps] if m not in MAP_NAMES]
         if bad:
             raise ValueError(f"unknown map(s) {bad}; choose from {', '.join(MAP_NAMES)}")

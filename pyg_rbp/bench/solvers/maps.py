@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyg_rbp.nn import GatedCell, ImplicitCell, PPRCell
+
 
 @dataclass
 class BenchMap:
@@ -51,8 +53,6 @@ def build_map(name: str, x: Tensor, edge_index: Tensor, hidden: int, max_iter: i
               seed: int = 0, dtype: torch.dtype = torch.float64) -> BenchMap:
     """The map ``name`` on the graph ``(x, edge_index)`` in ``dtype``, weights seeded (the same
     weights in every dtype)."""
-    from pyg_rbp.nn import GatedCell, ImplicitCell, PPRCell
-
     torch.manual_seed(seed)
     x = x.to(torch.float64)
     cap = max_iter

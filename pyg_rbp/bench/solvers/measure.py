@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ from pyg_rbp.bench.solvers.config import (
     PHANTOM_MAX_K,
 )
 from pyg_rbp.bench.solvers.maps import BenchMap
+from pyg_rbp.engine import StepLinearization, fixed_point, get_grad_mode, gmres_solve, spectral_radius
+from pyg_rbp.nn import GatedCell
 
 
 class _Recorder:
@@ -55,8 +58,6 @@ class _Recorder:
 
 
 def _run_forward(bm: BenchMap, impl: str, solver: str) -> _Recorder:
-    from pyg_rbp.engine import fixed_point
-
     tol = min(FORWARD_TOLS)
     rec = _Recorder(bm.step)
     with torch.no_grad():
@@ -75,8 +76,6 @@ def _run_forward(bm: BenchMap, impl: str, solver: str) -> _Recorder:
 
 def forward_study(bm: BenchMap, repeats: int, solvers: list[str]) -> list[dict[str, Any]]:
     """Steps (deterministic) and median time (interleaved repeats) to each forward tolerance."""
-    import warnings
-
     entries = [("ours", s) for s in solvers] + [("torchdeq", s) for s in DEQ_SOLVERS]
     runs: dict[tuple[str, str], list[_Recorder]] = {e: [] for e in entries}
     with warnings.catch_warnings():
@@ -113,8 +112,6 @@ class _Adjoint:
     """The linearisation at the fixed point and the reference gradient."""
 
     def __init__(self, bm: BenchMap, h_star: Tensor, reference_iters: int) -> None:
-        from pyg_rbp.engine import StepLinearization, gmres_solve
-
         self.bm = bm
         self.h_star = h_star.detach()
         self.h_in = self.h_star.clone().requires_grad_(True)
@@ -133,8 +130,6 @@ class _Adjoint:
 
     def run(self, impl: str, mode: str, k: int) -> tuple[list[Tensor], int]:
         """Gradient after ``k`` iterations of ``mode``; returns it and the Jacobian products."""
-        from pyg_rbp.engine import get_grad_mode
-
         g = (self.g,)
         if impl == "torchdeq":
             from torchdeq.solver import get_solver
@@ -166,8 +161,6 @@ class _Adjoint:
 
 
 def adjoint_study(adj: _Adjoint, repeats: int, modes: list[str]) -> list[dict[str, Any]]:
-    from pyg_rbp.engine import get_grad_mode
-
     entries = [("ours", m) for m in modes] + [("torchdeq", m) for m in DEQ_MODES]
     rows = []
     for impl, mode in entries:
@@ -212,8 +205,6 @@ def adjoint_study(adj: _Adjoint, repeats: int, modes: list[str]) -> list[dict[st
 # --- the training step -----------------------------------------------------------------------
 
 def _our_step(bm: BenchMap, solver: str, mode: str, k: int, c: Tensor) -> tuple[list[Tensor], int]:
-    from pyg_rbp.engine import fixed_point
-
     h, st = fixed_point(bm.fresh_step(), bm.h0, solver=solver, grad=mode, max_iter=bm.cap,
                         tol=min(FORWARD_TOLS), backward_iter=k, return_stats=True, track=False)
     loss = (c * h).sum()
@@ -239,8 +230,6 @@ def _deq_step(bm: BenchMap, f_solver: str, b_solver: str, k: int, c: Tensor) -> 
 def training_study(bm: BenchMap, adj: _Adjoint, adjoint_rows: list[dict[str, Any]], tol: float,
                    repeats: int) -> list[dict[str, Any]]:
     """Forward to residual 1e-6 plus the backward budget that reaches gradient error ``tol``."""
-    import warnings
-
     budget = {(r["impl"], r["mode"]): r.get(f"k_{tol:g}") for r in adjoint_rows}
     pairs: list[tuple[str, str, str]] = []
     for s in ("iteration", "anderson"):
@@ -285,11 +274,6 @@ def contractivity_study(x: Tensor, edge_index: Tensor, hidden: int, seed: int,
                         steps: int = 300) -> list[dict[str, Any]]:
     """rho(J) of the gated map with and without ``spectral_norm=True`` (same seed), measured by
     power iteration at the state after ``steps`` plain steps, with that state's residual."""
-    import warnings
-
-    from pyg_rbp.engine import fixed_point, spectral_radius
-    from pyg_rbp.nn import GatedCell
-
     rows = []
     for aggr in ("mean", "add"):
         for sn in (False, True):

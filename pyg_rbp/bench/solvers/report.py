@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pyg_rbp.bench.common import write_markdown_and_png
+from pyg_rbp.results import atomic_save_figure
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -111,7 +112,6 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pyg_rbp.results import atomic_save_figure
 
     names = list(dict.fromkeys([*result.get("forward", {}), *result.get("adjoint", {})]))
     fig, axes = plt.subplots(len(names), 2, figsize=(11, 2.6 * len(names)), squeeze=False)

@@ -17,8 +17,8 @@ Example::
 
     problem = load_task("mlp-digits")
     hg = hypergradient(problem, problem.hyperparameters(), grad="neumann",
-                       inner_steps=100, truncation=50, seed=0)
-    run, tuned = meta_train(problem, grad="neumann", meta_steps=100, inner_steps=100, truncation=50)
+                       max_iter=100, backward_iter=50, seed=0)
+    run, tuned = meta_train(problem, grad="neumann", meta_steps=100, max_iter=100, backward_iter=50)
 """
 
 from pyg_rbp.tasks.hyperopt.dynamics import Episode, Hyperparameters, InnerTraining, ParamSpec

@@ -5,7 +5,7 @@ the meta objective is :math:`L(w_T)`. With :math:`g = \partial L / \partial s_T`
 :math:`J_t = \partial \Phi_t / \partial s_t` and :math:`B_t = \partial \Phi_t / \partial \lambda`,
 the exact hypergradient is :math:`\sum_t B_t^\top z_{t+1}` with :math:`z_T = g`,
 :math:`z_t = J_t^\top z_{t+1}`. What each gradient mode of :func:`pyg_rbp.fixed_point` computes
-(``K`` = ``truncation``):
+(``K`` = ``backward_iter``):
 
 * ``bptt``: that exact sum, by back-propagation through all ``T`` recorded steps.
 * ``tbptt``: the sum over the last ``K`` steps only, :math:`t = T-K..T-1`.
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pyg_rbp.engine import DivergenceError, fixed_point, normalize_grad_mode
+from pyg_rbp.engine import DivergenceError, fixed_point, normalize_grad_mode, spectral_radius
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.tasks.hyperopt.dynamics import Hyperparameters, InnerTraining
 from pyg_rbp.tasks.hyperopt.problems import InnerProblem
@@ -64,15 +64,15 @@ class Hypergradient:
         return torch.cat([g.reshape(-1) for g in self.grads])
 
 
-def _check_budget(inner_steps: int, truncation: int) -> None:
-    if not isinstance(inner_steps, int) or isinstance(inner_steps, bool) or inner_steps < 1:
-        raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
-    if not isinstance(truncation, int) or isinstance(truncation, bool) or truncation < 1:
-        raise ValueError(f"truncation must be an integer >= 1, got {truncation!r}")
+def _check_budget(max_iter: int, backward_iter: int) -> None:
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if not isinstance(backward_iter, int) or isinstance(backward_iter, bool) or backward_iter < 1:
+        raise ValueError(f"backward_iter must be an integer >= 1, got {backward_iter!r}")
 
 
-def hypergradient(problem: InnerProblem, hyper: Hyperparameters, *, grad: str, inner_steps: int,
-                  truncation: int, seed: int, measure_memory: bool = False) -> Hypergradient:
+def hypergradient(problem: InnerProblem, hyper: Hyperparameters, *, grad: str, max_iter: int,
+                  backward_iter: int, seed: int, measure_memory: bool = False) -> Hypergradient:
     """Run the inner training of episode ``seed`` through :func:`pyg_rbp.fixed_point` and
     differentiate the meta objective with respect to ``hyper`` in gradient mode ``grad``.
 
@@ -80,13 +80,13 @@ def hypergradient(problem: InnerProblem, hyper: Hyperparameters, *, grad: str, i
     objective) are counted with :class:`~pyg_rbp.profiling.SavedTensorBytes`.
     """
     mode = normalize_grad_mode(grad)
-    _check_budget(inner_steps, truncation)
-    episode = problem.episode(seed, inner_steps)
+    _check_budget(max_iter, backward_iter)
+    episode = problem.episode(seed, max_iter)
     training = InnerTraining(problem, hyper, episode)
 
     def forward() -> Tensor:
-        state = fixed_point(training.step, training.initial_state(), grad=mode, max_iter=inner_steps,
-                            backward_iter=truncation)
+        state = fixed_point(training.step, training.initial_state(), grad=mode, max_iter=max_iter,
+                            backward_iter=backward_iter)
         return problem.meta_loss(training.weights(state))
 
     saved = None
@@ -101,15 +101,15 @@ def hypergradient(problem: InnerProblem, hyper: Hyperparameters, *, grad: str, i
     return Hypergradient(float(loss.detach()), grads, saved)
 
 
-def evaluate_hyperparameters(problem: InnerProblem, hyper: Hyperparameters, *, inner_steps: int,
+def evaluate_hyperparameters(problem: InnerProblem, hyper: Hyperparameters, *, max_iter: int,
              seeds: Sequence[int]) -> dict[str, float]:
     """Train with ``hyper`` (no graph) once per seed; mean meta objective and accuracies."""
     if not seeds:
         raise ValueError("evaluate_hyperparameters needs at least one seed")
     rows = []
     for seed in seeds:
-        training = InnerTraining(problem, hyper, problem.episode(seed, inner_steps))
-        weights = training.weights(training.run(inner_steps))
+        training = InnerTraining(problem, hyper, problem.episode(seed, max_iter))
+        weights = training.weights(training.run(max_iter))
         with torch.no_grad():
             row = {"meta_objective": float(problem.meta_loss(weights))}
         row.update({f"{k}_acc": v for k, v in problem.accuracies(weights).items()})
@@ -137,8 +137,8 @@ class MetaRun:
         return statistics.median(times) if times else None
 
 
-def meta_train(problem: InnerProblem, *, grad: str, meta_steps: int, inner_steps: int,
-               truncation: int, meta_lr: float = 0.05, lr_decay_at: int | None = None,
+def meta_train(problem: InnerProblem, *, grad: str, meta_steps: int, max_iter: int,
+               backward_iter: int, meta_lr: float = 0.05, lr_decay_at: int | None = None,
                seed: int = 0, resample: bool = False, hyper_options: dict | None = None,
                progress: Callable[[int, float], None] | None = None) -> tuple[MetaRun, Hyperparameters]:
     """Tune the hyperparameters by Adam on hypergradients of mode ``grad`` (the paper's loop).
@@ -157,7 +157,7 @@ def meta_train(problem: InnerProblem, *, grad: str, meta_steps: int, inner_steps
         raise ValueError(f"meta_steps must be an integer >= 1, got {meta_steps!r}")
     if not meta_lr > 0:
         raise ValueError(f"meta_lr must be > 0, got {meta_lr!r}")
-    _check_budget(inner_steps, truncation)
+    _check_budget(max_iter, backward_iter)
     hyper = problem.hyperparameters(**(hyper_options or {}))
     opt = torch.optim.Adam(hyper.tensors(), lr=meta_lr)
     decay_at = meta_steps // 2 if lr_decay_at is None else lr_decay_at
@@ -170,8 +170,8 @@ def meta_train(problem: InnerProblem, *, grad: str, meta_steps: int, inner_steps
         t0 = time.perf_counter()
         try:
             with CudaPeakMemory(device) as peak:
-                hg = hypergradient(problem, hyper, grad=mode, inner_steps=inner_steps,
-                                   truncation=truncation, seed=seed + k if resample else seed,
+                hg = hypergradient(problem, hyper, grad=mode, max_iter=max_iter,
+                                   backward_iter=backward_iter, seed=seed + k if resample else seed,
                                    measure_memory=(k == 0))
         except DivergenceError as exc:
             run.status = f"diverged at meta step {k}: {str(exc).splitlines()[0]}"
@@ -206,31 +206,29 @@ def cosine(a: Sequence[float] | Tensor, b: Sequence[float] | Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-300))
 
 
-def memory_scaling(problem: InnerProblem, *, grads: Sequence[str], inner_steps: Sequence[int],
-                   truncation: int, seed: int = 0) -> list[dict]:
+def memory_scaling(problem: InnerProblem, *, grads: Sequence[str], max_iter: Sequence[int],
+                   backward_iter: int, seed: int = 0) -> list[dict]:
     """Saved bytes of one hypergradient per mode and number of inner steps."""
     rows = []
     for mode in grads:
-        for steps in inner_steps:
+        for steps in max_iter:
             hyper = problem.hyperparameters()
-            hg = hypergradient(problem, hyper, grad=mode, inner_steps=steps,
-                               truncation=min(truncation, steps), seed=seed, measure_memory=True)
-            rows.append({"grad": normalize_grad_mode(mode), "inner_steps": steps,
+            hg = hypergradient(problem, hyper, grad=mode, max_iter=steps,
+                               backward_iter=min(backward_iter, steps), seed=seed, measure_memory=True)
+            rows.append({"grad": normalize_grad_mode(mode), "max_iter": steps,
                          "saved_bytes": hg.saved_bytes})
     return rows
 
 
-def last_step_spectral_radius(problem: InnerProblem, hyper: Hyperparameters, *, inner_steps: int,
+def last_step_spectral_radius(problem: InnerProblem, hyper: Hyperparameters, *, max_iter: int,
                               seed: int, iters: int = 100) -> float:
     """Spectral radius of the Jacobian of the last inner step (the one the implicit modes use).
 
     Below 1, the Neumann series converges as ``K`` grows; above 1 it is dominated by the
     expanding direction and Neumann/RBP hypergradients with a large ``K`` lose their direction.
     """
-    from pyg_rbp.engine import spectral_radius
-
-    _check_budget(inner_steps, 1)
-    training = InnerTraining(problem, hyper, problem.episode(seed, inner_steps))
-    state = training.run(inner_steps - 1)
+    _check_budget(max_iter, 1)
+    training = InnerTraining(problem, hyper, problem.episode(seed, max_iter))
+    state = training.run(max_iter - 1)
     return spectral_radius(training.step, state, iters=iters,
                            generator=torch.Generator(device=hyper.theta.device).manual_seed(int(seed)))

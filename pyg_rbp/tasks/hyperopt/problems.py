@@ -28,8 +28,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
 from torch import Tensor
 
+from pyg_rbp.data import load
+from pyg_rbp.data.mnist import load_mnist
+from pyg_rbp.nn.adjacency import CSRAdjacency, gcn_normalize
 from pyg_rbp.tasks.hyperopt.dynamics import Episode, Hyperparameters, ParamSpec
 
 META_SPLITS = ("train", "val")
@@ -213,8 +217,6 @@ class GCNProblem(InnerProblem):
     def __init__(self, x: Tensor, edge_index: Tensor, y: Tensor, masks: dict[str, Tensor], *,
                  hidden: int = 16, meta_split: str = "val", normalize_features: bool = False,
                  name: str = "gcn") -> None:
-        from pyg_rbp.nn.adjacency import CSRAdjacency, gcn_normalize
-
         missing = {"train", "val", "test"} - set(masks)
         if missing:
             raise ValueError(f"masks lack {sorted(missing)}")
@@ -288,8 +290,8 @@ class GCNProblem(InnerProblem):
 class TaskDefaults:
     """Defaults of a named task (all overridable on the command line)."""
 
-    inner_steps: int
-    truncation: int
+    max_iter: int
+    backward_iter: int
     batch_size: int | None
     meta_split: str
     description: str
@@ -322,8 +324,6 @@ def _split_tensor(x: Tensor, y: Tensor, sizes: Sequence[int], seed: int) -> dict
 
 
 def _load_mnist_test(root: str | Path | None) -> tuple[Tensor, Tensor]:
-    from pyg_rbp.data.mnist import load_mnist
-
     images, labels = load_mnist(root=root, split="test")
     return torch.as_tensor(images), torch.as_tensor(labels).long()
 
@@ -351,7 +351,6 @@ def load_task(task: str, *, root: str | Path | None = None, device: torch.device
     if task == "gcn-cora":
         if batch_size is not None:
             raise ValueError("gcn-cora trains full-batch; batch_size does not apply")
-        from pyg_rbp.data import load
 
         data = load("cora", root=root).data
         masks = {"train": data.train_mask, "val": data.val_mask, "test": data.test_mask}
@@ -363,8 +362,6 @@ def load_task(task: str, *, root: str | Path | None = None, device: torch.device
         x = images.reshape(images.shape[0], -1).to(torch.float64) / 255.0
         splits = _split_tensor(x, labels, (6000, 2000, 2000), split_seed)
     else:
-        from sklearn.datasets import load_digits
-
         digits = load_digits()
         x = torch.as_tensor(digits.data, dtype=torch.float64) / 16.0
         splits = _split_tensor(x, torch.as_tensor(digits.target).long(), (1000, 400, 397), split_seed)

@@ -11,6 +11,25 @@ from typing import Any
 
 from pyg_rbp.results import atomic_save_figure, human_bytes, markdown_table
 
+RENAMED = {"inner_steps": "max_iter", "truncation": "backward_iter", "truncations": "backward_iters",
+           "cosine_vs_truncation": "cosine_vs_backward_iter"}
+"""JSON keys of files written before the one vocabulary (old -> new); :func:`upgrade` reads them."""
+
+
+def _renamed(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {RENAMED.get(k, k): v if k in ("results", "initial", "reference") else _renamed(v)
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_renamed(v) for v in obj]
+    return obj
+
+
+def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with the keys of an older file (``inner_steps``, ``truncation``, ...) under their
+    names now (``max_iter``, ``backward_iter``, ...); a current document is returned unchanged."""
+    return _renamed(doc)
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -22,6 +41,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def render_markdown(doc: dict[str, Any]) -> str:
     """The results table, memory scaling, cosine sweep and final hyperparameters as markdown."""
+    doc = upgrade(doc)
     cfg = doc.get("config", {})
     env = doc.get("environment", {})
     episodes = "resampled per meta step" if cfg.get("resample") else f"fixed (seed {cfg.get('seed')})"
@@ -30,7 +50,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         doc.get("description", ""),
         "",
-        f"Inner steps T={cfg.get('inner_steps')}, truncation K={cfg.get('truncation')}, "
+        f"Inner steps T={cfg.get('max_iter')}, truncation K={cfg.get('backward_iter')}, "
         f"batch size {cfg.get('batch_size') or 'full'}, meta steps {cfg.get('meta_steps')} "
         f"(Adam lr {cfg.get('meta_lr')}, x0.1 at step {cfg.get('lr_decay_at')}), "
         f"episodes {episodes}, "
@@ -63,22 +83,22 @@ def render_markdown(doc: dict[str, Any]) -> str:
              "s / meta step", "saved for backward"], digits=3), ""]
     mem = doc.get("memory_scaling")
     if mem:
-        steps = mem["inner_steps"]
+        steps = mem["max_iter"]
         table = []
         for grad, ratio in mem["ratio_last_to_first"].items():
             row: dict[str, Any] = {"grad": grad, "ratio": ratio}
             for r in mem["rows"]:
                 if r["grad"] == grad:
-                    row[f"T={r['inner_steps']}"] = human_bytes(r["saved_bytes"])
+                    row[f"T={r['max_iter']}"] = human_bytes(r["saved_bytes"])
             table.append(row)
-        lines += [f"## Saved bytes of one hypergradient vs inner steps (K={mem['truncation']})", "",
+        lines += [f"## Saved bytes of one hypergradient vs inner steps (K={mem['backward_iter']})", "",
                   markdown_table(table, ["grad", *[f"T={s}" for s in steps], "ratio"],
                                  ["grad", *[f"T={s}" for s in steps], f"ratio T={steps[-1]} / T={steps[0]}"],
                                  digits=2), ""]
-    sweep = doc.get("cosine_vs_truncation")
+    sweep = doc.get("cosine_vs_backward_iter")
     if sweep:
         lines += ["## Cosine with BPTT's first hypergradient vs truncation K", "",
-                  markdown_table(sweep["rows"], ["truncation", "neumann_cosine_vs_bptt", "neumann_norm",
+                  markdown_table(sweep["rows"], ["backward_iter", "neumann_cosine_vs_bptt", "neumann_norm",
                                                  "tbptt_cosine_vs_bptt", "tbptt_norm"],
                                  ["K", "Neumann(K) cosine", "Neumann(K) norm", "TBPTT(K) cosine",
                                   "TBPTT(K) norm"], digits=3), ""]
@@ -99,11 +119,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 def plot_curves(doc: dict[str, Any], path: str | Path) -> Path:
     """Meta objective per meta step and against wall time, one line per gradient mode."""
-    import matplotlib
+    import matplotlib  # an optional dependency (the plot extra), needed only for the PNG
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    doc = upgrade(doc)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -127,6 +148,6 @@ def plot_curves(doc: dict[str, Any], path: str | Path) -> Path:
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"{doc.get('task')}: T={cfg.get('inner_steps')} inner steps, K={cfg.get('truncation')}")
+    fig.suptitle(f"{doc.get('task')}: T={cfg.get('max_iter')} inner steps, K={cfg.get('backward_iter')}")
     fig.tight_layout()
     return atomic_save_figure(fig, path, dpi=110)

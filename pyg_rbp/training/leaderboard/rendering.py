@@ -34,6 +34,16 @@ PROTOCOL_ORDER: tuple[str, ...] = ("paper", "public", "official")
 """The order of a dataset's protocol groups on the board (others after them)."""
 
 
+def _groups(rows_: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool] = lambda r: True,
+            ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The rows ``keep`` accepts by (dataset, protocol), in board order: one table or panel each."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows_:
+        if keep(r):
+            groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
+    return groups
+
+
 def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str, Any], profile: str,
                     png_name: str | None = None, curves_name: str | None = None) -> str:
     """``LEADERBOARD.md``: per dataset and protocol, one row per model/grad."""
@@ -60,10 +70,7 @@ def render_markdown(rows_: list[dict[str, Any]], *, command: str, env: dict[str,
     checks = target_checks(rows_)
     if checks:
         out += ["## Targets", "", *checks, ""]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows_:
-        groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
-    for (ds, proto), rs in groups.items():
+    for (ds, proto), rs in _groups(rows_).items():
         metric = rs[0]["metric"]
         out += [f"## {ds}, protocol `{proto}` (metric: {metric})", ""]
         out.append("| model/grad | test | validation | seeds | epochs run / budget | s/epoch "
@@ -148,10 +155,7 @@ def _panels(rows_: list[dict[str, Any]],
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows_:
-        if keep(r):
-            groups.setdefault((r["dataset"], r["protocol"]), []).append(r)
+    groups = _groups(rows_, keep)
     if not groups:
         return None
     cols = min(3, len(groups))

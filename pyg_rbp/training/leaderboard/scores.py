@@ -58,6 +58,11 @@ def first_scored(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | N
     return None
 
 
+def fixed_point_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a fixed-point model (they have a gradient mode) with a test score."""
+    return [r for r in rows if r["grad"] and r["test_mean"] is not None]
+
+
 def shared_seeds(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Seeds with a test score in both rows."""
     sa, sb = a.get("test_by_seed", {}), b.get("test_by_seed", {})

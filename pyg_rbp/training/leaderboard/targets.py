@@ -21,6 +21,7 @@ from pyg_rbp.training.leaderboard import tu
 from pyg_rbp.training.leaderboard.scores import (
     UNAVAILABLE,
     first_scored,
+    fixed_point_rows,
     fmt_score,
     higher_is_better,
     meets,
@@ -106,18 +107,14 @@ def _row(**match: Any) -> Callable[[list[Row]], Row | None]:
     return lambda rows: first_scored(rows, **match)
 
 
-def _fixed_point(rows: list[Row]) -> list[Row]:
-    return [r for r in rows if r["grad"] and r["test_mean"] is not None]
-
-
 def _best_by_validation(rows: list[Row]) -> Row | None:
     """The fixed-point row of best validation score (what a user choosing without test would take)."""
-    fps = _fixed_point(rows)
+    fps = fixed_point_rows(rows)
     return max(fps, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1) if fps else None
 
 
 def _best_by_test(rows: list[Row]) -> Row | None:
-    fps = _fixed_point(rows)
+    fps = fixed_point_rows(rows)
     if not fps:
         return None
     return max(fps, key=lambda r: r["test_mean"] if higher_is_better(r["metric"]) else -r["test_mean"])
@@ -197,7 +194,7 @@ def _threshold(v: Verdict) -> str | None:
     best = v.candidate
     if best is None or v.bar is None:
         return None
-    top = max(_fixed_point(v.rows), key=lambda r: r["test_mean"])
+    top = max(fixed_point_rows(v.rows), key=lambda r: r["test_mean"])
     return (f"- Public split {v.dataset}, target >= {100 * v.bar:.1f}%: best fixed-point row by validation "
             f"({row_label(best)}) reaches {100 * best['test_mean']:.2f} ± {100 * best['test_std']:.2f}% "
             f"test over {len(best['seeds'])} seed(s): **{'met' if v.ok else 'missed'}**"

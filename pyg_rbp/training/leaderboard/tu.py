@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pyg_rbp.data.protocols import KFOLD, NUM_FOLDS
 from pyg_rbp.training.config import build_config
 from pyg_rbp.training.leaderboard.cells import Entry
-from pyg_rbp.training.leaderboard.scores import fmt_score, meets, row_label
+from pyg_rbp.training.leaderboard.scores import fixed_point_rows, fmt_score, meets, row_label
 from pyg_rbp.training.runner import mean_std
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def verdict_line(v: Verdict) -> str:
             f"{row_label(best_val)}, {_pct(best_val['test_mean'], best_val['test_std'])} % vs GIN "
             f"{_pct(gin['test_mean'], gin['test_std'])} % (validation-selected epochs, same harness and "
             f"budget): **{'matches or beats GIN' if v.ok else 'below GIN'}**")
-    fps = [r for r in v.rows if r["grad"] and r["test_mean"] is not None]
+    fps = fixed_point_rows(v.rows)
     top_test = max(fps, key=lambda r: r["test_mean"])
     if top_test is not best_val:
         text += (f" (highest test among fixed-point rows, not chosen by validation: "

@@ -309,6 +309,23 @@ class ResultsFileConflict(ValueError):
     """A results file holds work done with other settings, which a resumed run must not overwrite."""
 
 
+def check_settings(path: str | os.PathLike | None, mine: dict[str, Any], old: dict[str, Any], *,
+                   varying: Iterable[str] = (), defaults: dict[str, Any] | None = None) -> None:
+    """Refuse the results at ``path``, written with settings ``old``, when they differ from ``mine``
+    (:class:`ResultsFileConflict` naming the settings that differ): the one comparison behind every
+    resume, a :class:`ResumableResults` file or a leaderboard cell. Keys in ``varying`` are not
+    compared; a setting ``old`` predates counts at ``defaults[name]``."""
+    defaults = defaults or {}
+    mine = {k: v for k, v in mine.items() if k not in set(varying)}
+    theirs = {k: old.get(k, defaults.get(k)) for k in mine}
+    differ = sorted(k for k in mine if _clean(mine[k]) != _clean(theirs[k]))
+    if differ:
+        raise ResultsFileConflict(
+            f"{path} holds results of other settings (they differ in: {', '.join(differ)}); "
+            "pass --fresh to overwrite it, or write to another path"
+        )
+
+
 class ResumableResults:
     """One resume policy for every long run: a JSON file filled unit by unit, resumed on rerun.
 
@@ -367,14 +384,7 @@ class ResumableResults:
 
     def _check_settings(self, old: dict[str, Any], varying: set[str],
                         defaults: dict[str, Any]) -> None:
-        mine = {k: v for k, v in self.settings.items() if k not in varying}
-        theirs = {k: old.get(k, defaults.get(k)) for k in mine}
-        differ = sorted(k for k in mine if _clean(mine[k]) != _clean(theirs[k]))
-        if differ:
-            raise ResultsFileConflict(
-                f"{self.path} holds results of other settings (they differ in: {', '.join(differ)}); "
-                "pass --fresh to overwrite it, or write to another path"
-            )
+        check_settings(self.path, self.settings, old, varying=varying, defaults=defaults)
 
     def keys(self) -> set[Any]:
         """The keys of every finished unit."""

@@ -3,13 +3,19 @@ what ran, what did not and how to reproduce each row."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
+from pyg_rbp.cli import build_parser
+from pyg_rbp.results import ResultsFileConflict
 from pyg_rbp.training import leaderboard as lb
 from pyg_rbp.training import runner
 from pyg_rbp.training.config import build_config
+from pyg_rbp.training.leaderboard.aggregate import _mean_curve
 
 TINY = dict(epochs=3, eval_every=1, patience=0, max_iter=5, backward_iter=3, hidden=8)
 
@@ -278,10 +284,10 @@ def test_paper_groups_get_a_per_seed_table():
 def test_mean_curve_is_averaged_per_epoch_and_thinned():
     results = [{"history": [{"epoch": e, "val": e / 1000} for e in range(1, 501)]},
                {"history": [{"epoch": e, "val": 3 * e / 1000} for e in range(1, 501)]}, {"history": None}]
-    curve = lb._mean_curve(results, points=50)
+    curve = _mean_curve(results, points=50)
     assert len(curve) <= 51 and curve[0][0] == 1 and curve[-1][0] == 500  # first and last kept
     assert all(c[1] == pytest.approx(2 * c[0] / 1000) and c[2] == 2 for c in curve)
-    assert lb._mean_curve([{"test": 0.5}]) == []  # cells from before histories were recorded
+    assert _mean_curve([{"test": 0.5}]) == []  # cells from before histories were recorded
 
 
 def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
@@ -313,3 +319,105 @@ def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
     rows[1]["test_by_seed"] = {"5": 0.45}
     claim = next(x for x in lb.target_checks(rows) if "Paper claim" in x)
     assert "none shared" in claim and "gated/bptt on seed(s) 1." in claim and "Without" not in claim
+
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED_BOARDS = [("benchmarks/LEADERBOARD.md", "benchmarks/results"),
+                    ("benchmarks/results/scale/LEADERBOARD.md", "benchmarks/results/scale")]
+
+
+def _board_entries(board: Path) -> list[lb.Entry]:
+    """The rows the committed board's own command plans (the command line it records)."""
+    line = next(x for x in board.read_text().splitlines() if x.startswith("- board command:"))
+    command = shlex.split(line.split("`")[1])
+    assert command[:2] == ["pyg-rbp", "leaderboard"], line
+    args = build_parser().parse_args(command[1:])
+    protocols = [p.strip() for p in args.protocols.split(",")] if args.protocols else None
+    return lb.plan(args.datasets.split(","), seeds=args.seeds, profile=args.profile, protocols=protocols)
+
+
+def _history_entries() -> list[lb.Entry]:
+    """The mini-batch cells benchmarks/history_vs_full.py keeps beside the scale board's (every
+    batch size it has run)."""
+    return [lb.Entry(build_config(name, "node", protocol="per-class", model="ppr", grad="neumann",
+                                  loader="history", batch_size=bs), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+            for name, sizes in (("amazon-computers", (2048, 3072)), ("coauthor-cs", (2048,)))
+            for bs in sizes]
+
+
+def test_every_committed_cell_is_found_by_the_committed_boards_plans():
+    """Cell names (the SHA-1 of each row's command) are a contract with the committed results:
+    planning the committed boards' commands finds every committed cell file as finished."""
+    found = 0
+    for board, results in COMMITTED_BOARDS:
+        entries = _board_entries(REPO / board)
+        if results.endswith("scale"):
+            entries += _history_entries()
+        store = lb.CellStore(REPO / results)
+        planned = {store.path(e, s): (e, s) for e in entries for s in e.seeds}
+        committed = sorted((REPO / results / "cells").rglob("*.json"))
+        assert committed, f"no committed cell under {results}"
+        unplanned = [str(p.relative_to(REPO)) for p in committed if p not in planned]
+        assert unplanned == [], f"committed cells no plan finds: {unplanned}"
+        for path in committed:
+            entry, seed = planned[path]
+            assert store.done(entry, seed)  # read, and its command and seed checked against the name
+            assert store.read(entry, seed)["command"] == entry.config.command()
+        found += len(committed)
+    assert found >= 400  # 384 main board cells and 24 scale ones when this test was written
+
+
+def test_a_cell_file_of_other_settings_is_refused_unless_fresh(tmp_path, monkeypatch):
+    entry = lb.Entry(build_config("karate", "node", model="gcn", **TINY), [0, 1])
+    other = lb.Entry(build_config("karate", "node", model="gcn", **{**TINY, "epochs": 4}), [0])
+    path = entry.cell_path(tmp_path / "cells", 0)
+    path.parent.mkdir(parents=True)
+    # a file under seed 0's name that records another row's command (a copied or hand-edited file)
+    path.write_text(json.dumps({"command": other.config.command(), "seed": 0, "result": {"test": 0.1}}))
+    trained: list[int] = []
+    monkeypatch.setattr(runner, "run_one", lambda cfg, loaded, seed, **kw: (trained.append(seed), {
+        "seed": seed, "metric": "acc", "val": 0.5, "test": 0.5, "epochs_run": 3})[1])
+    with pytest.raises(ResultsFileConflict, match=r"seed0\.json holds results of other settings "
+                                                  r"\(they differ in: command\); pass --fresh"):
+        lb.run([entry], tmp_path, progress=False, log=lambda s: None)
+    assert trained == []  # refused before any training
+    with pytest.raises(ResultsFileConflict):
+        lb.rows([entry], tmp_path, availability={"karate": True})
+    # a file naming the wrong seed is refused the same way
+    path.write_text(json.dumps({"command": entry.config.command(), "seed": 1, "result": {"test": 0.1}}))
+    with pytest.raises(ResultsFileConflict, match="differ in: seed"):
+        lb.run([entry], tmp_path, progress=False, log=lambda s: None)
+    # --fresh trains every planned cell again and replaces its file; other cells stay
+    keep = other.cell_path(tmp_path / "cells", 0)
+    keep.write_text(json.dumps({"command": other.config.command(), "seed": 0, "result": {"test": 0.2}}))
+    counts = lb.run([entry], tmp_path, progress=False, log=lambda s: None, fresh=True)
+    assert counts == {"run": 2, "skipped": 0, "unavailable": 0} and sorted(trained) == [0, 1]
+    doc = json.loads(path.read_text())
+    assert doc["command"] == entry.config.command() and doc["seed"] == 0 and doc["result"]["test"] == 0.5
+    assert json.loads(keep.read_text())["result"]["test"] == 0.2
+    assert lb.run([entry], tmp_path, progress=False, log=lambda s: None)["skipped"] == 2
+
+
+def test_targets_are_a_table_judged_by_one_function():
+    """The thresholds live in the table (no number in the verdict code): changing a row of the
+    table changes the verdict."""
+    cora = next(t for t in lb.TARGETS if t.dataset == "cora" and t.comparison == "threshold")
+    assert cora.bar == 0.83 and cora.metric == "acc" and cora.why
+    assert {t.comparison for t in lb.TARGETS} <= set(lb.COMPARISONS)
+
+    def row(model, grad, test, val):
+        return {"dataset": "cora", "protocol": "public", "model": model, "grad": grad, "metric": "acc",
+                "test_mean": test, "test_std": 0.01, "val_mean": val, "seeds": [0, 1], "status": "ok"}
+
+    rows = [row("ppr", "neumann", 0.835, 0.80), row("ppr", "bptt", 0.84, 0.79), row("gcn", None, 0.9, 0.9)]
+    (verdict,) = lb.judge(cora, rows)
+    assert verdict.candidate is rows[0] and verdict.ok is True and verdict.value == 0.835  # chosen by val
+    line = next(x for x in lb.target_checks(rows) if "Public split cora" in x)
+    assert line.startswith("- Public split cora, target >= 83.0%: best fixed-point row by validation "
+                           "(ppr/neumann) reaches 83.50 ± 1.00% test over 2 seed(s): **met**")
+    assert "(highest test among fixed-point rows: ppr/bptt 84.00%)" in line
+    stricter = dataclasses.replace(cora, bar=0.85)
+    (missed,) = lb.judge(stricter, rows)
+    assert missed.ok is False and missed.bar == 0.85
+    # a lower-is-better metric reverses the comparison
+    assert lb.meets(0.9, 1.0, "rmse") and not lb.meets(1.1, 1.0, "rmse") and lb.meets(0.9, 0.8, "acc")

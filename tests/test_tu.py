@@ -264,7 +264,7 @@ def test_config_and_cli_for_10_fold():
 
 def test_gin_selection_and_board(tmp_path):
     from pyg_rbp.training import leaderboard as lb
-    from pyg_rbp.training.tu_board import gin_selection
+    from pyg_rbp.training.leaderboard.tu import gin_selection
 
     def res(fold, tests, test):
         history = [{"epoch": e + 1, "test": t} for e, t in enumerate(tests)]

@@ -1,9 +1,11 @@
 """The TU graph-classification rows of the leaderboard (protocol ``10-fold``).
 
-:mod:`pyg_rbp.training.leaderboard` calls in here for what is particular to cross-validated
-graph classification: which rows a TU set gets (:func:`tu_entries`), the two ways of choosing
-the reported epoch (:func:`fold_fields`), the published figures shown beside our rows
-(:data:`PUBLISHED`) and the verdicts on the issue's targets (:func:`target_lines`).
+What is particular to cross-validated graph classification: which rows a TU set gets
+(:func:`tu_entries`, used by the plan), the two ways of choosing the reported epoch
+(:func:`fold_fields`, used by the aggregation), the published figures shown beside our rows
+(:data:`PUBLISHED`, with :func:`fold_table` for the board) and the phrasing of the TU target's
+verdict (:func:`verdict_line`, named by the target table of
+:mod:`~pyg_rbp.training.leaderboard.targets`).
 
 Epoch selection, both computed from the same runs (each fold trains on the other nine folds
 less a stratified tenth held out for validation, ``val_fraction=0.1``):
@@ -18,10 +20,16 @@ less a stratified tenth held out for validation, ``val_fraction=0.1``):
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyg_rbp.data.protocols import KFOLD, NUM_FOLDS
+from pyg_rbp.training.config import build_config
+from pyg_rbp.training.leaderboard.cells import Entry
+from pyg_rbp.training.leaderboard.scores import fixed_point_rows, fmt_score, meets, row_label
 from pyg_rbp.training.runner import mean_std
+
+if TYPE_CHECKING:
+    from pyg_rbp.training.leaderboard.targets import Verdict
 
 TU_DATASETS: tuple[str, ...] = ("tu-mutag", "tu-proteins", "tu-ptc_mr", "tu-enzymes")
 """The TU sets with a shared offline copy (the board's TU rows)."""
@@ -65,14 +73,11 @@ CPU_OTHER_MODE_SETS: tuple[str, ...] = ("tu-mutag", "tu-ptc_mr")
 rows; the larger PROTEINS and ENZYMES get Neumann-RBP, GIN and GCN."""
 
 
-def tu_entries(name: str, seeds: int, cpu: bool) -> list[Any]:
+def tu_entries(name: str, seeds: int, cpu: bool) -> list[Entry]:
     """The rows of TU set ``name``: the gated and the implicit cell, each with Neumann-RBP and
     :data:`TU_OTHER_MODE` (under the ``cpu`` profile the latter only on
     :data:`CPU_OTHER_MODE_SETS`), and GIN and GCN, all with the same settings and folds
     (``min(seeds, 10)`` folds: the protocol has ten)."""
-    from pyg_rbp.training.config import build_config
-    from pyg_rbp.training.leaderboard import Entry
-
     folds = list(range(min(seeds, NUM_FOLDS)))
     note = "" if len(folds) == NUM_FOLDS else f"{len(folds)} of {NUM_FOLDS} folds"
     grads = ["neumann"]
@@ -116,16 +121,12 @@ def fold_fields(results: list[dict[str, Any]], protocol: str) -> dict[str, Any]:
 
 
 def _pct(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+    return fmt_score("acc", mean, std)  # TU sets are judged by accuracy
 
 
 def fold_table(rows_: list[dict[str, Any]]) -> list[str]:
     """Markdown lines under a ``10-fold`` group: both selections side by side, the published
     figures with their sources, and how the epoch is chosen."""
-    from pyg_rbp.training.leaderboard import _row_label
-
     if not rows_:
         return []
     ds = rows_[0]["dataset"]
@@ -137,7 +138,7 @@ def fold_table(rows_: list[dict[str, Any]]) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rows_:
-        lines.append(f"| {_row_label(r)} | {_pct(r['test_mean'], r['test_std'])} | "
+        lines.append(f"| {row_label(r)} | {_pct(r['test_mean'], r['test_std'])} | "
                      f"{_pct(r.get('gin_test_mean'), r.get('gin_test_std'))} | {r.get('gin_epoch') or '-'} | "
                      f"{len(r['seeds'])}/{len(r['seeds_planned'])} |")
     lines += ["", "Validation-selected: per fold, the test accuracy at the epoch of best validation "
@@ -158,44 +159,36 @@ def fold_table(rows_: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def target_lines(rows_: list[dict[str, Any]]) -> list[str]:
-    """Verdicts: the best fixed-point row against GIN in the same harness (under both
-    selections), and against the published IGNN figure where there is one."""
-    from pyg_rbp.training.leaderboard import _row_label
-
-    lines = []
-    for ds in sorted({r["dataset"] for r in rows_ if r["protocol"] == KFOLD}):
-        rs = [r for r in rows_ if r["dataset"] == ds and r["protocol"] == KFOLD
-              and r["test_mean"] is not None]
-        gin = next((r for r in rs if r["model"] == "gin"), None)
-        fps = [r for r in rs if r["grad"]]
-        if gin is None or not fps:
-            lines.append(f"- {ds} (10-fold): **not checked yet**: no finished GIN or fixed-point row.")
-            continue
-        best_val = max(fps, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1)
-        ok = best_val["test_mean"] >= gin["test_mean"]
-        text = (f"- {ds} (10-fold, {len(best_val['seeds'])} folds): fixed-point row chosen by validation, "
-                f"{_row_label(best_val)}, {_pct(best_val['test_mean'], best_val['test_std'])} % vs GIN "
-                f"{_pct(gin['test_mean'], gin['test_std'])} % (validation-selected epochs, same harness and "
-                f"budget): **{'matches or beats GIN' if ok else 'below GIN'}**")
-        top_test = max(fps, key=lambda r: r["test_mean"])
-        if top_test is not best_val:
-            text += (f" (highest test among fixed-point rows, not chosen by validation: "
-                     f"{_row_label(top_test)} {_pct(top_test['test_mean'], top_test['test_std'])} %)")
-        with_gin = [r for r in fps if r.get("gin_test_mean") is not None]
-        if with_gin and gin.get("gin_test_mean") is not None:
-            top = max(with_gin, key=lambda r: r["gin_test_mean"])
-            ok2 = top["gin_test_mean"] >= gin["gin_test_mean"]
-            text += (f"; under GIN's selection the best fixed-point row, {_row_label(top)}, "
-                     f"{_pct(top['gin_test_mean'], top['gin_test_std'])} % vs GIN "
-                     f"{_pct(gin['gin_test_mean'], gin['gin_test_std'])} %: "
-                     f"**{'matches or beats GIN' if ok2 else 'below GIN'}**")
-            ignn = next((p for p in PUBLISHED.get(ds, []) if p["model"].startswith("IGNN")), None)
-            if ignn is not None:
-                ok3 = 100 * top["gin_test_mean"] >= ignn["acc"]
-                text += (f"; against the published IGNN {ignn['acc']:.1f} % (GIN's selection, its own "
-                         f"budget): **{'matches or beats it' if ok3 else 'below it'}**")
-            else:
-                text += "; no published IGNN figure for this set was found"
-        lines.append(text + ".")
-    return lines
+def verdict_line(v: Verdict) -> str:
+    """The TU target's verdict on one set: the fixed-point row chosen by validation against GIN in
+    the same harness (:func:`~pyg_rbp.training.leaderboard.targets.judge` decided it), then the
+    best fixed-point row under GIN's selection against GIN's, and against the published IGNN
+    figure where there is one."""
+    ds, best_val, gin = v.dataset, v.candidate, v.reference
+    if v.ok is None or best_val is None or gin is None:
+        return f"- {ds} (10-fold): **not checked yet**: no finished GIN or fixed-point row."
+    text = (f"- {ds} (10-fold, {len(best_val['seeds'])} folds): fixed-point row chosen by validation, "
+            f"{row_label(best_val)}, {_pct(best_val['test_mean'], best_val['test_std'])} % vs GIN "
+            f"{_pct(gin['test_mean'], gin['test_std'])} % (validation-selected epochs, same harness and "
+            f"budget): **{'matches or beats GIN' if v.ok else 'below GIN'}**")
+    fps = fixed_point_rows(v.rows)
+    top_test = max(fps, key=lambda r: r["test_mean"])
+    if top_test is not best_val:
+        text += (f" (highest test among fixed-point rows, not chosen by validation: "
+                 f"{row_label(top_test)} {_pct(top_test['test_mean'], top_test['test_std'])} %)")
+    with_gin = [r for r in fps if r.get("gin_test_mean") is not None]
+    if with_gin and gin.get("gin_test_mean") is not None:
+        top = max(with_gin, key=lambda r: r["gin_test_mean"])
+        ok2 = meets(top["gin_test_mean"], gin["gin_test_mean"], "acc")
+        text += (f"; under GIN's selection the best fixed-point row, {row_label(top)}, "
+                 f"{_pct(top['gin_test_mean'], top['gin_test_std'])} % vs GIN "
+                 f"{_pct(gin['gin_test_mean'], gin['gin_test_std'])} %: "
+                 f"**{'matches or beats GIN' if ok2 else 'below GIN'}**")
+        ignn = next((p for p in PUBLISHED.get(ds, []) if p["model"].startswith("IGNN")), None)
+        if ignn is not None:
+            ok3 = meets(100 * top["gin_test_mean"], ignn["acc"], "acc")
+            text += (f"; against the published IGNN {ignn['acc']:.1f} % (GIN's selection, its own "
+                     f"budget): **{'matches or beats it' if ok3 else 'below it'}**")
+        else:
+            text += "; no published IGNN figure for this set was found"
+    return text + "."

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyg_rbp.cli import build_parser
+from pyg_rbp.cli import leaderboard as leaderboard_cli
 from pyg_rbp.results import ResultsFileConflict
 from pyg_rbp.training import leaderboard as lb
 from pyg_rbp.training import runner
@@ -333,7 +334,8 @@ def _board_entries(board: Path) -> list[lb.Entry]:
     assert command[:2] == ["pyg-rbp", "leaderboard"], line
     args = build_parser().parse_args(command[1:])
     protocols = [p.strip() for p in args.protocols.split(",")] if args.protocols else None
-    return lb.plan(args.datasets.split(","), seeds=args.seeds, profile=args.profile, protocols=protocols)
+    return lb.plan(args.datasets.split(","), seeds=leaderboard_cli.num_seeds(args), profile=args.profile,
+                   protocols=protocols)
 
 
 def _history_entries() -> list[lb.Entry]:

@@ -94,7 +94,7 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     train_mask, val_mask, test_mask = _masks(data)
     if int(train_mask.sum()) == 0 or int(val_mask.sum()) == 0 or int(test_mask.sum()) == 0:
         raise ValueError("the split has an empty train, validation or test set")
-    if cfg.model == "linear-pca":
+    if cfg.spec.closed_form:  # linear-pca: a logistic regression, fitted by scikit-learn
         return _linear_baseline(loaded, data, seed)
     if cfg.loader != "full":
         return train_node_batched(cfg, loaded, data, seed, device=device, progress=progress)
@@ -110,10 +110,10 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     model = build_node_model(cfg, x.size(1), loaded.num_classes).to(device)
     opt = make_optimizer(cfg, model.parameters())
     metric = loaded.metric
-    # ppr and gcn drop out their input features first (attribute `dropout`), then hidden units:
-    # for sparse features do the input dropout here, on the non-zeros, and switch theirs off.
+    # ppr, gcn and appnp drop out their input features first (attribute `dropout`), then hidden
+    # units: for sparse features do the input dropout here, on the non-zeros, and switch theirs off.
     feature_dropout = None
-    if cfg.model in ("ppr", "gcn", "appnp") and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
+    if cfg.spec.input_dropout and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
         feature_dropout = SparseFeatureDropout(x, cfg.dropout)
         model.dropout = 0.0
     score = _scorer(loaded, y)

@@ -11,7 +11,7 @@ the result. The adapters (:func:`pyg_rbp.training.node.train_node`,
 :func:`~pyg_rbp.training.node.train_node_batched`, :func:`pyg_rbp.training.graph.train_graph`)
 build the model and the data and hand :func:`fit` three things:
 
-* a :class:`BatchIterator`: the epoch's rounds of batches (a full-graph step is one round of one
+* a :class:`Rounds`: the epoch's rounds of batches (a full-graph step is one round of one
   batch; graph-level training one round per :class:`~torch_geometric.loader.DataLoader` batch;
   the mini-batch loaders of :mod:`pyg_rbp.training.loaders` their rounds of this process's share),
   told when a round and an epoch end (the history loader publishes its solved rows there);
@@ -35,7 +35,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from pyg_rbp.training.distributed import LOCAL, ProcessGroup
 from pyg_rbp.training.models import count_parameters, fixed_point_stats
 from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, check_gradients, check_loss
 
-__all__ = ["BatchIterator", "Evaluation", "Rounds", "fit", "make_optimizer", "set_seed", "set_threads"]
+__all__ = ["Evaluation", "Rounds", "fit", "make_optimizer", "set_seed", "set_threads"]
 
 STEP_EVERY: tuple[str, ...] = ("batch", "epoch")
 MEMORY: tuple[str, ...] = ("first", "first-epoch")
@@ -84,37 +84,26 @@ def make_optimizer(cfg: Any, params: Iterable[Tensor]) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.optimizer](params, cfg)
 
 
-class BatchIterator(Protocol):
-    """What :func:`fit` iterates: rounds of batches; one optimiser step per round (or per epoch)."""
-
-    def rounds(self, epoch: int) -> Iterable[Sequence[Any]]:
-        """Epoch ``epoch``'s rounds, each a sequence of this process's batches. Drawn before
-        the epoch's timer starts; a lazy iterable is iterated inside it."""
-        ...
-
-    def end_round(self) -> None:
-        """Called after a round's backward passes, before its optimiser step."""
-        ...
-
-    def end_epoch(self) -> None:
-        """Called after the epoch's last optimiser step, once its timer has stopped."""
-        ...
-
-
 class Rounds:
-    """A :class:`BatchIterator` over fixed rounds (``[[None]]``: one full-graph step per epoch)."""
+    """What :func:`fit` iterates: rounds of batches, one optimiser step per round (or per epoch).
+
+    The base class repeats fixed ``rounds`` every epoch (the default ``[[None]]``: one
+    full-graph step); subclasses draw them per epoch and act at the end of a round or epoch.
+    """
 
     def __init__(self, rounds: Sequence[Sequence[Any]] = ((None,),)) -> None:
         self._rounds = rounds
 
     def rounds(self, epoch: int) -> Iterable[Sequence[Any]]:
+        """Epoch ``epoch``'s rounds, each a sequence of this process's batches. Drawn before
+        the epoch's timer starts; a lazy iterable is iterated inside it."""
         return self._rounds
 
     def end_round(self) -> None:
-        pass
+        """Called after a round's backward passes, before its optimiser step."""
 
     def end_epoch(self) -> None:
-        pass
+        """Called after the epoch's last optimiser step, once its timer has stopped."""
 
 
 @dataclass
@@ -137,7 +126,7 @@ LossFn = Callable[[nn.Module, Any, int], tuple[Tensor, float, float]]
 epoch's mean training loss)."""
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batches: BatchIterator, loss: LossFn,
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Rounds, loss: LossFn,
         evaluate: Callable[[int], Evaluation], *, metric: str, epochs: int, eval_every: int = 1,
         patience: int = 0, step_every: str = "batch", label: str = "train",
         device: str | torch.device = "cpu", progress: bool = True, round_progress: bool = False,

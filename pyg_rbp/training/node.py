@@ -154,13 +154,14 @@ def _linear_baseline(loaded: LoadedDataset, data: Data, seed: int) -> dict[str, 
     }
 
 
-class _LoaderRounds:
+class _LoaderRounds(Rounds):
     """A :class:`~pyg_rbp.training.loaders.NodeLoader` as :func:`~pyg_rbp.training.fit.fit`'s
     batch iterator: its rounds, the states each round solved (published at the round's end:
     the history buffer, all-gathered between processes), and the target nodes and batches per
     epoch summed over the processes."""
 
     def __init__(self, loader: NodeLoader, group: ProcessGroup) -> None:
+        super().__init__()
         self.loader = loader
         self.group = group
         self.writes: list[tuple[Tensor, Tensor]] = []

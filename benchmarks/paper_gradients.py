@@ -64,7 +64,8 @@ def first_gradients(configs: dict[str, Any], seed: int, loaded: Any,
                     device: torch.device) -> list[dict[str, Any]]:
     """One row per mode: the first training gradient of the paper cell of ``configs`` at ``seed``."""
     from pyg_rbp.data import apply_protocol
-    from pyg_rbp.training.models import build_node_model, fixed_point_stats, set_seed
+    from pyg_rbp.training.fit import set_seed
+    from pyg_rbp.training.models import build_node_model, fixed_point_stats
     from pyg_rbp.training.objective import loss_fn
 
     base = configs["bptt"]

@@ -54,7 +54,7 @@ def _residuals(model: torch.nn.Module, data, max_iter: int) -> dict[str, dict]:
 
 def _init_model(build, data, seed: int):
     from pyg_rbp.training.config import build_config
-    from pyg_rbp.training.node import set_seed
+    from pyg_rbp.training.fit import set_seed
 
     cfg = build_config("cora", "node", protocol="paper", model="gated", grad="neumann")
     set_seed(seed)

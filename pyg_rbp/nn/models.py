@@ -10,7 +10,8 @@ Each model's :attr:`conv` is its :class:`~pyg_rbp.nn.FixedPointConv`, whose ``gr
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +22,7 @@ from pyg_rbp.nn.fixed_point_conv import FixedPointConv
 from pyg_rbp.nn.gated import GatedCell
 from pyg_rbp.nn.implicit import ImplicitCell
 from pyg_rbp.nn.ppr import PPRCell
-
-CELL_NAMES = ("gated", "implicit", "ppr")
-"""Names accepted by the ``cell`` argument of the models."""
+from pyg_rbp.resolver import Registry
 
 POOLS: tuple[str, ...] = ("mean", "add", "max")
 """Global read-outs of the graph models (``"sum"`` is accepted as an alias of ``"add"``)."""
@@ -46,10 +45,80 @@ def check_float_features(x: Tensor, model: str) -> None:
         )
 
 
-def _check_cell_name(cell: str) -> str:
-    if not isinstance(cell, str) or cell.lower() not in CELL_NAMES:
-        raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")
-    return cell.lower()
+class NodeParts(NamedTuple):
+    """The layers of a :class:`FixedPointNodeClassifier` around its fixed point, in the order
+    the model applies them: ``encoder`` (features -> initial state), ``mlp`` (features ->
+    predictions the solve propagates), ``conv`` (the fixed-point layer), ``decoder``."""
+
+    encoder: torch.nn.Module | None
+    mlp: torch.nn.Module | None
+    conv: FixedPointConv
+    decoder: torch.nn.Module | None
+
+
+@dataclass(frozen=True)
+class CellDesign:
+    """How the ready-made models use one cell.
+
+    ``node(in_channels, hidden_channels, out_channels, conv, **options)`` builds the
+    :class:`NodeParts` of the node classifier (``conv`` wraps a cell in the model's
+    :class:`FixedPointConv`; build the layers in the order they are applied, so that one seed
+    gives the same weights); ``graph(hidden_channels, **options)`` the cell of the graph model,
+    which runs on the encoded node features. ``options``: ``encoder``, ``aggr``, ``kappa``,
+    ``alpha``, ``num_mlp_layers``, ``dropout`` (the node models), ``aggr``, ``kappa``, ``alpha``
+    (the graph model); each design reads the ones it needs.
+    """
+
+    node: Callable[..., NodeParts]
+    graph: Callable[..., torch.nn.Module]
+
+
+CELLS: Registry[CellDesign] = Registry("cell")
+"""The ``cell`` names of :class:`FixedPointNodeClassifier` and :class:`FixedPointGraphModel`."""
+
+
+def _gated_node(in_channels: int, hidden_channels: int, out_channels: int,
+                conv: Callable[[torch.nn.Module], FixedPointConv], *, encoder: bool = True,
+                aggr: str = "add", **_: Any) -> NodeParts:
+    if not encoder and in_channels != hidden_channels:
+        raise ValueError(
+            "with encoder=False the features are the initial state: in_channels "
+            f"({in_channels}) must equal hidden_channels ({hidden_channels})"
+        )
+    enc = torch.nn.Linear(in_channels, hidden_channels) if encoder else None
+    fixed_point = conv(GatedCell(hidden_channels, aggr=aggr, inject_input=encoder))
+    return NodeParts(enc, None, fixed_point, torch.nn.Linear(hidden_channels, out_channels))
+
+
+def _implicit_node(in_channels: int, hidden_channels: int, out_channels: int,
+                   conv: Callable[[torch.nn.Module], FixedPointConv], *, kappa: float = 0.95,
+                   **_: Any) -> NodeParts:
+    fixed_point = conv(ImplicitCell(in_channels, hidden_channels, kappa=kappa))
+    return NodeParts(None, None, fixed_point, torch.nn.Linear(hidden_channels, out_channels))
+
+
+def _ppr_node(in_channels: int, hidden_channels: int, out_channels: int,
+              conv: Callable[[torch.nn.Module], FixedPointConv], *, alpha: float = 0.1,
+              num_mlp_layers: int = 2, dropout: float = 0.0, **_: Any) -> NodeParts:
+    if num_mlp_layers < 1:
+        raise ValueError(f"num_mlp_layers must be >= 1, got {num_mlp_layers}")
+    mlp = MLP(in_channels=in_channels, hidden_channels=hidden_channels, out_channels=out_channels,
+              num_layers=num_mlp_layers, dropout=dropout, norm=None)
+    return NodeParts(None, mlp, conv(PPRCell(alpha=alpha)), None)
+
+
+CELLS.register("gated", CellDesign(
+    node=_gated_node,
+    graph=lambda hidden, aggr="add", **_: GatedCell(hidden, aggr=aggr, inject_input=True)),
+    aliases=("ggnn",))
+CELLS.register("implicit", CellDesign(
+    node=_implicit_node,
+    graph=lambda hidden, kappa=0.95, **_: ImplicitCell(hidden, hidden, kappa=kappa)),
+    aliases=("ignn",))
+CELLS.register("ppr", CellDesign(
+    node=_ppr_node,
+    graph=lambda hidden, alpha=0.1, **_: PPRCell(alpha=alpha)),
+    aliases=("pagerank",))
 
 
 class FixedPointNodeClassifier(torch.nn.Module):
@@ -79,7 +148,7 @@ class FixedPointNodeClassifier(torch.nn.Module):
 
     Args:
         in_channels, hidden_channels, out_channels (int): feature sizes.
-        cell (str): ``"gated"``, ``"implicit"`` or ``"ppr"``.
+        cell (str): a name in :data:`CELLS`: ``"gated"``, ``"implicit"`` or ``"ppr"``.
         grad, max_iter, backward_iter, tol, damping, solver: of the :class:`FixedPointConv`.
         dropout (float): dropout on the features entering and leaving the fixed point.
         encoder (bool): ``"gated"`` only, see above.
@@ -108,35 +177,18 @@ class FixedPointNodeClassifier(torch.nn.Module):
                  num_mlp_layers: int = 2, damping: float = 1.0, aggr: str = "add",
                  solver: str = "iteration") -> None:
         super().__init__()
-        self.cell_name = _check_cell_name(cell)
+        self.cell_name = CELLS.canonical(cell)
         self.dropout = float(dropout)
         solve: dict[str, Any] = dict(grad=grad, max_iter=max_iter, backward_iter=backward_iter,
                                      tol=tol, damping=damping, solver=solver)
-        self.encoder: torch.nn.Module | None = None
-        self.mlp: torch.nn.Module | None = None
-        self.decoder: torch.nn.Module | None = None
-        if self.cell_name == "gated":
-            if encoder:
-                self.encoder = torch.nn.Linear(in_channels, hidden_channels)
-            elif in_channels != hidden_channels:
-                raise ValueError(
-                    "with encoder=False the features are the initial state: in_channels "
-                    f"({in_channels}) must equal hidden_channels ({hidden_channels})"
-                )
-            self.conv = FixedPointConv(
-                GatedCell(hidden_channels, aggr=aggr, inject_input=encoder), **solve)
-            self.decoder = torch.nn.Linear(hidden_channels, out_channels)
-        elif self.cell_name == "implicit":
-            self.conv = FixedPointConv(ImplicitCell(in_channels, hidden_channels, kappa=kappa),
-                                       **solve)
-            self.decoder = torch.nn.Linear(hidden_channels, out_channels)
-        else:
-            if num_mlp_layers < 1:
-                raise ValueError(f"num_mlp_layers must be >= 1, got {num_mlp_layers}")
-            self.mlp = MLP(in_channels=in_channels, hidden_channels=hidden_channels,
-                           out_channels=out_channels, num_layers=num_mlp_layers,
-                           dropout=dropout, norm=None)
-            self.conv = FixedPointConv(PPRCell(alpha=alpha), **solve)
+        parts = CELLS[cell].node(
+            in_channels, hidden_channels, out_channels, lambda c: FixedPointConv(c, **solve),
+            encoder=encoder, aggr=aggr, kappa=kappa, alpha=alpha, num_mlp_layers=num_mlp_layers,
+            dropout=dropout)
+        self.encoder: torch.nn.Module | None = parts.encoder
+        self.mlp: torch.nn.Module | None = parts.mlp
+        self.conv = parts.conv
+        self.decoder: torch.nn.Module | None = parts.decoder
 
     def reset_parameters(self) -> None:
         for module in (self.encoder, self.mlp, self.decoder, self.conv):
@@ -146,7 +198,7 @@ class FixedPointNodeClassifier(torch.nn.Module):
     def forward(self, x: Tensor, edge_index: Any, edge_weight: Tensor | None = None) -> Tensor:
         check_float_features(x, self.__class__.__name__)
         x = F.dropout(x, p=self.dropout, training=self.training)
-        if self.cell_name == "ppr":
+        if self.mlp is not None:  # predictions propagated to the fixed point (ppr)
             return self.conv(self.mlp(x), edge_index, edge_weight)
         if self.encoder is not None:
             x = self.encoder(x)
@@ -211,7 +263,7 @@ class FixedPointGraphModel(torch.nn.Module):
                  alpha: float = 0.1, kappa: float = 0.95, damping: float = 1.0,
                  aggr: str = "add", solver: str = "iteration") -> None:
         super().__init__()
-        self.cell_name = _check_cell_name(cell)
+        self.cell_name = CELLS.canonical(cell)
         graph_pool(pool)  # validates the name
         self.pool = pool
         self.dropout = float(dropout)
@@ -219,12 +271,7 @@ class FixedPointGraphModel(torch.nn.Module):
                                      tol=tol, damping=damping, solver=solver)
         self.encoder = node_encoder if node_encoder is not None else torch.nn.Linear(
             in_channels, hidden_channels)
-        if self.cell_name == "gated":
-            cell_module: torch.nn.Module = GatedCell(hidden_channels, aggr=aggr, inject_input=True)
-        elif self.cell_name == "implicit":
-            cell_module = ImplicitCell(hidden_channels, hidden_channels, kappa=kappa)
-        else:
-            cell_module = PPRCell(alpha=alpha)
+        cell_module = CELLS[cell].graph(hidden_channels, aggr=aggr, kappa=kappa, alpha=alpha)
         self.conv = FixedPointConv(cell_module, **solve)
         self.head = MLP([hidden_channels, hidden_channels, out_channels], dropout=dropout,
                         norm=None)

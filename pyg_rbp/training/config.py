@@ -15,19 +15,23 @@ import shlex
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pyg_rbp.data.protocols import PAPER_HIDDEN, PROTOCOLS
+from pyg_rbp.data.manifest import entry
+from pyg_rbp.data.protocols import FEATURES, PAPER_HIDDEN, PROTOCOLS
+from pyg_rbp.data.tu import is_tu_name
 from pyg_rbp.engine import get_grad_mode, get_solver, normalize_grad_mode, normalize_solver
+from pyg_rbp.nn.models import POOLS
+from pyg_rbp.training.models import MODELS as MODEL_SPECS
+from pyg_rbp.training.models import ModelSpec
 
-FIXED_POINT_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr")
+# Views of the model registry (pyg_rbp.training.models.MODELS), in its order:
+MODELS: tuple[str, ...] = MODEL_SPECS.names()
+FIXED_POINT_MODELS: tuple[str, ...] = MODEL_SPECS.names(lambda m: m.fixed_point)
 """Models whose core is a fixed-point solve (they take a gradient mode)."""
-
-BASELINE_MODELS: tuple[str, ...] = ("linear-pca", "gcn", "gin", "appnp")
+BASELINE_MODELS: tuple[str, ...] = MODEL_SPECS.names(lambda m: not m.fixed_point)
 """Baselines trained in the same harness with the same budget (no fixed point, no ``grad``);
 ``appnp`` is APPNP with K = 10 propagation steps."""
-
-MODELS: tuple[str, ...] = FIXED_POINT_MODELS + BASELINE_MODELS
-NODE_MODELS: tuple[str, ...] = ("gated", "implicit", "ppr", "linear-pca", "gcn", "appnp")
-GRAPH_MODELS: tuple[str, ...] = ("gated", "implicit", "gin", "gcn")
+NODE_MODELS: tuple[str, ...] = MODEL_SPECS.names(lambda m: m.node is not None)
+GRAPH_MODELS: tuple[str, ...] = MODEL_SPECS.names(lambda m: m.graph is not None)
 
 PLANETOID = ("cora", "citeseer", "pubmed")
 
@@ -87,14 +91,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a clear message for any out-of-range setting."""
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(MODELS)}")
+        self.model = MODEL_SPECS.canonical(self.model)
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
-        # imported here: the config module stays free of torch_geometric for fast CLI parsing
-        from pyg_rbp.data.protocols import FEATURES
-        from pyg_rbp.nn.models import POOLS
-
         if self.features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if self.protocol == "paper" and self.features != "raw":
@@ -103,7 +102,7 @@ class TrainConfig:
             raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.aggr not in ("add", "mean"):
             raise ValueError(f"aggr must be 'add' or 'mean', got {self.aggr!r}")
-        if self.model in FIXED_POINT_MODELS:
+        if self.spec.fixed_point:
             if self.grad is None:
                 raise ValueError(f"model {self.model!r} needs a gradient mode (--grad)")
             self.grad = normalize_grad_mode(self.grad)
@@ -163,9 +162,14 @@ class TrainConfig:
         parse_num_neighbors(self.num_neighbors)
         if self.step_every not in STEP_EVERY:
             raise ValueError(f"step_every must be one of {', '.join(STEP_EVERY)}, got {self.step_every!r}")
-        if self.loader == "history" and self.model not in FIXED_POINT_MODELS:
+        if self.loader == "history" and not self.spec.fixed_point:
             raise ValueError(f"--loader history solves fixed points batch by batch: it needs a "
                              f"fixed-point model ({', '.join(FIXED_POINT_MODELS)}), got {self.model!r}")
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The registry entry of :attr:`model` (:data:`pyg_rbp.training.models.MODELS`)."""
+        return MODEL_SPECS[self.model]
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,10 +244,10 @@ def default_model(dataset: str, protocol: str, task: str) -> str:
 def defaults_for(dataset: str, protocol: str, model: str, task: str) -> dict[str, Any]:
     """Default settings for ``model`` on ``dataset`` under ``protocol`` (``task``: node/graph).
 
-    * ``paper`` (BRIEF.md section 2): SGD lr 1e-3, momentum 0.9, weight decay 5e-4, 2000
-      full-graph steps, validation checked every 20 steps, 100 propagation steps, truncation
-      K = 5 (also used as the iteration budget of RBP and CG), no dropout, PCA features
-      (64 dims; 16 for PubMed) as the initial state of the gated GNN.
+    * ``paper`` (the citation-network protocol of Liao et al. 2018): SGD lr 1e-3, momentum
+      0.9, weight decay 5e-4, 2000 full-graph steps, validation checked every 20 steps, 100
+      propagation steps, truncation K = 5 (also used as the iteration budget of RBP and CG), no
+      dropout, PCA features (64 dims; 16 for PubMed) as the initial state of the gated GNN.
     * ``public`` Planetoid split: APPNP's literature settings for ``ppr`` (hidden 64, dropout
       0.5, Adam lr 0.01, weight decay 5e-3, alpha 0.1; on CiteSeer row-normalised features and
       weight decay 1e-3, picked on validation), GCN's for ``gcn`` (hidden 16, dropout 0.5,
@@ -257,13 +261,12 @@ def defaults_for(dataset: str, protocol: str, model: str, task: str) -> dict[str
       20, a fixed point of at most 30 steps (tolerance 1e-4), GIN with 3 layers, mean pooling;
       on ogbg-molesol sum pooling and lr 3e-3 (picked on validation for both models).
     """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")
+    model = MODEL_SPECS.canonical(model)
     if task == "graph" and model not in GRAPH_MODELS:
         raise ValueError(f"model {model!r} is not a graph-level model; use one of {', '.join(GRAPH_MODELS)}")
     if task == "node" and model not in NODE_MODELS:
         raise ValueError(f"model {model!r} is not a node-level model; use one of {', '.join(NODE_MODELS)}")
-    d: dict[str, Any] = {"grad": "neumann" if model in FIXED_POINT_MODELS else None}
+    d: dict[str, Any] = {"grad": "neumann" if MODEL_SPECS[model].fixed_point else None}
     if task == "graph" and protocol == "10-fold":
         d.update(tu_defaults(dataset, model))
         return d
@@ -336,7 +339,7 @@ def build_config(dataset: str, task: str, *, protocol: str | None = None, model:
         raise ValueError(f"--protocol official is for OGB datasets; use public or paper for {dataset}")
     if dataset in SHCHUR and protocol in ("public", "paper"):
         raise ValueError(f"{dataset} has no {protocol} split: use --protocol per-class")
-    model = model or default_model(dataset, protocol, task)
+    model = MODEL_SPECS.canonical(model) if model else default_model(dataset, protocol, task)
     values = defaults_for(dataset, protocol, model, task)
     known = {f.name for f in fields(TrainConfig)}
     for key, value in overrides.items():
@@ -349,9 +352,6 @@ def build_config(dataset: str, task: str, *, protocol: str | None = None, model:
 
 def dataset_task(dataset: str) -> str:
     """``"graph"`` for graph-level datasets (OGB ``ogbg-*``), ``"node"`` otherwise (manifest)."""
-    from pyg_rbp.data.manifest import entry
-    from pyg_rbp.data.tu import is_tu_name
-
     if is_tu_name(dataset):  # any TU set, listed in the manifest or not
         return "graph"
     loader = entry(dataset).loader

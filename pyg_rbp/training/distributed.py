@@ -29,10 +29,14 @@ import datetime
 import os
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 TIMEOUT_ENV = "PYG_RBP_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 120.0
@@ -44,11 +48,44 @@ class WorkerFailed(RuntimeError):
 
 def current_group() -> tuple[int, int]:
     """``(rank, world_size)`` of the initialised torch.distributed group, else ``(0, 1)``."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """The processes one training run is spread over, as :func:`~pyg_rbp.training.fit.fit` sees
+    them: it wraps the model for the forward passes (:func:`wrap_ddp`: DDP averages the
+    gradients), sums counts over the processes, and says which process shows progress (rank 0).
+    :data:`LOCAL` is a single process; :meth:`current` the initialised torch.distributed group."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> ProcessGroup:
+        rank, world = current_group()
+        return cls(rank, world)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model if self.world_size == 1 else wrap_ddp(model)
+
+    def sum(self, value: int) -> int:
+        """``value`` summed over the processes (itself when alone)."""
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.long)
+        dist.all_reduce(t)
+        return int(t)
+
+
+LOCAL = ProcessGroup()
+"""A single process (no torch.distributed group)."""
 
 
 def is_main_process() -> bool:
@@ -72,8 +109,6 @@ def init_from_env(device: str | torch.device = "cpu") -> tuple[int, int, torch.d
     Returns ``(rank, world_size, device)``; with ``WORLD_SIZE`` unset or 1 nothing is initialised.
     On CUDA each rank takes ``cuda:<LOCAL_RANK>``.
     """
-    import torch.distributed as dist
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = torch.device(device)
     if world <= 1:
@@ -89,8 +124,6 @@ def init_from_env(device: str | torch.device = "cpu") -> tuple[int, int, torch.d
 
 
 def shutdown() -> None:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -102,8 +135,6 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     rank, world = current_group()
     if world == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     param = next(model.parameters())
     ids = [param.device.index] if param.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
@@ -117,8 +148,6 @@ def gather_rows(rows: Sequence[tuple[Tensor, Tensor]], world_size: int | None = 
     row counts are all-gathered first, then ids and values padded to the longest
     (``torch.distributed.all_gather``; the collectives are torch.distributed's).
     """
-    import torch.distributed as dist
-
     rank, world = current_group()
     if world == 1 or (world_size is not None and world_size == 1):
         return list(rows)
@@ -147,8 +176,6 @@ def gather_rows(rows: Sequence[tuple[Tensor, Tensor]], world_size: int | None = 
 def broadcast_from_main(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (``torch.distributed.broadcast_object_list``); the value
     itself outside a process group."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return value
     box = [value]
@@ -166,8 +193,9 @@ def _worker(local_rank: int, fn: Callable[..., Any], world_size: int, port: int,
             threads: int | None, args: tuple) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if threads:
-        torch.set_num_threads(threads)
+    from pyg_rbp.training.fit import set_threads  # fit -> distributed: a cycle at the top
+
+    set_threads(threads)
     init_from_env(device)
     try:
         fn(*args)
@@ -183,8 +211,6 @@ def spawn(fn: Callable[..., Any], world_size: int, args: tuple = (), device: str
     threads. Raises :class:`WorkerFailed` as soon as one process dies or raises; the others are
     terminated then (never a hang).
     """
-    import torch.multiprocessing as mp
-
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     port = free_port()
@@ -207,7 +233,9 @@ def train_and_save(cfg: Any, loaded: Any, data: Any, seed: int, out_path: str, d
     a group of processes start from the same weights. A module-level function, so that
     :func:`spawn` can start it; used by the multi-process tests and the throughput benchmark.
     """
-    from pyg_rbp.training.models import build_node_model, set_seed
+    # imported here: node -> fit -> distributed (this module) would be a cycle at the top
+    from pyg_rbp.training.fit import set_seed
+    from pyg_rbp.training.models import build_node_model
     from pyg_rbp.training.node import train_node_batched
 
     set_seed(seed)

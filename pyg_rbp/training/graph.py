@@ -7,35 +7,27 @@ fold). Under ``10-fold`` the test fold is scored at every evaluation and kept in
 that GIN's epoch selection (the epoch with the best mean test accuracy over the folds) can be
 computed over the folds afterwards, beside the validation-selected score of each fold.
 
-It reports the same fields as :func:`pyg_rbp.training.node.train_node`, with one epoch being
-one pass over the training graphs and the activation memory measured on the first training
-mini-batch.
+A thin adapter around the one training loop, :func:`pyg_rbp.training.fit.fit`. It reports the
+same fields as :func:`pyg_rbp.training.node.train_node`, with one epoch being one pass over the
+training graphs and the activation memory measured on the first training mini-batch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import statistics
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import Tensor
+from torch_geometric.loader import DataLoader
 
 from pyg_rbp.data import evaluate
 from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.data.protocols import KFOLD, kfold_split
-from pyg_rbp.engine import DivergenceError
-from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
-from pyg_rbp.training.models import build_graph_model, count_parameters, fixed_point_stats, set_seed
-from pyg_rbp.training.node import make_optimizer
-from pyg_rbp.training.objective import (
-    DivergenceGuard,
-    ModelSelection,
-    check_output,
-    checked_step,
-    loss_fn,
-)
+from pyg_rbp.training.fit import Evaluation, Rounds, fit, make_optimizer, set_seed
+from pyg_rbp.training.models import build_graph_model
+from pyg_rbp.training.objective import check_output, loss_fn
 
 
 def _forward(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -64,16 +56,27 @@ def _predict(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple
     return torch.cat(ys), torch.cat(outs)
 
 
+class _GraphBatches(Rounds):
+    """A :class:`~torch_geometric.loader.DataLoader` as :func:`~pyg_rbp.training.fit.fit`'s batch
+    iterator: one round (one optimiser step) per batch of graphs, collated inside the epoch's timer."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        super().__init__()
+        self.loader = loader
+
+    def rounds(self, epoch: int) -> Iterator[list[Any]]:
+        return ([batch] for batch in self.loader)
+
+
 def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
                 device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
     """Train ``cfg.model`` on a graph-level dataset's official split; one result dict per seed.
 
     Validation is scored every ``cfg.eval_every`` epochs; training stops after ``cfg.patience``
-    epochs without improvement (0: never). Fields as in :func:`~pyg_rbp.training.node.train_node`.
+    epochs without improvement (0: never). Fields as in :func:`~pyg_rbp.training.node.train_node`
+    (the loop is :func:`~pyg_rbp.training.fit.fit`); under ``10-fold`` also ``fold`` and
+    ``split_sizes``.
     """
-    from torch_geometric.loader import DataLoader
-    from tqdm.auto import tqdm
-
     if loaded.dataset is None or (loaded.split_idx is None and cfg.protocol != KFOLD):
         raise ValueError(f"{loaded.name} is not a graph-level dataset with a split")
     device = torch.device(device)
@@ -90,87 +93,25 @@ def train_graph(cfg: TrainConfig, loaded: LoadedDataset, seed: int, *,
     opt = make_optimizer(cfg, model.parameters())
     metric = loaded.metric
 
-    selection = ModelSelection(metric, cfg.patience)
-    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}"
-    guard = DivergenceGuard(model, label)
-    epoch_times: list[float] = []
-    saved = None
+    def loss(net: torch.nn.Module, batch: Any, epoch: int) -> tuple[Tensor, float, float]:
+        batch = batch.to(device)
+        return loss_fn(metric, _forward(net, batch), batch.y), 1.0, float(batch.num_graphs)
 
-    def validate(epoch: int, train_loss: float | None) -> bool:
+    def validate(epoch: int) -> Evaluation:
         if kfold:  # every fold's test score at every evaluation: GIN's selection over folds
             test_now = evaluate(loaded, *_predict(model, test_loader, device))
             if not has_val:  # GIN's own setting: no validation part, the last epoch is reported
-                selection.history.append({"epoch": epoch, "val": None, "train_loss": train_loss,
-                                          "test": test_now})
-                selection.test, selection.epoch = test_now, epoch
-                return False
-            stop = selection.update(epoch, *_val_score(), lambda: test_now, cfg.eval_every,
-                                    train_loss=train_loss)
-            selection.history[-1]["test"] = test_now
-            return stop
+                return Evaluation(None, None, lambda: test_now)
+            y_val, out_val = _predict(model, val_loader, device)
+            return Evaluation(evaluate(loaded, y_val, out_val), float(loss_fn(metric, out_val, y_val)),
+                              lambda: test_now, record_test=True)
         y_val, out_val = _predict(model, val_loader, device)
-        val_loss = float(loss_fn(metric, out_val, y_val))
-        return selection.update(epoch, evaluate(loaded, y_val, out_val), val_loss,
-                                lambda: evaluate(loaded, *_predict(model, test_loader, device)),
-                                cfg.eval_every, train_loss=train_loss)
+        return Evaluation(evaluate(loaded, y_val, out_val), float(loss_fn(metric, out_val, y_val)),
+                          lambda: evaluate(loaded, *_predict(model, test_loader, device)))
 
-    def _val_score() -> tuple[float, float]:
-        y_val, out_val = _predict(model, val_loader, device)
-        return evaluate(loaded, y_val, out_val), float(loss_fn(metric, out_val, y_val))
-
-    t_start = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
-    epoch = done = 0  # done: epochs whose training pass completed
-    with CudaPeakMemory(device) as peak:
-        for epoch in bar:
-            try:
-                model.train()
-                synchronize(device)
-                t0 = time.perf_counter()
-                total, count = 0.0, 0
-                for batch in train_loader:
-                    batch = batch.to(device)
-                    opt.zero_grad(set_to_none=True)
-                    with SavedTensorBytes() if saved is None else contextlib.nullcontext() as mem:
-                        out = _forward(model, batch)
-                        loss = loss_fn(metric, out, batch.y)
-                    if mem is not None:
-                        saved = mem.bytes
-                    checked_step(model, opt, loss, f"in epoch {epoch}")
-                    loss = loss.detach()
-                    total += float(loss) * batch.num_graphs
-                    count += batch.num_graphs
-                done = epoch
-                synchronize(device)
-                epoch_times.append(time.perf_counter() - t0)
-                if epoch % cfg.eval_every and epoch != cfg.epochs:
-                    continue
-                stop = validate(epoch, total / max(count, 1))
-            except (DivergenceError, ValueError) as err:
-                guard.record(epoch, err)  # re-raises what is not a divergence
-                break
-            bar.set_postfix(loss=f"{total / max(count, 1):.3f}",
-                            val="-" if selection.val is None else f"{selection.val:.4f}",
-                            test=f"{selection.test:.4f}")
-            if stop:
-                break
-        if guard.info is not None and selection.best is None:
-            guard.validate_initial(model, lambda: validate(0, None))
-    bar.close()
+    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}"
+    result = fit(model, opt, _GraphBatches(train_loader), loss, validate, metric=metric,
+                 epochs=cfg.epochs, eval_every=cfg.eval_every, patience=cfg.patience, label=label,
+                 device=device, progress=progress, where="in epoch {}")
     fold_info = {"fold": seed, "split_sizes": {k: int(v.numel()) for k, v in split.items()}} if kfold else {}
-    return {
-        "seed": seed,
-        **fold_info,
-        "val": selection.val,
-        "test": selection.test,
-        "best_epoch": selection.epoch,
-        "epochs_run": done,
-        "epoch_time_s": statistics.median(epoch_times) if epoch_times else None,
-        "train_time_s": time.perf_counter() - t_start,
-        "saved_bytes": saved,
-        "cuda_peak_bytes": peak.peak_bytes,
-        "num_params": count_parameters(model),
-        "fixed_point": fixed_point_stats(model),
-        "history": selection.history,
-        "diverged": guard.info,
-    }
+    return {"seed": seed, **fold_info, **result}

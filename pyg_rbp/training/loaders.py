@@ -31,10 +31,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch_geometric.typing as tg
 from torch import Tensor
 from torch_geometric.data import Data
+from torch_geometric.loader import ClusterData, ClusterLoader, NeighborLoader
 
+from pyg_rbp.nn.history import (
+    HistoryBuffer,
+    build_halo_batches,
+    find_fixed_point_conv,
+    history_forward,
+    partition_nodes,
+)
 from pyg_rbp.training.config import TrainConfig, parse_num_neighbors
+from pyg_rbp.training.distributed import gather_rows
 
 
 class SamplingUnavailableError(RuntimeError):
@@ -43,16 +53,12 @@ class SamplingUnavailableError(RuntimeError):
 
 def sampling_available() -> bool:
     """Whether PyG's NeighborLoader/ClusterData can run here (pyg-lib or torch-sparse present)."""
-    import torch_geometric.typing as tg
-
     return bool(tg.WITH_PYG_LIB or tg.WITH_TORCH_SPARSE)
 
 
 def metis_available() -> bool:
     """Whether PyG's ``ClusterData`` can partition here: pyg-lib with METIS, or a torch-sparse
     built with ``WITH_METIS=1`` against libmetis (a plain source build of torch-sparse has none)."""
-    import torch_geometric.typing as tg
-
     if getattr(tg, "WITH_METIS", False):
         return True
     if not tg.WITH_TORCH_SPARSE:
@@ -154,13 +160,6 @@ class HistoryLoader(NodeLoader):
     @classmethod
     def build(cls, cfg: TrainConfig, data: Data, model: torch.nn.Module, device: torch.device,
               world_size: int = 1, rank: int = 0, accumulate: int = 1, seed: int = 0) -> HistoryLoader:
-        from pyg_rbp.nn.history import (
-            HistoryBuffer,
-            build_halo_batches,
-            find_fixed_point_conv,
-            partition_nodes,
-        )
-
         n = int(data.num_nodes)
         conv = find_fixed_point_conv(model)
         parts = partition_nodes(data.edge_index, n, cfg.batch_size, method="rcm",
@@ -175,13 +174,9 @@ class HistoryLoader(NodeLoader):
 
     def forward(self, model: torch.nn.Module, x: Tensor, batch: Batch,
                 writes: list[tuple[Tensor, Tensor]]) -> Tensor:
-        from pyg_rbp.nn.history import history_forward
-
         return history_forward(model, x.index_select(0, batch.inputs), batch.payload, self.buffer, writes)
 
     def commit(self, writes: list[tuple[Tensor, Tensor]]) -> None:
-        from pyg_rbp.training.distributed import gather_rows
-
         for nodes, states in gather_rows(writes, self.world_size):
             self.buffer.write(nodes, states)
 
@@ -189,9 +184,6 @@ class HistoryLoader(NodeLoader):
     def predict(self, model: torch.nn.Module, x: Tensor) -> Tensor:
         """``eval_sweeps`` sweeps over the batches in a fixed order on the evaluation buffer
         (warm from the previous evaluation), shared between processes round by round."""
-        from pyg_rbp.nn.history import history_forward
-        from pyg_rbp.training.distributed import gather_rows
-
         out: Tensor | None = None
         for _ in range(self.eval_sweeps):
             for start in range(0, len(self.batches), self.group):
@@ -258,14 +250,10 @@ def make_loader(cfg: TrainConfig, data: Data, model: torch.nn.Module, device: to
     cpu = Data(edge_index=data.edge_index.cpu(), num_nodes=int(data.num_nodes),
                train_mask=data.train_mask.cpu(), n_id=torch.arange(int(data.num_nodes)))
     if cfg.loader == "neighbor":
-        from torch_geometric.loader import NeighborLoader
-
         pyg_loader: Sequence[Any] = NeighborLoader(
             cpu, num_neighbors=parse_num_neighbors(cfg.num_neighbors), batch_size=cfg.batch_size,
             input_nodes=cpu.train_mask, shuffle=True)
     else:
-        from torch_geometric.loader import ClusterData, ClusterLoader
-
         parts = min(cfg.num_parts, int(data.num_nodes))
         per_batch = max(1, round(cfg.batch_size * parts / int(data.num_nodes)))
         pyg_loader = ClusterLoader(ClusterData(cpu, num_parts=parts, log=False),

@@ -1,18 +1,33 @@
-"""Building the model a :class:`~pyg_rbp.training.config.TrainConfig` names.
+"""The models the training harness knows (:data:`MODELS`) and building the one a config names.
 
 Fixed-point models come from :mod:`pyg_rbp.nn.models`; the baselines (a linear classifier,
-PyG's GCN and GIN) are assembled here so that they train in exactly the same harness, with the
-same optimiser, epochs and early stopping as the fixed-point models they are compared with.
-Dropout is applied only before and after a fixed-point solve, never inside it (it would make
-the map stochastic and the "fixed point" meaningless); the fixed-point models own that rule.
+PyG's GCN, GIN and APPNP) are assembled here so that they train in exactly the same harness,
+with the same optimiser, epochs and early stopping as the fixed-point models they are compared
+with. Each model is one :data:`MODELS` entry (:class:`ModelSpec`): whether it solves a fixed
+point (and so takes a gradient mode), and how to build it for node and for graph tasks; the
+config's validation and defaults, and :func:`build_node_model` / :func:`build_graph_model`,
+read it. Dropout is applied only before and after a fixed-point solve, never inside it (it
+would make the map stochastic and the "fixed point" meaningless); the fixed-point models own
+that rule.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyg_rbp.training.config import TrainConfig
+import torch
+import torch_geometric.nn.models as pyg_models
+from torch import Tensor, nn
+from torch_geometric.nn import MLP
+from torch_geometric.nn.conv import APPNP
+
+from pyg_rbp.nn.models import FixedPointGraphModel, FixedPointNodeClassifier, graph_pool
+from pyg_rbp.resolver import Registry
+
+if TYPE_CHECKING:  # config reads MODELS: importing it here would be a cycle
+    from pyg_rbp.training.config import TrainConfig
 
 
 class LinearNodeClassifier(nn.Module):
@@ -37,9 +52,7 @@ class GCNNodeClassifier(nn.Module):
     def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
                  dropout: float) -> None:
         super().__init__()
-        from torch_geometric.nn.models import GCN
-
-        self.gcn = GCN(in_channels, hidden, num_layers=num_layers, out_channels=out_channels,
+        self.gcn = pyg_models.GCN(in_channels, hidden, num_layers=num_layers, out_channels=out_channels,
                        dropout=dropout)
         self.dropout = float(dropout)
 
@@ -64,9 +77,6 @@ class APPNPNodeClassifier(nn.Module):
     def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
                  dropout: float, alpha: float) -> None:
         super().__init__()
-        from torch_geometric.nn import MLP
-        from torch_geometric.nn.conv import APPNP
-
         self.mlp = MLP(in_channels=in_channels, hidden_channels=hidden, out_channels=out_channels,
                        num_layers=num_layers, dropout=dropout, norm=None)
         self.prop = APPNP(K=APPNP_K, alpha=alpha)
@@ -88,10 +98,6 @@ class _PooledGraphModel(nn.Module):
     def __init__(self, in_channels: int, hidden: int, out_channels: int, num_layers: int,
                  dropout: float, node_encoder: nn.Module | None = None, pool: str = "mean") -> None:
         super().__init__()
-        import torch_geometric.nn.models as pyg_models
-
-        from pyg_rbp.nn.models import graph_pool
-
         graph_pool(pool)  # validates the name
         self.pool = pool
         self.node_encoder = node_encoder
@@ -113,8 +119,6 @@ class _PooledGraphModel(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor,
                 edge_weight: Tensor | None = None) -> Tensor:
-        from pyg_rbp.nn.models import graph_pool
-
         h = self.node_encoder(x) if self.node_encoder is not None else x.float()
         if self.TAKES_EDGE_WEIGHT:
             h = self.backbone(h, edge_index, edge_weight=edge_weight)
@@ -172,24 +176,44 @@ class GCNGraphModel(_PooledGraphModel):
 def _atom_encoder(dataset: str, hidden: int) -> nn.Module | None:
     if not dataset.startswith("ogbg-mol"):
         return None
+    # imported here: ogb's encoders pull in pandas (seconds), and only molecule datasets need them
     from ogb.graphproppred.mol_encoder import AtomEncoder
 
     return AtomEncoder(hidden)
 
 
-def build_node_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> nn.Module:
-    """The node-level model of ``cfg`` for ``in_channels`` input features."""
-    if cfg.model == "linear-pca":
-        return LinearNodeClassifier(in_channels, out_channels, cfg.dropout)
-    if cfg.model == "gcn":
-        return GCNNodeClassifier(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout)
-    if cfg.model == "appnp":
-        return APPNPNodeClassifier(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout,
-                                   cfg.alpha)
-    if cfg.model not in ("gated", "implicit", "ppr"):
-        raise ValueError(f"model {cfg.model!r} is not a node-level model")
-    from pyg_rbp.nn.models import FixedPointNodeClassifier
+NodeBuilder = Callable[["TrainConfig", int, int], nn.Module]
+GraphBuilder = Callable[["TrainConfig", int, int, "nn.Module | None"], nn.Module]
 
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the harness.
+
+    Attributes:
+        fixed_point: whether its core is a fixed-point solve (it then takes a gradient mode,
+            ``cfg.grad``; a baseline's ``grad`` is ``None``).
+        node: ``node(cfg, in_channels, out_channels)`` builds it for node tasks (None: not a
+            node-level model).
+        graph: ``graph(cfg, in_channels, out_channels, node_encoder)`` for graph tasks.
+        input_dropout: it drops out its input features first, by a float attribute ``dropout``
+            (which full-graph training may take over for sparse features).
+        closed_form: it is fitted in closed form (the linear-PCA baseline), not by the
+            training loop.
+    """
+
+    fixed_point: bool
+    node: NodeBuilder | None = None
+    graph: GraphBuilder | None = None
+    input_dropout: bool = False
+    closed_form: bool = False
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+"""The ``--model`` names of ``pyg-rbp train`` (aliases in any case, ``-``/``_`` optional)."""
+
+
+def _fixed_point_node(cfg: TrainConfig, in_channels: int, out_channels: int) -> nn.Module:
     # The paper protocol feeds the PCA features in as the initial state (no encoder): this
     # needs in_channels == hidden, which apply_protocol(..., hidden=cfg.hidden) guarantees.
     paper = cfg.protocol == "paper" and cfg.model == "gated"
@@ -206,25 +230,53 @@ def build_node_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> n
     )
 
 
-def build_graph_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> nn.Module:
-    """The graph-level model of ``cfg``; molecules get OGB's ``AtomEncoder`` in front."""
-    encoder = _atom_encoder(cfg.dataset, cfg.hidden)
-    if cfg.model == "gin":
-        return GINGraphModel(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout, encoder,
-                             pool=cfg.pool)
-    if cfg.model == "gcn":
-        return GCNGraphModel(in_channels, cfg.hidden, out_channels, cfg.num_layers, cfg.dropout, encoder,
-                             pool=cfg.pool)
-    if cfg.model not in ("gated", "implicit"):
-        raise ValueError(f"model {cfg.model!r} is not a graph-level model")
-    from pyg_rbp.nn.models import FixedPointGraphModel
-
+def _fixed_point_graph(cfg: TrainConfig, in_channels: int, out_channels: int,
+                       encoder: nn.Module | None) -> nn.Module:
     return FixedPointGraphModel(
         cfg.hidden if encoder is not None else in_channels, cfg.hidden, out_channels, cell=cfg.model,
         grad=cfg.grad, max_iter=cfg.max_iter, backward_iter=cfg.backward_iter, tol=cfg.tol,
         dropout=cfg.dropout, pool=cfg.pool, node_encoder=encoder, alpha=cfg.alpha, kappa=cfg.kappa,
         damping=cfg.damping, aggr=cfg.aggr, solver=cfg.solver,
     )
+
+
+def _pooled(cls: type[_PooledGraphModel]) -> GraphBuilder:
+    return lambda cfg, i, o, encoder: cls(i, cfg.hidden, o, cfg.num_layers, cfg.dropout, encoder,
+                                          pool=cfg.pool)
+
+
+MODELS.register("gated", ModelSpec(True, node=_fixed_point_node, graph=_fixed_point_graph),
+                aliases=("ggnn",))
+MODELS.register("implicit", ModelSpec(True, node=_fixed_point_node, graph=_fixed_point_graph),
+                aliases=("ignn",))
+MODELS.register("ppr", ModelSpec(True, node=_fixed_point_node, input_dropout=True))
+MODELS.register("linear-pca", ModelSpec(
+    False, node=lambda cfg, i, o: LinearNodeClassifier(i, o, cfg.dropout), closed_form=True),
+    aliases=("linear",))
+MODELS.register("gcn", ModelSpec(
+    False, node=lambda cfg, i, o: GCNNodeClassifier(i, cfg.hidden, o, cfg.num_layers, cfg.dropout),
+    graph=_pooled(GCNGraphModel), input_dropout=True))
+MODELS.register("gin", ModelSpec(False, graph=_pooled(GINGraphModel)))
+MODELS.register("appnp", ModelSpec(
+    False, node=lambda cfg, i, o: APPNPNodeClassifier(i, cfg.hidden, o, cfg.num_layers, cfg.dropout,
+                                                      cfg.alpha),
+    input_dropout=True))
+
+
+def build_node_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """The node-level model of ``cfg`` for ``in_channels`` input features."""
+    spec = MODELS[cfg.model]
+    if spec.node is None:
+        raise ValueError(f"model {cfg.model!r} is not a node-level model")
+    return spec.node(cfg, in_channels, out_channels)
+
+
+def build_graph_model(cfg: TrainConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """The graph-level model of ``cfg``; molecules get OGB's ``AtomEncoder`` in front."""
+    spec = MODELS[cfg.model]
+    if spec.graph is None:
+        raise ValueError(f"model {cfg.model!r} is not a graph-level model")
+    return spec.graph(cfg, in_channels, out_channels, _atom_encoder(cfg.dataset, cfg.hidden))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -242,13 +294,3 @@ def fixed_point_stats(model: nn.Module) -> dict | None:
                 return None
     return None
 
-
-def set_seed(seed: int) -> None:
-    """Seed torch (CPU and CUDA) and numpy/random for a reproducible run."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)

@@ -1,44 +1,34 @@
-"""Full-graph training of a node classifier with early stopping on validation: :func:`train_node`.
+"""Node classification, full-graph (:func:`train_node`) or in mini-batches (:func:`train_node_batched`).
 
-One function serves every node-level dataset and model: the paper protocol (SGD, validation
-checked every 20 steps), the public Planetoid split and OGB's official node splits. Per run it
-reports the best validation score, the test score at that epoch, the median time of a training
-step, the activation memory of one training forward (bytes saved for backward, counted the same
-way on every device) and, on CUDA, the peak allocated memory.
+Thin adapters around the one training loop, :func:`pyg_rbp.training.fit.fit`: they build the
+model and the data, and say what a batch, its loss and a validation are. One function serves
+every node-level dataset and model: the paper protocol (SGD, validation checked every 20
+steps), the public Planetoid split and OGB's official node splits. Per run it reports the best
+validation score, the test score at that epoch, the median time of a training step, the
+activation memory of one training forward (bytes saved for backward, counted the same way on
+every device) and, on CUDA, the peak allocated memory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
 
-from pyg_rbp.data import evaluate
+from pyg_rbp.data import evaluate, linear_pca_baseline
 from pyg_rbp.data.loaded import LoadedDataset
-from pyg_rbp.engine import DivergenceError
-from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
 from pyg_rbp.training.config import TrainConfig
-from pyg_rbp.training.models import build_node_model, count_parameters, fixed_point_stats, set_seed
-from pyg_rbp.training.objective import (
-    DivergenceGuard,
-    ModelSelection,
-    check_gradients,
-    check_loss,
-    check_output,
-    checked_step,
-    loss_fn,
-)
+from pyg_rbp.training.distributed import ProcessGroup
+from pyg_rbp.training.fit import Evaluation, Rounds, fit, make_optimizer, set_seed
+from pyg_rbp.training.loaders import Batch, NodeLoader, make_loader
+from pyg_rbp.training.models import build_node_model
+from pyg_rbp.training.objective import check_output, loss_fn
 
-
-def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    """SGD with momentum (paper protocol) or Adam, with L2 weight decay."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+__all__ = ["SparseFeatureDropout", "make_optimizer", "set_seed", "train_node", "train_node_batched"]
 
 
 class SparseFeatureDropout:
@@ -73,6 +63,16 @@ def _masks(data: Data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return data.train_mask, data.val_mask, data.test_mask
 
 
+def _scorer(loaded: LoadedDataset, y: Tensor):
+    y_cpu = y.detach().cpu()
+
+    def score(out: Tensor, mask: Tensor) -> float:
+        m = mask.detach().cpu()
+        return evaluate(loaded, y_cpu[m], out.detach().cpu()[m])
+
+    return score
+
+
 def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *,
                device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
     """Train ``cfg.model`` on the node graph ``data`` (with split masks) and return the result.
@@ -86,22 +86,19 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     validation: ``epoch``, ``val``, ``val_loss``, ``train_loss``) and ``diverged``: ``None``, or
     ``{"epoch", "error"}`` when a NaN/inf loss, gradient or state stopped the run (the scores are
     then those of the best validated model before it; see
-    :class:`~pyg_rbp.training.objective.DivergenceGuard`).
+    :class:`~pyg_rbp.training.objective.DivergenceGuard`). The loop is
+    :func:`~pyg_rbp.training.fit.fit`, one round of one full-graph batch per step.
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     set_seed(seed)
     train_mask, val_mask, test_mask = _masks(data)
     if int(train_mask.sum()) == 0 or int(val_mask.sum()) == 0 or int(test_mask.sum()) == 0:
         raise ValueError("the split has an empty train, validation or test set")
-    if cfg.model == "linear-pca":
+    if cfg.spec.closed_form:  # linear-pca: a logistic regression, fitted by scikit-learn
         return _linear_baseline(loaded, data, seed)
     if cfg.loader != "full":
         return train_node_batched(cfg, loaded, data, seed, device=device, progress=progress)
-    from pyg_rbp.training.distributed import current_group
-
-    if current_group()[1] > 1:
+    if ProcessGroup.current().world_size > 1:
         raise ValueError("several processes share mini-batches: use --loader history, neighbor or "
                          "cluster with --world-size / torchrun")
     if data.x is None:
@@ -113,90 +110,37 @@ def train_node(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *
     model = build_node_model(cfg, x.size(1), loaded.num_classes).to(device)
     opt = make_optimizer(cfg, model.parameters())
     metric = loaded.metric
-    # ppr and gcn drop out their input features first (attribute `dropout`), then hidden units:
-    # for sparse features do the input dropout here, on the non-zeros, and switch theirs off.
+    # ppr, gcn and appnp drop out their input features first (attribute `dropout`), then hidden
+    # units: for sparse features do the input dropout here, on the non-zeros, and switch theirs off.
     feature_dropout = None
-    if cfg.model in ("ppr", "gcn", "appnp") and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
+    if cfg.spec.input_dropout and cfg.dropout > 0 and SparseFeatureDropout.worthwhile(x):
         feature_dropout = SparseFeatureDropout(x, cfg.dropout)
         model.dropout = 0.0
-    y_cpu = y.detach().cpu()
+    score = _scorer(loaded, y)
 
-    def score(out: torch.Tensor, mask: torch.Tensor) -> float:
-        m = mask.detach().cpu()
-        return evaluate(loaded, y_cpu[m], out.detach().cpu()[m])
+    def loss(net: torch.nn.Module, batch: None, epoch: int) -> tuple[Tensor, float, float]:
+        x_in = feature_dropout() if feature_dropout is not None else x
+        out = net(x_in, data.edge_index, edge_weight)
+        return loss_fn(metric, out[train_mask], y[train_mask]), 1.0, 1.0
 
-    selection = ModelSelection(metric, cfg.patience)
-    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}"
-    guard = DivergenceGuard(model, label)
-    step_times: list[float] = []
-    saved = None
-
-    def validate(epoch: int, train_loss: float | None) -> bool:
-        model.eval()
+    def validate(epoch: int) -> Evaluation:
         with torch.no_grad():
             out = model(x, data.edge_index, edge_weight)
             check_output(out, f"at the validation of step {epoch}")
             val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
-        return selection.update(epoch, score(out, val_mask), val_loss,
-                                lambda: score(out, test_mask), cfg.eval_every, train_loss=train_loss)
+        return Evaluation(score(out, val_mask), val_loss, lambda: score(out, test_mask))
 
-    t_start = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not progress, leave=False, dynamic_ncols=True)
-    epoch = done = 0  # done: steps whose optimiser update ran
-    with CudaPeakMemory(device) as peak:
-        for epoch in bar:
-            try:
-                model.train()
-                synchronize(device)
-                t0 = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                x_in = feature_dropout() if feature_dropout is not None else x
-                with SavedTensorBytes() if saved is None else contextlib.nullcontext() as mem:
-                    out = model(x_in, data.edge_index, edge_weight)
-                    loss = loss_fn(metric, out[train_mask], y[train_mask])
-                if mem is not None:
-                    saved = mem.bytes
-                checked_step(model, opt, loss, f"at step {epoch}")
-                done = epoch
-                loss = loss.detach()
-                synchronize(device)
-                step_times.append(time.perf_counter() - t0)
-                if epoch % cfg.eval_every and epoch != cfg.epochs:
-                    continue
-                stop = validate(epoch, float(loss))
-            except (DivergenceError, ValueError) as err:
-                guard.record(epoch, err)  # re-raises what is not a divergence
-                break
-            bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{selection.val:.4f}",
-                            test=f"{selection.test:.4f}")
-            if stop:
-                break
-        if guard.info is not None and selection.best is None:
-            guard.validate_initial(model, lambda: validate(0, None))
-    bar.close()
-    return {
-        "seed": seed,
-        "val": selection.val,
-        "test": selection.test,
-        "best_epoch": selection.epoch,
-        "epochs_run": done,
-        "epoch_time_s": statistics.median(step_times) if step_times else None,
-        "train_time_s": time.perf_counter() - t_start,
-        "saved_bytes": saved,
-        "cuda_peak_bytes": peak.peak_bytes,
-        "num_params": count_parameters(model),
-        "fixed_point": fixed_point_stats(model),
-        "history": selection.history,
-        "diverged": guard.info,
-        "loader": "full",
-        "nodes_per_s": (int(data.num_nodes) / statistics.median(step_times)) if step_times else None,
-    }
+    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/s{seed}"
+    result = fit(model, opt, Rounds(), loss, validate, metric=metric, epochs=cfg.epochs,
+                 eval_every=cfg.eval_every, patience=cfg.patience, label=label, device=device,
+                 progress=progress, where="at step {}")
+    median = result["epoch_time_s"]
+    return {"seed": seed, **result, "loader": "full",
+            "nodes_per_s": (int(data.num_nodes) / median) if median else None}
 
 
 def _linear_baseline(loaded: LoadedDataset, data: Data, seed: int) -> dict[str, Any]:
     """The paper's linear-PCA baseline: logistic regression on the features, C picked on val."""
-    from pyg_rbp.data import linear_pca_baseline
-
     if loaded.metric != "acc":
         raise ValueError(
             f"linear-pca is a single-label classifier; {loaded.name} is scored by {loaded.metric}")
@@ -208,6 +152,38 @@ def _linear_baseline(loaded: LoadedDataset, data: Data, seed: int) -> dict[str, 
         "saved_bytes": 0, "cuda_peak_bytes": None, "num_params": None, "fixed_point": None,
         "C": res["C"],
     }
+
+
+class _LoaderRounds(Rounds):
+    """A :class:`~pyg_rbp.training.loaders.NodeLoader` as :func:`~pyg_rbp.training.fit.fit`'s
+    batch iterator: its rounds, the states each round solved (published at the round's end:
+    the history buffer, all-gathered between processes), and the target nodes and batches per
+    epoch summed over the processes."""
+
+    def __init__(self, loader: NodeLoader, group: ProcessGroup) -> None:
+        super().__init__()
+        self.loader = loader
+        self.group = group
+        self.writes: list[tuple[Tensor, Tensor]] = []
+        self.nodes = 0
+        self.nodes_per_epoch = 0
+        self.batches_per_epoch = 0
+        self._count = 0
+
+    def rounds(self, epoch: int) -> Sequence[Sequence[Batch]]:
+        rounds = self.loader.rounds(epoch)
+        self._count = len(rounds)
+        self.nodes = 0
+        self.writes = []
+        return rounds
+
+    def end_round(self) -> None:
+        self.loader.commit(self.writes)
+        self.writes = []
+
+    def end_epoch(self) -> None:
+        self.nodes_per_epoch = self.group.sum(self.nodes)
+        self.batches_per_epoch = self._count * self.loader.group
 
 
 def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed: int, *,
@@ -226,12 +202,8 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
     (each batch weighted by its share of the training nodes), as a full-graph step would.
     ``model`` overrides the one built from ``cfg`` (the multi-process tests start all from one).
     """
-    from tqdm.auto import tqdm
-
-    from pyg_rbp.training.distributed import current_group, wrap_ddp
-    from pyg_rbp.training.loaders import make_loader
-
-    rank, world = current_group()
+    group = ProcessGroup.current()
+    world = group.world_size
     device = torch.device(device)
     set_seed(seed)
     train_mask, val_mask, test_mask = _masks(data)
@@ -246,131 +218,43 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
     dtype = next(p.dtype for p in built.parameters() if p.is_floating_point())
     x = data.x.to(dtype)
     y = data.y
-    loader = make_loader(cfg, data, built, device, world_size=world, rank=rank, accumulate=accumulate,
-                         seed=seed)
-    net = wrap_ddp(built)
+    loader = make_loader(cfg, data, built, device, world_size=world, rank=group.rank,
+                         accumulate=accumulate, seed=seed)
     opt = make_optimizer(cfg, built.parameters())
     metric = loaded.metric
-    y_cpu = y.detach().cpu()
     train_cpu = train_mask.detach().cpu()
-
-    def score(out: torch.Tensor, mask: torch.Tensor) -> float:
-        m = mask.detach().cpu()
-        return evaluate(loaded, y_cpu[m], out.detach().cpu()[m])
-
-    selection = ModelSelection(metric, cfg.patience)
-    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/{cfg.loader}/s{seed}"
+    score = _scorer(loaded, y)
     per_epoch = cfg.step_every == "epoch"
     n_train = int(train_mask.sum())
-    guard = DivergenceGuard(built, label)
-    epoch_times: list[float] = []
-    saved = 0
-    nodes_per_epoch = 0
-    batches_per_epoch = 0
+    batches = _LoaderRounds(loader, group)
 
-    def validate(epoch: int, train_loss: float | None) -> bool:
-        built.eval()
+    def loss(net: torch.nn.Module, batch: Batch, epoch: int) -> tuple[Tensor, float, float]:
+        out = loader.forward(net, x, batch, batches.writes)
+        is_train = train_cpu[batch.targets.cpu()].to(out.device)
+        if bool(is_train.any()):
+            tgt = batch.targets[is_train.to(batch.targets.device)]
+            value = loss_fn(metric, out[is_train], y[tgt])
+        else:  # no training node here: the solve still updates the buffer
+            value = out.sum() * 0.0
+        batches.nodes += batch.targets.numel()
+        # per epoch: this batch's share of the mean over all training nodes
+        # (DDP averages over the processes, hence the factor world)
+        share = int(is_train.sum()) * world / n_train
+        return value, (share if per_epoch else 1.0 / accumulate), 1.0
+
+    def validate(epoch: int) -> Evaluation:
         out = loader.predict(built, x)
         check_output(out, f"at epoch {epoch}")
         val_loss = float(loss_fn(metric, out[val_mask], y[val_mask]))
-        return selection.update(epoch, score(out, val_mask), val_loss,
-                                lambda: score(out, test_mask), cfg.eval_every, train_loss=train_loss)
+        return Evaluation(score(out, val_mask), val_loss, lambda: score(out, test_mask))
 
-    t_start = time.perf_counter()
-    show = progress and rank == 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc=label, disable=not show, leave=False, dynamic_ncols=True)
-    epoch = done = 0
-    loss_value = float("nan")
-    with CudaPeakMemory(device) as peak:
-        for epoch in bar:
-            try:
-                built.train()
-                rounds = loader.rounds(epoch)
-                inner = tqdm(rounds, desc=f"epoch {epoch}", disable=not show, leave=False)
-                synchronize(device)
-                t0 = time.perf_counter()
-                losses = []
-                nodes = 0
-                if per_epoch:
-                    opt.zero_grad(set_to_none=True)
-                for mine in inner:
-                    if not per_epoch:
-                        opt.zero_grad(set_to_none=True)
-                    writes: list[tuple[torch.Tensor, torch.Tensor]] = []
-                    for batch in mine:
-                        with SavedTensorBytes() if epoch == 1 else contextlib.nullcontext() as mem:
-                            out = loader.forward(net, x, batch, writes)
-                            is_train = train_cpu[batch.targets.cpu()].to(out.device)
-                            if bool(is_train.any()):
-                                tgt = batch.targets[is_train.to(batch.targets.device)]
-                                loss = loss_fn(metric, out[is_train], y[tgt])
-                            else:  # no training node here: the solve still updates the buffer
-                                loss = out.sum() * 0.0
-                            # per epoch: this batch's share of the mean over all training nodes
-                            # (DDP averages over the processes, hence the factor world)
-                            share = int(is_train.sum()) * world / n_train
-                            weight = share if per_epoch else 1.0 / accumulate
-                        if mem is not None:
-                            saved = max(saved, mem.bytes)
-                        nodes += batch.targets.numel()
-                        check_loss(loss, f"at epoch {epoch}")
-                        (loss * weight).backward()
-                        losses.append(float(loss.detach()))
-                    loader.commit(writes)
-                    if not per_epoch:
-                        check_gradients(built, f"at epoch {epoch}")
-                        opt.step()
-                if per_epoch:
-                    check_gradients(built, f"at epoch {epoch}")
-                    opt.step()
-                inner.close()
-                synchronize(device)
-                epoch_times.append(time.perf_counter() - t0)
-                nodes_per_epoch = all_ranks_sum(nodes, world)
-                batches_per_epoch = len(rounds) * loader.group
-                done = epoch
-                loss_value = statistics.fmean(losses) if losses else float("nan")
-                if epoch % cfg.eval_every and epoch != cfg.epochs:
-                    continue
-                stop = validate(epoch, loss_value)
-            except (DivergenceError, ValueError) as err:
-                guard.record(epoch, err)  # re-raises what is not a divergence
-                break
-            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{selection.val:.4f}",
-                            test=f"{selection.test:.4f}")
-            if stop:
-                break
-        if guard.info is not None and selection.best is None:
-            guard.validate_initial(built, lambda: validate(0, None))
-    bar.close()
-    median = statistics.median(epoch_times) if epoch_times else None
-    return {
-        "seed": seed,
-        "val": selection.val,
-        "test": selection.test,
-        "best_epoch": selection.epoch,
-        "epochs_run": done,
-        "epoch_time_s": median,
-        "train_time_s": time.perf_counter() - t_start,
-        "saved_bytes": saved,
-        "cuda_peak_bytes": peak.peak_bytes,
-        "num_params": count_parameters(built),
-        "fixed_point": fixed_point_stats(built),
-        "history": selection.history,
-        "diverged": guard.info,
-        "loader": cfg.loader,
-        "batches": batches_per_epoch,
-        "nodes_per_s": (nodes_per_epoch / median) if median else None,
-        "world_size": world,
-    }
+    label = f"{cfg.dataset}/{cfg.model}/{cfg.grad or '-'}/{cfg.loader}/s{seed}"
+    result = fit(built, opt, batches, loss, validate, metric=metric, epochs=cfg.epochs,
+                 eval_every=cfg.eval_every, patience=cfg.patience, step_every=cfg.step_every,
+                 label=label, device=device, progress=progress, round_progress=True, group=group,
+                 memory="first-epoch")
+    median = result["epoch_time_s"]
+    return {"seed": seed, **result, "loader": cfg.loader, "batches": batches.batches_per_epoch,
+            "nodes_per_s": (batches.nodes_per_epoch / median) if median else None,
+            "world_size": world}
 
-
-def all_ranks_sum(value: int, world: int) -> int:
-    """``value`` summed over the processes of the torch.distributed group (itself when alone)."""
-    if world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.long)
-    dist.all_reduce(t)
-    return int(t)

@@ -182,6 +182,12 @@ class ModelSelection:
             self.since_best += epochs_since_last
         return bool(self.patience) and self.since_best >= self.patience
 
+    def record_last(self, epoch: int, test: float, train_loss: float | None = None) -> None:
+        """Record an evaluation without a validation part: the last one is the reported one
+        (its test score and epoch), kept in :attr:`history` with ``val=None``."""
+        self.history.append({"epoch": epoch, "val": None, "train_loss": train_loss, "test": test})
+        self.test, self.epoch = test, epoch
+
     @property
     def val(self) -> float | None:
         return self.best[0] if self.best else None

@@ -16,8 +16,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from pyg_rbp.data import apply_protocol, load
 from pyg_rbp.results import ResultsFileConflict, ResumableResults, environment
 from pyg_rbp.training.config import TrainConfig
+from pyg_rbp.training.graph import train_graph
+from pyg_rbp.training.node import train_node
 
 __all__ = ["ResultsFileConflict", "diverged_seeds", "load_dataset", "run_one", "run_seeds", "summarize"]
 
@@ -25,9 +28,7 @@ RESULT_KEYS = ("dataset", "protocol", "model", "grad", "metric", "seed", "val", 
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> Any:
-    """:func:`pyg_rbp.data.load`, imported lazily."""
-    from pyg_rbp.data import load
-
+    """:func:`pyg_rbp.data.load` (the one place the runs read a dataset)."""
     return load(name, root=root)
 
 
@@ -35,13 +36,8 @@ def run_one(cfg: TrainConfig, loaded: Any, seed: int, *, device: str = "cpu",
             progress: bool = True) -> dict[str, Any]:
     """Train one seed of ``cfg`` on the already loaded dataset; the result row."""
     if loaded.task == "graph":
-        from pyg_rbp.training.graph import train_graph
-
         res = train_graph(cfg, loaded, seed, device=device, progress=progress)
     else:
-        from pyg_rbp.data import apply_protocol
-        from pyg_rbp.training.node import train_node
-
         data = apply_protocol(loaded, cfg.protocol, seed, hidden=cfg.hidden, features=cfg.features)
         res = train_node(cfg, loaded, data, seed, device=device, progress=progress)
     row = {"dataset": cfg.dataset, "protocol": cfg.protocol, "model": cfg.model, "grad": cfg.grad,

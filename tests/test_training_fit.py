@@ -1,0 +1,446 @@
+"""One training loop (:mod:`pyg_rbp.training.fit`): the node, mini-batch and graph adapters
+give, seed for seed, the numbers the three separate loops gave before they were merged.
+
+``GOLDEN`` was recorded from the separate loops (``train_node``, ``train_node_batched``,
+``train_graph`` before :func:`~pyg_rbp.training.fit.fit`) on one torch thread, float32. Every
+validation, test, loss and history value must match to 1e-6 (relative) and every result field
+must still be there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pyg_rbp.data import apply_protocol
+from pyg_rbp.training.config import build_config
+from pyg_rbp.training.node import train_node_batched
+from pyg_rbp.training.runner import load_dataset, run_one
+
+GOLDEN = {'graph_esol_gin': {'best_epoch': 2,
+                    'diverged': None,
+                    'epochs_run': 2,
+                    'history': [{'epoch': 1,
+                                 'train_loss': 8.60487841766848,
+                                 'val': 2.027153968811035,
+                                 'val_loss': 4.109353542327881},
+                                {'epoch': 2,
+                                 'train_loss': 2.9127081632614136,
+                                 'val': 1.8956087827682495,
+                                 'val_loss': 3.5933327674865723}],
+                    'keys': ['best_epoch',
+                             'cuda_peak_bytes',
+                             'dataset',
+                             'device',
+                             'diverged',
+                             'epoch_time_s',
+                             'epochs_run',
+                             'fixed_point',
+                             'grad',
+                             'history',
+                             'metric',
+                             'model',
+                             'num_params',
+                             'protocol',
+                             'saved_bytes',
+                             'seed',
+                             'test',
+                             'train_time_s',
+                             'val'],
+                    'test': 1.9603413343429565,
+                    'val': 1.8956087827682495},
+ 'graph_tu_gated': {'best_epoch': 2,
+                    'diverged': None,
+                    'epochs_run': 2,
+                    'history': [{'epoch': 1,
+                                 'test': 0.6842105388641357,
+                                 'train_loss': 0.5907436515155592,
+                                 'val': 0.6470588445663452,
+                                 'val_loss': 0.6117779612541199},
+                                {'epoch': 2,
+                                 'test': 0.6842105388641357,
+                                 'train_loss': 0.5540513709971779,
+                                 'val': 0.6470588445663452,
+                                 'val_loss': 0.5835277438163757}],
+                    'keys': ['best_epoch',
+                             'cuda_peak_bytes',
+                             'dataset',
+                             'device',
+                             'diverged',
+                             'epoch_time_s',
+                             'epochs_run',
+                             'fixed_point',
+                             'fold',
+                             'grad',
+                             'history',
+                             'metric',
+                             'model',
+                             'num_params',
+                             'protocol',
+                             'saved_bytes',
+                             'seed',
+                             'split_sizes',
+                             'test',
+                             'train_time_s',
+                             'val'],
+                    'test': 0.6842105388641357,
+                    'val': 0.6470588445663452},
+ 'graph_tu_gin_noval': {'best_epoch': 2,
+                        'diverged': None,
+                        'epochs_run': 2,
+                        'history': [{'epoch': 1,
+                                     'test': 0.6842105388641357,
+                                     'train_loss': 0.5557257332040008,
+                                     'val': None},
+                                    {'epoch': 2,
+                                     'test': 0.6842105388641357,
+                                     'train_loss': 0.41959852368168576,
+                                     'val': None}],
+                        'keys': ['best_epoch',
+                                 'cuda_peak_bytes',
+                                 'dataset',
+                                 'device',
+                                 'diverged',
+                                 'epoch_time_s',
+                                 'epochs_run',
+                                 'fixed_point',
+                                 'fold',
+                                 'grad',
+                                 'history',
+                                 'metric',
+                                 'model',
+                                 'num_params',
+                                 'protocol',
+                                 'saved_bytes',
+                                 'seed',
+                                 'split_sizes',
+                                 'test',
+                                 'train_time_s',
+                                 'val'],
+                        'test': 0.6842105388641357,
+                        'val': None},
+ 'node_gated': {'best_epoch': 2,
+                'diverged': None,
+                'epochs_run': 6,
+                'history': [{'epoch': 2,
+                             'train_loss': 1.3783987760543823,
+                             'val': 0.10000000149011612,
+                             'val_loss': 1.426623821258545},
+                            {'epoch': 4,
+                             'train_loss': 1.3331489562988281,
+                             'val': 0.0,
+                             'val_loss': 1.4843635559082031},
+                            {'epoch': 6,
+                             'train_loss': 1.347709059715271,
+                             'val': 0.0,
+                             'val_loss': 1.5106241703033447}],
+                'keys': ['best_epoch',
+                         'cuda_peak_bytes',
+                         'dataset',
+                         'device',
+                         'diverged',
+                         'epoch_time_s',
+                         'epochs_run',
+                         'fixed_point',
+                         'grad',
+                         'history',
+                         'loader',
+                         'metric',
+                         'model',
+                         'nodes_per_s',
+                         'num_params',
+                         'protocol',
+                         'saved_bytes',
+                         'seed',
+                         'test',
+                         'train_time_s',
+                         'val'],
+                'test': 0.550000011920929,
+                'val': 0.10000000149011612},
+ 'node_gcn_sgd': {'best_epoch': 1,
+                  'diverged': None,
+                  'epochs_run': 5,
+                  'history': [{'epoch': 1,
+                               'train_loss': 1.3907341957092285,
+                               'val': 0.4000000059604645,
+                               'val_loss': 1.3838292360305786},
+                              {'epoch': 2,
+                               'train_loss': 1.3810927867889404,
+                               'val': 0.30000001192092896,
+                               'val_loss': 1.3834987878799438},
+                              {'epoch': 3,
+                               'train_loss': 1.3719215393066406,
+                               'val': 0.30000001192092896,
+                               'val_loss': 1.382698893547058},
+                              {'epoch': 4,
+                               'train_loss': 1.3380135297775269,
+                               'val': 0.30000001192092896,
+                               'val_loss': 1.3813581466674805},
+                              {'epoch': 5,
+                               'train_loss': 1.3598237037658691,
+                               'val': 0.30000001192092896,
+                               'val_loss': 1.3802375793457031}],
+                  'keys': ['best_epoch',
+                           'cuda_peak_bytes',
+                           'dataset',
+                           'device',
+                           'diverged',
+                           'epoch_time_s',
+                           'epochs_run',
+                           'fixed_point',
+                           'grad',
+                           'history',
+                           'loader',
+                           'metric',
+                           'model',
+                           'nodes_per_s',
+                           'num_params',
+                           'protocol',
+                           'saved_bytes',
+                           'seed',
+                           'test',
+                           'train_time_s',
+                           'val'],
+                  'test': 0.550000011920929,
+                  'val': 0.4000000059604645},
+ 'node_history': {'best_epoch': 1,
+                  'diverged': None,
+                  'epochs_run': 4,
+                  'history': [{'epoch': 1,
+                               'train_loss': 1.0951719284057617,
+                               'val': 0.30000001192092896,
+                               'val_loss': 1.3730080127716064},
+                              {'epoch': 2,
+                               'train_loss': 1.0652514398097992,
+                               'val': 0.30000001192092896,
+                               'val_loss': 1.3764064311981201},
+                              {'epoch': 3,
+                               'train_loss': 1.038742184638977,
+                               'val': 0.30000001192092896,
+                               'val_loss': 1.3771946430206299},
+                              {'epoch': 4,
+                               'train_loss': 1.0287003815174103,
+                               'val': 0.20000000298023224,
+                               'val_loss': 1.3750556707382202}],
+                  'keys': ['batches',
+                           'best_epoch',
+                           'cuda_peak_bytes',
+                           'dataset',
+                           'device',
+                           'diverged',
+                           'epoch_time_s',
+                           'epochs_run',
+                           'fixed_point',
+                           'grad',
+                           'history',
+                           'loader',
+                           'metric',
+                           'model',
+                           'nodes_per_s',
+                           'num_params',
+                           'protocol',
+                           'saved_bytes',
+                           'seed',
+                           'test',
+                           'train_time_s',
+                           'val',
+                           'world_size'],
+                  'test': 0.4000000059604645,
+                  'val': 0.30000001192092896},
+ 'node_history_acc2': {'best_epoch': 1,
+                       'diverged': None,
+                       'epochs_run': 3,
+                       'history': [{'epoch': 1,
+                                    'train_loss': 1.2222769856452942,
+                                    'val': 0.30000001192092896,
+                                    'val_loss': 1.3354792594909668},
+                                   {'epoch': 2,
+                                    'train_loss': 0.9933251142501831,
+                                    'val': 0.30000001192092896,
+                                    'val_loss': 1.3659454584121704},
+                                   {'epoch': 3,
+                                    'train_loss': 1.0702534019947052,
+                                    'val': 0.30000001192092896,
+                                    'val_loss': 1.4012482166290283}],
+                       'keys': ['batches',
+                                'best_epoch',
+                                'cuda_peak_bytes',
+                                'diverged',
+                                'epoch_time_s',
+                                'epochs_run',
+                                'fixed_point',
+                                'history',
+                                'loader',
+                                'nodes_per_s',
+                                'num_params',
+                                'saved_bytes',
+                                'seed',
+                                'test',
+                                'train_time_s',
+                                'val',
+                                'world_size'],
+                       'test': 0.44999998807907104,
+                       'val': 0.30000001192092896},
+ 'node_history_epoch': {'best_epoch': 1,
+                        'diverged': None,
+                        'epochs_run': 3,
+                        'history': [{'epoch': 1,
+                                     'train_loss': 0.9081827402114868,
+                                     'val': 0.30000001192092896,
+                                     'val_loss': 1.3897323608398438},
+                                    {'epoch': 2,
+                                     'train_loss': 0.9240010182062784,
+                                     'val': 0.30000001192092896,
+                                     'val_loss': 1.400162696838379},
+                                    {'epoch': 3,
+                                     'train_loss': 0.9154173533121744,
+                                     'val': 0.30000001192092896,
+                                     'val_loss': 1.4101812839508057}],
+                        'keys': ['batches',
+                                 'best_epoch',
+                                 'cuda_peak_bytes',
+                                 'dataset',
+                                 'device',
+                                 'diverged',
+                                 'epoch_time_s',
+                                 'epochs_run',
+                                 'fixed_point',
+                                 'grad',
+                                 'history',
+                                 'loader',
+                                 'metric',
+                                 'model',
+                                 'nodes_per_s',
+                                 'num_params',
+                                 'protocol',
+                                 'saved_bytes',
+                                 'seed',
+                                 'test',
+                                 'train_time_s',
+                                 'val',
+                                 'world_size'],
+                        'test': 0.4000000059604645,
+                        'val': 0.30000001192092896},
+ 'node_ppr_dropout': {'best_epoch': 5,
+                      'diverged': None,
+                      'epochs_run': 5,
+                      'history': [{'epoch': 1,
+                                   'train_loss': 1.3900171518325806,
+                                   'val': 0.20000000298023224,
+                                   'val_loss': 1.4151091575622559},
+                                  {'epoch': 2,
+                                   'train_loss': 1.3739713430404663,
+                                   'val': 0.20000000298023224,
+                                   'val_loss': 1.4145135879516602},
+                                  {'epoch': 3,
+                                   'train_loss': 1.3776931762695312,
+                                   'val': 0.20000000298023224,
+                                   'val_loss': 1.413804054260254},
+                                  {'epoch': 4,
+                                   'train_loss': 1.390122890472412,
+                                   'val': 0.20000000298023224,
+                                   'val_loss': 1.4129749536514282},
+                                  {'epoch': 5,
+                                   'train_loss': 1.384384274482727,
+                                   'val': 0.20000000298023224,
+                                   'val_loss': 1.4125901460647583}],
+                      'keys': ['best_epoch',
+                               'cuda_peak_bytes',
+                               'dataset',
+                               'device',
+                               'diverged',
+                               'epoch_time_s',
+                               'epochs_run',
+                               'fixed_point',
+                               'grad',
+                               'history',
+                               'loader',
+                               'metric',
+                               'model',
+                               'nodes_per_s',
+                               'num_params',
+                               'protocol',
+                               'saved_bytes',
+                               'seed',
+                               'test',
+                               'train_time_s',
+                               'val'],
+                      'test': 0.05000000074505806,
+                      'val': 0.20000000298023224}}
+
+
+def _same(actual, expected, where):
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and sorted(actual) == sorted(expected), where
+        for k in expected:
+            _same(actual[k], expected[k], f"{where}.{k}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            _same(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert actual is not None and math.isclose(actual, expected, rel_tol=1e-6, abs_tol=1e-9), \
+            f"{where}: {actual!r} != {expected!r}"
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def _check(name, result):
+    keep = ("val", "test", "best_epoch", "epochs_run", "diverged")
+    got = {k: result.get(k) for k in keep}
+    got["history"] = result.get("history")
+    got["keys"] = sorted(result)
+    _same(got, GOLDEN[name], name)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_full_graph_node_training_is_unchanged(one_thread):
+    karate = load_dataset("karate")
+    _check("node_gated", run_one(build_config(
+        "karate", "node", model="gated", grad="neumann", hidden=8, max_iter=8, backward_iter=4,
+        epochs=6, eval_every=2, patience=0, dropout=0.0), karate, 0, progress=False))
+    # sparse input dropout, early stopping (patience 2)
+    _check("node_ppr_dropout", run_one(build_config(
+        "karate", "node", model="ppr", grad="cg", hidden=8, max_iter=10, backward_iter=5, epochs=5,
+        eval_every=1, patience=2), karate, 1, progress=False))
+    _check("node_gcn_sgd", run_one(build_config(
+        "karate", "node", model="gcn", epochs=5, optimizer="sgd", lr=0.05), karate, 2, progress=False))
+
+
+def test_history_mini_batch_node_training_is_unchanged(one_thread):
+    karate = load_dataset("karate")
+    _check("node_history", run_one(build_config(
+        "karate", "node", model="implicit", grad="neumann", loader="history", batch_size=10, hidden=8,
+        max_iter=8, backward_iter=4, epochs=4, eval_every=1, dropout=0.1), karate, 0, progress=False))
+    _check("node_history_epoch", run_one(build_config(
+        "karate", "node", model="ppr", grad="neumann", loader="history", batch_size=12, hidden=8,
+        max_iter=8, backward_iter=4, epochs=3, step_every="epoch"), karate, 3, progress=False))
+    data = apply_protocol(karate, "public", 0, hidden=8)
+    _check("node_history_acc2", train_node_batched(build_config(
+        "karate", "node", model="gated", grad="neumann", loader="history", batch_size=9, hidden=8,
+        max_iter=6, backward_iter=3, epochs=3), karate, data, 0, progress=False, accumulate=2))
+
+
+@pytest.mark.datasets("tu-mutag", "ogbg-molesol")
+def test_graph_level_training_is_unchanged(one_thread, data_root):
+    mutag = load_dataset("tu-mutag", data_root)
+    _check("graph_tu_gated", run_one(build_config(
+        "tu-mutag", "graph", model="gated", grad="neumann", epochs=2, max_iter=5, backward_iter=3,
+        hidden=8), mutag, 1, progress=False))
+    # GIN's own setting: no validation part, the last epoch is reported
+    _check("graph_tu_gin_noval", run_one(build_config(
+        "tu-mutag", "graph", model="gin", epochs=2, hidden=8, val_fraction=0.0), mutag, 0,
+        progress=False))
+    esol = load_dataset("ogbg-molesol", data_root)
+    _check("graph_esol_gin", run_one(build_config(
+        "ogbg-molesol", "graph", model="gin", epochs=2, hidden=16, batch_size=128, patience=1), esol, 0,
+        progress=False))

@@ -33,6 +33,7 @@ from pyg_rbp.results import (
     check_output_file,
     check_output_folder,
 )
+from pyg_rbp.runtime import set_threads  # noqa: F401  (the commands apply --threads with it)
 
 # --- errors and exit statuses -----------------------------------------------------------------
 
@@ -365,12 +366,6 @@ def add_backward_iter(parser: argparse.ArgumentParser, default: Any, help: str,
 
 
 # --- applying them ----------------------------------------------------------------------------
-
-
-def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` (0 or ``None``: leave torch's default)."""
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def check_device(command: str, name: str | None) -> str:

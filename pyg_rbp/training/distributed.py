@@ -38,6 +38,8 @@ import torch.multiprocessing as mp
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from pyg_rbp.runtime import set_threads
+
 TIMEOUT_ENV = "PYG_RBP_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -193,8 +195,6 @@ def _worker(local_rank: int, fn: Callable[..., Any], world_size: int, port: int,
             threads: int | None, args: tuple) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from pyg_rbp.training.fit import set_threads  # fit -> distributed: a cycle at the top
-
     set_threads(threads)
     init_from_env(device)
     try:

@@ -30,20 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pyg_rbp.engine import DivergenceError
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
+from pyg_rbp.runtime import set_seed, set_threads  # noqa: F401  (re-exported)
 from pyg_rbp.training.distributed import LOCAL, ProcessGroup
 from pyg_rbp.training.models import count_parameters, fixed_point_stats
 from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, check_gradients, check_loss
@@ -52,19 +51,6 @@ __all__ = ["Evaluation", "Rounds", "fit", "make_optimizer", "set_seed", "set_thr
 
 STEP_EVERY: tuple[str, ...] = ("batch", "epoch")
 MEMORY: tuple[str, ...] = ("first", "first-epoch")
-
-
-def set_seed(seed: int) -> None:
-    """Seed torch (CPU and CUDA) and numpy/random for a reproducible run."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def set_threads(threads: int | None) -> None:
-    """Use ``threads`` intra-op torch threads (``None`` or 0: leave torch's default)."""
-    if threads:
-        torch.set_num_threads(int(threads))
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {

@@ -32,6 +32,7 @@ from pyg_rbp.bench.graphs import BenchGraph
 from pyg_rbp.bench.scaling import ScalingConfig, build_model
 from pyg_rbp.profiling import SavedTensorBytes, synchronize
 from pyg_rbp.results import atomic_write_json, human_bytes, read_json
+from pyg_rbp.runtime import set_threads
 
 
 def _proc_status(key: str) -> int | None:
@@ -247,8 +248,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     cfg = GraphSizeConfig(**json.loads(cfg_json))
     if torch.device(cfg.device).type == "cpu":
         limit_address_space(cfg.memory_limit_bytes)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
 
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")

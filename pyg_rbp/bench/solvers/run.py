@@ -29,6 +29,7 @@ from pyg_rbp.bench.solvers.measure import (
 from pyg_rbp.bench.solvers.targets import verdicts
 from pyg_rbp.engine import fixed_point
 from pyg_rbp.results import ResumableResults, environment
+from pyg_rbp.runtime import set_threads
 
 STUDIES = ("forward", "adjoint", "adjoint_reference", "training")
 """The per-map studies; each ``(study, map)`` is one resumable unit."""
@@ -71,8 +72,7 @@ def run_solvers_bench(cfg: SolversConfig, json_path: str | Path, *, progress: bo
     A ``json_path`` written with other settings raises
     :class:`~pyg_rbp.results.ResultsFileConflict` unless ``fresh``."""
     cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     store = SolversResults(json_path, cfg, fresh=fresh)
     store.extra["env"] = environment("cpu")
     store.extra.setdefault("contractivity", [])

@@ -24,11 +24,11 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from pyg_rbp.data import DataUnavailableError
 from pyg_rbp.results import environment
+from pyg_rbp.runtime import set_threads
 from pyg_rbp.training import runner
 from pyg_rbp.training.leaderboard.cells import CellStore, Entry, cell_label
 from pyg_rbp.training.leaderboard.scores import UNAVAILABLE
@@ -192,7 +192,7 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _exit_with_parent(parent)
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def _worker_cell(entry: Entry, seed: int, store: CellStore, device: str, root: str | Path | None,

@@ -190,7 +190,7 @@ class HistoryLoader(NodeLoader):
         """``eval_sweeps`` sweeps over the batches in a fixed order on the evaluation buffer
         (warm from the previous evaluation), shared between processes round by round."""
         from pyg_rbp.nn.history import history_forward
-        from pyg_rbp.training.distributed import gather_rows
+        from pyg_rbp.training.distributed import agree_on_divergence, gather_rows
 
         out: Tensor | None = None
         for _ in range(self.eval_sweeps):
@@ -199,10 +199,11 @@ class HistoryLoader(NodeLoader):
                 mine = group[self.rank * self.accumulate:(self.rank + 1) * self.accumulate]
                 writes: list[tuple[Tensor, Tensor]] = []
                 logits: list[tuple[Tensor, Tensor]] = []
-                for batch in mine:
-                    y = history_forward(model, x.index_select(0, batch.inputs), batch.payload,
-                                        self.eval_buffer, writes)
-                    logits.append((batch.targets, y))
+                with agree_on_divergence():  # a solve that blows up on one rank stops all
+                    for batch in mine:
+                        y = history_forward(model, x.index_select(0, batch.inputs), batch.payload,
+                                            self.eval_buffer, writes)
+                        logits.append((batch.targets, y))
                 for nodes, states in gather_rows(writes, self.world_size):
                     self.eval_buffer.write(nodes, states)
                 for nodes, y in gather_rows(logits, self.world_size):

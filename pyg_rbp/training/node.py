@@ -228,7 +228,7 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
     """
     from tqdm.auto import tqdm
 
-    from pyg_rbp.training.distributed import current_group, wrap_ddp
+    from pyg_rbp.training.distributed import agree_on_divergence, current_group, wrap_ddp
     from pyg_rbp.training.loaders import make_loader
 
     rank, world = current_group()
@@ -298,7 +298,9 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
                         opt.zero_grad(set_to_none=True)
                     writes: list[tuple[torch.Tensor, torch.Tensor]] = []
                     for batch in mine:
-                        with SavedTensorBytes() if epoch == 1 else contextlib.nullcontext() as mem:
+                        # a NaN on one rank stops every rank here, before the gradient all-reduce
+                        with agree_on_divergence(), \
+                                SavedTensorBytes() if epoch == 1 else contextlib.nullcontext() as mem:
                             out = loader.forward(net, x, batch, writes)
                             is_train = train_cpu[batch.targets.cpu()].to(out.device)
                             if bool(is_train.any()):
@@ -310,10 +312,10 @@ def train_node_batched(cfg: TrainConfig, loaded: LoadedDataset, data: Data, seed
                             # (DDP averages over the processes, hence the factor world)
                             share = int(is_train.sum()) * world / n_train
                             weight = share if per_epoch else 1.0 / accumulate
+                            check_loss(loss, f"at epoch {epoch}")
                         if mem is not None:
                             saved = max(saved, mem.bytes)
                         nodes += batch.targets.numel()
-                        check_loss(loss, f"at epoch {epoch}")
                         (loss * weight).backward()
                         losses.append(float(loss.detach()))
                     loader.commit(writes)

@@ -21,6 +21,7 @@ it: the load average before and after each run is recorded beside the numbers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -36,28 +37,39 @@ import torch  # noqa: E402
 from pyg_rbp.results import atomic_write_json, atomic_write_text, environment  # noqa: E402
 
 
-def one_run(world: int, cfg, loaded, data, seed: int, tmp: str) -> dict:
-    from pyg_rbp.training.distributed import spawn, train_and_save
+def train_and_record(cfg, loaded, data, seed: int, out_path: str, accumulate: int = 1) -> None:
+    """Train ``cfg`` with mini-batches (in this process, or as one rank of :func:`spawn`'s group)
+    and, on rank 0, write the result as JSON (no pickle to read back: ``json.loads`` is safe)."""
+    from pyg_rbp.training.distributed import is_main_process
+    from pyg_rbp.training.models import build_node_model, set_seed
+    from pyg_rbp.training.node import train_node_batched
 
-    out = os.path.join(tmp, f"w{world}.pt")
+    set_seed(seed)
+    model = build_node_model(cfg, data.x.size(1), loaded.num_classes)
+    result = train_node_batched(cfg, loaded, data, seed, progress=False, accumulate=accumulate,
+                                model=model)
+    if is_main_process():
+        atomic_write_json(out_path, result)
+
+
+def one_run(world: int, cfg, loaded, data, seed: int, tmp: str, accumulate: int) -> dict:
+    from pyg_rbp.training.distributed import spawn
+
+    out = os.path.join(tmp, f"w{world}.json")
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     if world == 1:
-        train_and_save(cfg, loaded, data, seed, out, accumulate=args_world)
+        train_and_record(cfg, loaded, data, seed, out, accumulate=accumulate)
     else:
-        spawn(train_and_save, world, (cfg, loaded, data, seed, out), threads=1)
+        spawn(train_and_record, world, (cfg, loaded, data, seed, out), threads=1)
     wall = time.perf_counter() - t0
-    res = torch.load(out, weights_only=False)["result"]
+    res = json.loads(Path(out).read_text())
     return {"world_size": world, "nodes_per_s": res["nodes_per_s"], "epoch_time_s": res["epoch_time_s"],
             "test": res["test"], "val": res["val"], "wall_s": wall, "batches": res["batches"],
             "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
-args_world = 2
-
-
 def main() -> int:
-    global args_world
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="amazon-computers")
     p.add_argument("--model", default="ppr")
@@ -69,7 +81,6 @@ def main() -> int:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale" / "ddp_throughput"))
     args = p.parse_args()
-    args_world = args.world_size
     torch.set_num_threads(1)
     from pyg_rbp.data import apply_protocol, load
     from pyg_rbp.training.config import build_config, dataset_task
@@ -83,7 +94,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
             for world in (1, args.world_size):
-                runs.append(one_run(world, cfg, loaded, data, args.seed, tmp))
+                runs.append(one_run(world, cfg, loaded, data, args.seed, tmp, accumulate=args.world_size))
                 print(runs[-1], flush=True)
     one = statistics.median(r["nodes_per_s"] for r in runs if r["world_size"] == 1)
     many = statistics.median(r["nodes_per_s"] for r in runs if r["world_size"] == args.world_size)

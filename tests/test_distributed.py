@@ -123,3 +123,80 @@ def test_cli_world_size_spawns_and_only_rank_0_writes(tmp_path):
     doc2 = json.loads(out.read_text())
     assert [r["seed"] for r in doc2["results"]] == [0, 1]
     assert doc2["results"][0] == res  # kept, not retrained
+
+
+def _agree_worker(out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from pyg_rbp.engine import DivergenceError
+    from pyg_rbp.training.distributed import agree_on_divergence
+
+    rank = dist.get_rank()
+    seen = []
+    for step in range(3):
+        try:
+            with agree_on_divergence():
+                if rank == 1 and step == 1:
+                    raise DivergenceError("the training loss became nan at epoch 7")
+            seen.append([step, None])
+        except DivergenceError as err:
+            seen.append([step, str(err)])
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(seen))
+
+
+def test_agree_on_divergence_gives_every_rank_the_first_diverged_ranks_error(tmp_path):
+    spawn(_agree_worker, 2, (str(tmp_path),))
+    expected = [[0, None], [1, "rank 1 of 2: the training loss became nan at epoch 7"], [2, None]]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
+
+
+def _nan_on_rank1_worker(args, out_dir: str, nan_at: int) -> None:
+    """``pyg-rbp train --world-size 2``'s worker, with rank 1's training loss made NaN at its
+    ``nan_at``-th training batch; every rank's result is written to ``rank<r>.json``."""
+    import torch.distributed as dist
+
+    from pyg_rbp.cli import train as cli_train
+    from pyg_rbp.training import node
+
+    rank = dist.get_rank()
+    real_loss, real_batched = node.loss_fn, node.train_node_batched
+    calls = [0]
+
+    def loss_fn(metric, out, y):
+        loss = real_loss(metric, out, y)
+        if rank == 1 and out.requires_grad:
+            calls[0] += 1
+            if calls[0] == nan_at:
+                return loss * float("nan")
+        return loss
+
+    def train_node_batched(*a, **kw):
+        result = real_batched(*a, **kw)
+        keep = {k: result[k] for k in ("diverged", "epochs_run", "best_epoch", "val", "test")}
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(keep))
+        return result
+
+    node.loss_fn, node.train_node_batched = loss_fn, train_node_batched
+    cli_train._distributed_worker(args)
+
+
+def test_a_nan_on_one_rank_stops_every_rank_in_the_same_step(tmp_path, monkeypatch):
+    from pyg_rbp.cli import build_parser
+
+    monkeypatch.setenv("PYG_RBP_DIST_TIMEOUT", "300")  # a rank left waiting would take this long
+    out = tmp_path / "r.json"
+    args = build_parser().parse_args([
+        "train", "--dataset", "karate", "--model", "implicit", "--loader", "history",
+        "--batch-size", "8", "--epochs", "6", "--world-size", "2", "--threads", "1",
+        "--no-progress", "--json", str(out)])
+    t0 = time.monotonic()
+    spawn(_nan_on_rank1_worker, 2, (args, str(tmp_path), 3))
+    assert time.monotonic() - t0 < 120  # promptly: far under the collective timeout
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0 == rank1  # same decision, same step, same record, same selected model
+    diverged = rank0["diverged"]
+    assert diverged is not None and diverged["epoch"] >= 2 and rank0["epochs_run"] == diverged["epoch"] - 1
+    assert diverged["error"].startswith("rank 1 of 2: the training loss became nan at epoch")
+    (res,) = json.loads(out.read_text())["results"]  # rank 0's results file
+    assert res["diverged"] == diverged and res["epochs_run"] == rank0["epochs_run"]

@@ -21,14 +21,23 @@ Failure handling: collectives run with a timeout (``PYG_RBP_DIST_TIMEOUT`` secon
 120), so a lost peer raises instead of blocking forever; :func:`spawn` watches its processes and,
 when one dies, terminates the others and raises :class:`WorkerFailed` naming the rank and its
 exit code or error (torchrun's agent does the same for its workers).
+
+Divergence is decided together: a NaN/inf on one rank (its loss, its forward solve) must not
+stop that rank alone while the others wait in the next collective until the timeout.
+:func:`agree_on_divergence` wraps the work a rank does between two collectives and turns the
+local outcome into one decision of the group (an ``all_reduce`` of a flag, then the first
+diverged rank's message broadcast): every rank raises the same
+:class:`~pyg_rbp.engine.DivergenceError` in the same step, so all of them record the run as
+diverged at the same epoch with the same message, and rank 0's results say so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +47,9 @@ import torch.multiprocessing as mp
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from pyg_rbp.engine import DivergenceError
 from pyg_rbp.runtime import set_threads
+from pyg_rbp.training.objective import divergence_of
 
 TIMEOUT_ENV = "PYG_RBP_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 120.0
@@ -76,6 +87,10 @@ class ProcessGroup:
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model if self.world_size == 1 else wrap_ddp(model)
+
+    def agree_on_divergence(self) -> contextlib.AbstractContextManager[None]:
+        """:func:`agree_on_divergence` across the group (a no-op alone)."""
+        return agree_on_divergence() if self.world_size > 1 else contextlib.nullcontext()
 
     def sum(self, value: int) -> int:
         """``value`` summed over the processes (itself when alone)."""
@@ -173,6 +188,44 @@ def gather_rows(rows: Sequence[tuple[Tensor, Tensor]], world_size: int | None = 
     dist.all_gather(all_ids, pad_ids)
     dist.all_gather(all_vals, pad_vals)
     return [(i[: int(c)], v[: int(c)]) for i, v, c in zip(all_ids, all_vals, counts)]
+
+
+@contextlib.contextmanager
+def agree_on_divergence() -> Iterator[None]:
+    """Make every rank of the group take the same divergence decision for the wrapped work.
+
+    Wrap what a rank computes on its own between two collectives (a batch's forward and loss
+    check, before the backward whose gradient all-reduce every rank joins). A divergence raised
+    inside (:func:`~pyg_rbp.training.objective.divergence_of`: a
+    :class:`~pyg_rbp.engine.DivergenceError` or the engine's non-finite ``h0``) is held; then
+    one ``all_reduce(MIN)`` of ``rank if diverged else world_size`` tells every rank whether any
+    rank diverged and which came first, and that rank's message is broadcast
+    (``broadcast_object_list``). If any did, every rank raises the same
+    ``DivergenceError("rank r of N: <message>")`` here. Any other error propagates unchanged (the
+    process dies and :func:`spawn` / torchrun stop the others). Alone (no group) the wrapped work
+    runs as is: its own error propagates, nothing is communicated.
+    """
+    rank, world = current_group()
+    if world == 1:
+        yield
+        return
+    local: DivergenceError | None = None
+    try:
+        yield
+    except (DivergenceError, ValueError) as err:
+        local = divergence_of(err)
+        if local is None:
+            raise
+    device = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+              else torch.device("cpu"))
+    flag = torch.tensor([rank if local is not None else world], dtype=torch.long, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    first = int(flag)
+    if first == world:
+        return
+    box = [str(local) if rank == first else None]
+    dist.broadcast_object_list(box, src=first)
+    raise DivergenceError(f"rank {first} of {world}: {box[0]}") from local
 
 
 def broadcast_from_main(value: Any) -> Any:

@@ -185,11 +185,14 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Rounds, los
                         optimizer.zero_grad(set_to_none=True)
                     for batch in mine:
                         measure = saved is None if memory == "first" else epoch == 1
-                        with SavedTensorBytes() if measure else contextlib.nullcontext() as mem:
-                            value, weight, count = loss(net, batch, epoch)
-                        if mem is not None:
-                            saved = mem.bytes if saved is None else max(saved, mem.bytes)
-                        check_loss(value, at)
+                        # a NaN on one process stops every process here, in the same batch,
+                        # before the backward whose gradient all-reduce they all join
+                        with group.agree_on_divergence():
+                            with SavedTensorBytes() if measure else contextlib.nullcontext() as mem:
+                                value, weight, count = loss(net, batch, epoch)
+                            if mem is not None:
+                                saved = mem.bytes if saved is None else max(saved, mem.bytes)
+                            check_loss(value, at)
                         (value if weight == 1.0 else value * weight).backward()
                         values.append(float(value.detach()))
                         counts.append(count)

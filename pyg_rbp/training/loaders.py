@@ -44,7 +44,7 @@ from pyg_rbp.nn.history import (
     partition_nodes,
 )
 from pyg_rbp.training.config import TrainConfig, parse_num_neighbors
-from pyg_rbp.training.distributed import gather_rows
+from pyg_rbp.training.distributed import agree_on_divergence, gather_rows
 
 
 class SamplingUnavailableError(RuntimeError):
@@ -191,10 +191,11 @@ class HistoryLoader(NodeLoader):
                 mine = group[self.rank * self.accumulate:(self.rank + 1) * self.accumulate]
                 writes: list[tuple[Tensor, Tensor]] = []
                 logits: list[tuple[Tensor, Tensor]] = []
-                for batch in mine:
-                    y = history_forward(model, x.index_select(0, batch.inputs), batch.payload,
-                                        self.eval_buffer, writes)
-                    logits.append((batch.targets, y))
+                with agree_on_divergence():  # a solve that blows up on one rank stops all
+                    for batch in mine:
+                        y = history_forward(model, x.index_select(0, batch.inputs), batch.payload,
+                                            self.eval_buffer, writes)
+                        logits.append((batch.targets, y))
                 for nodes, states in gather_rows(writes, self.world_size):
                     self.eval_buffer.write(nodes, states)
                 for nodes, y in gather_rows(logits, self.world_size):

@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 
 from pyg_rbp.engine import fixed_point
-from pyg_rbp.nn.adjacency import CSRAdjacency, PreparedGraph, validate_edge_index
+from pyg_rbp.nn.adjacency import CSRAdjacency, PreparedGraph, as_edge_index
 from pyg_rbp.nn.cell import SUM_AGGRS, CellInputs, FixedPointCell
 from pyg_rbp.nn.fixed_point_conv import FixedPointConv
 
@@ -297,8 +297,9 @@ def partition_nodes(edge_index: Tensor, num_nodes: int, batch_size: int, method:
     graph (scipy), which keeps neighbours together and the halos small; ``"random"``: chunks of
     a random permutation drawn with ``seed``. The number of batches is rounded up to a multiple
     of ``multiple_of`` (the number of processes sharing them), sizes balanced within one node.
+    ``edge_index`` may also be a ``torch.sparse`` or ``SparseTensor`` adjacency.
     """
-    validate_edge_index(edge_index, num_nodes)
+    edge_index, _ = as_edge_index(edge_index, None, num_nodes)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if method not in PARTITIONS:
@@ -351,9 +352,10 @@ def build_halo_batches(cell: FixedPointCell, edge_index: Tensor, num_nodes: int,
     ``batches`` must partition ``0..num_nodes-1`` (:func:`partition_nodes`). The edge weights are
     those the cell's map uses on the *full* graph (GCN normalisation with full degrees, PPR's
     :math:`1-\alpha` factor, mean division by the full in-degree), computed once here; they do
-    not carry gradients. Total memory is that of the full graph's CSR, once.
+    not carry gradients. Total memory is that of the full graph's CSR, once. ``edge_index`` may
+    also be a ``torch.sparse`` or ``SparseTensor`` adjacency (its values are the edge weights).
     """
-    validate_edge_index(edge_index, num_nodes)
+    edge_index, edge_weight = as_edge_index(edge_index, edge_weight, num_nodes)
     csr = _full_graph(cell, edge_index, edge_weight, num_nodes, dtype)
     device = edge_index.device
     batch_of = torch.full((num_nodes,), -1, dtype=torch.long, device=device)

@@ -49,8 +49,6 @@ def test_shapes_of_batches_buffer_and_outputs(graph):
     assert sweep(model, x, batches, buffer).shape == (n, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="pyg_rbp.nn.history takes the graph as a [2, E] edge_index only: "
-                   "partition_nodes/build_halo_batches refuse a torch.sparse or SparseTensor adjacency")
 def test_batches_from_every_adjacency_form_agree(graph, adj_form):
     cell, n = ImplicitCell(3, 4), graph.num_nodes
     parts = partition_nodes(graph.edge_index, n, batch_size=3)
@@ -59,12 +57,6 @@ def test_batches_from_every_adjacency_form_agree(graph, adj_form):
     expected = build_halo_batches(cell, graph.edge_index, n, parts)
     for got, want in zip(build_halo_batches(cell, adj, n, parts), expected):
         torch.testing.assert_close(got.adj.to_dense(), want.adj.to_dense())
-
-
-def test_a_sparse_adjacency_gets_a_clear_error(graph):
-    adj, _ = graph.form("csr")
-    with pytest.raises(ValueError, match="sparse_csr adjacency"):
-        partition_nodes(adj, graph.num_nodes, batch_size=3)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -38,7 +38,8 @@ PLACEHOLDERS = ("...", "[", "/--")
 RENAMED_DESTS = {"bench scaling": {"grads": "grad", "quiet": "no_progress"},
                  "bench solvers": {"quiet": "no_progress"},
                  "bench graph-size": {"grads": "grad", "quiet": "no_progress", "steps": "max_iter"},
-                 "hyperopt": {"inner_steps": "max_iter", "truncation": "backward_iter"}}
+                 "hyperopt": {"inner_steps": "max_iter", "truncation": "backward_iter"},
+                 "hopfield": {"updates": "max_iter", "truncation": "backward_iter"}}
 """Per command, the namespace attributes that now carry the one spelling's name."""
 
 
@@ -76,6 +77,8 @@ def test_deprecated_spellings_parse_like_the_new_one_and_say_so(capsys):
         (["hyperopt"], ["--inner-steps", "30"], ["--max-iter", "30"]),
         (["hyperopt"], ["--truncation", "5"], ["--backward-iter", "5"]),
         (["hyperopt"], ["-K", "5"], ["--backward-iter", "5"]),
+        (["hopfield"], ["--updates", "30"], ["--max-iter", "30"]),
+        (["hopfield"], ["--truncation", "5"], ["--backward-iter", "5"]),
     ]
     used = set()
     for command, old, new in cases:
@@ -102,8 +105,7 @@ def test_every_command_has_one_spelling_of_each_common_option():
         if name == "leaderboard":  # its parser moves with its module (still --seeds as a count)
             continue
         shown = {o for a in sub._actions if a.help != argparse.SUPPRESS for o in a.option_strings}
-        if name != "hopfield":  # its --truncation/--updates follow its config's field names
-            assert not shown & set(DEPRECATED_SPELLINGS), name
+        assert not shown & set(DEPRECATED_SPELLINGS), name
         for option in ("--device", "--threads", "--json", "--no-progress"):
             if name == "bench solvers" and option == "--device":
                 continue  # float64 CPU measurements by design
@@ -131,8 +133,8 @@ def test_seeds_are_a_list_or_range_and_the_count_has_its_own_spelling():
 
 
 def test_threads_and_device_are_checked_the_same_everywhere(capsys):
-    for command in (["train"], ["hyperopt"], ["bench", "scaling"], ["bench", "graph-size"],
-                    ["bench", "solvers"], ["demo"]):
+    for command in (["train"], ["hyperopt"], ["hopfield"], ["bench", "scaling"],
+                    ["bench", "graph-size"], ["bench", "solvers"], ["demo"]):
         with pytest.raises(SystemExit) as info:
             _parse([*command, "--threads", "-1"])
         assert info.value.code == 2 and "expected an integer >= 0" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from pyg_rbp.bench.scaling import (
     cell_key,
     grid_cells,
     markdown_report,
+    upgrade,
     verdicts,
 )
 from pyg_rbp.bench.scaling import run as scaling_run
@@ -40,9 +41,10 @@ PEERS = "pyg_gatedgraphconv,torchdeq" if HAVE_TORCHDEQ else "pyg_gatedgraphconv"
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 TINY = ["bench", "scaling", "--dataset", "random", "--nodes", "40", "--edges", "160",
-        "--hidden", "8", "--classes", "3", "--steps", "3,6", "--backward-iter", "2",
-        "--grads", "all", "--peers", PEERS, "--repeats", "1", "--warmup", "0", "--rounds", "1",
-        "--target-steps", "6", "--target-k", "2", "--reference-iters", "60", "--quiet"]
+        "--hidden", "8", "--classes", "3", "--max-iter", "3,6", "--backward-iter", "2",
+        "--grad", "all", "--peers", PEERS, "--repeats", "1", "--warmup", "0", "--rounds", "1",
+        "--target-max-iter", "6", "--target-backward-iter", "2", "--reference-iters", "60",
+        "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +59,16 @@ def test_json_has_every_mode_and_size(tiny_run):
     rows = [r for r in result["results"] if not r["tol"]]
     names = set(PEERS.split(","))
     for grad in [*GRAD_MODES, *names]:
-        got = sorted(r["steps"] for r in rows if r["grad"] == grad)
+        got = sorted(r["max_iter"] for r in rows if r["contender"] == grad)
         assert got == [3, 6], (grad, got)
     for r in rows:
-        assert set(r) >= {"grad", "steps", "backward_iter", "saved_bytes", "step_time_s", "device"}
+        assert set(r) >= {"contender", "max_iter", "backward_iter", "saved_bytes", "step_time_s", "device"}
+        assert not set(r) & {"grad", "steps"}  # one name per concept
         assert r["device"] == "cpu"
         assert r["saved_bytes"] > 0
         assert math.isfinite(r["step_time_s"]) and r["step_time_s"] > 0
         assert "error" not in r
-        if r["grad"] in ("bptt", "pyg_gatedgraphconv"):
+        if r["contender"] in ("bptt", "pyg_gatedgraphconv"):
             assert r["backward_iter"] is None
         else:
             assert r["backward_iter"] == 2
@@ -77,7 +80,7 @@ def test_json_has_every_mode_and_size(tiny_run):
 
 def test_memory_grows_with_t_only_for_unrolled_modes(tiny_run):
     _, result = tiny_run
-    mem = {(r["grad"], r["steps"]): r["saved_bytes"] for r in result["results"] if not r["tol"]}
+    mem = {(r["contender"], r["max_iter"]): r["saved_bytes"] for r in result["results"] if not r["tol"]}
     for grad in ("bptt", "pyg_gatedgraphconv"):
         assert mem[(grad, 6)] > 1.5 * mem[(grad, 3)]
     for grad in ("rbp", "cg", "neumann", "tbptt", *(["torchdeq"] if HAVE_TORCHDEQ else [])):
@@ -95,10 +98,10 @@ def test_targets_floor_and_accuracy_are_reported(tiny_run):
     drift = verdicts["neumann memory drift, T=6 vs T=3"]
     assert drift["value"] == 0.0 and drift["pass"] is True
     floors = result["floors"]
-    assert {(f["steps"], f["backward_iter"]) for f in floors} == {(3, 2), (6, 2)}
+    assert {(f["max_iter"], f["backward_iter"]) for f in floors} == {(3, 2), (6, 2)}
     for f in floors:
         assert f["floor_s"] == pytest.approx(f["forward_s"] + f["vjp_s"])
-    neumann = [r for r in result["results"] if r["grad"] == "neumann" and not r["tol"]]
+    neumann = [r for r in result["results"] if r["contender"] == "neumann" and not r["tol"]]
     assert all(r["floor_ratio"] > 0 for r in neumann)
     acc = result["accuracy"]
     # The two long reference solves (CG and Neumann) agree, so the reference is trustworthy.
@@ -115,8 +118,10 @@ def test_rerun_resumes_instead_of_remeasuring(tiny_run, tmp_path):
     copy.write_text(path.read_text())
     assert main([*TINY, "--json", str(copy), "--redo", "targets"]) == 0
     again = json.loads(copy.read_text())
-    before = {(r["grad"], r["steps"], r["backward_iter"]): r["step_time_s"] for r in result["results"]}
-    after = {(r["grad"], r["steps"], r["backward_iter"]): r["step_time_s"] for r in again["results"]}
+    before = {(r["contender"], r["max_iter"], r["backward_iter"]): r["step_time_s"]
+              for r in result["results"]}
+    after = {(r["contender"], r["max_iter"], r["backward_iter"]): r["step_time_s"]
+             for r in again["results"]}
     assert after == before  # the grid was reused ...
     assert again["accuracy"] == result["accuracy"]
     # ... and only the target pass was measured again.
@@ -127,7 +132,7 @@ def test_resume_refuses_targets_and_accuracy_of_other_settings_unless_redone(tin
     path, result = tiny_run
     copy = tmp_path / "other.json"
     copy.write_text(path.read_text())
-    other = ScalingConfig(**{**result["config"], "target_steps": 3, "reference_iters": 30})
+    other = ScalingConfig(**{**result["config"], "target_max_iter": 3, "reference_iters": 30})
     # measured with T=6 and 60 iterations: refused, not silently measured again
     with pytest.raises(ResultsFileConflict, match="saved targets were measured with other settings"):
         ScalingRun(other, copy, progress=False, log=lambda _: None)
@@ -167,6 +172,15 @@ def test_committed_results_resume_without_measuring_and_render_identically(name,
     committed = RESULTS / f"{name}.json"
     doc = json.loads(committed.read_text())
     assert markdown_report(doc) == committed.with_suffix(".md").read_text()
+    # the committed files say steps / target_steps / target_k and a row's grad: read as today's names
+    up = upgrade(doc)
+    assert "steps" in doc["config"] and "grad" in doc["results"][0]
+    assert up["config"]["max_iter"] == doc["config"]["steps"]
+    assert (up["config"]["target_max_iter"], up["config"]["target_backward_iter"]) == (
+        doc["config"]["target_steps"], doc["config"]["target_k"])
+    assert [(r["contender"], r["max_iter"]) for r in up["results"]] == [
+        (r["grad"], r["steps"]) for r in doc["results"]]
+    assert upgrade(up) == up and markdown_report(up) == markdown_report(doc)
     copy = tmp_path / committed.name
     copy.write_text(committed.read_text())
 
@@ -175,23 +189,25 @@ def test_committed_results_resume_without_measuring_and_render_identically(name,
 
     for fn in ("measure_cell", "measure_floor", "target_pass", "accuracy_study"):
         monkeypatch.setattr(scaling_run, fn, no_measuring)
-    run = ScalingRun(ScalingConfig(**doc["config"]), copy, progress=False, log=lambda _: None)
+    run = ScalingRun(ScalingConfig(**up["config"]), copy, progress=False, log=lambda _: None)
     assert {k: run.rows[k] for k in sorted(run.rows)} == {
-        cell_key(r["grad"], r["steps"], r["backward_iter"], r.get("tol") or 0.0): r
-        for r in sorted(doc["results"], key=lambda r: cell_key(r["grad"], r["steps"],
-                                                              r["backward_iter"], r.get("tol") or 0.0))}
-    assert run.targets == doc["targets"] and run.accuracy == doc["accuracy"]
+        cell_key(r["contender"], r["max_iter"], r["backward_iter"], r.get("tol") or 0.0): r
+        for r in sorted(up["results"], key=lambda r: cell_key(r["contender"], r["max_iter"],
+                                                             r["backward_iter"], r.get("tol") or 0.0))}
+    assert run.targets == up["targets"] and run.accuracy == up["accuracy"]
     # the verdicts, judged again from the table of targets, are the committed ones
     assert verdicts(doc["targets"], doc["accuracy"]) == doc["targets"]["verdicts"]
+    assert verdicts(up["targets"], up["accuracy"]) == doc["targets"]["verdicts"]
     saved = run.run()  # loads the graph, measures nothing, judges and writes
     assert saved["complete"] and saved["graph"] == doc["graph"]
-    assert saved["results"] == doc["results"] and saved["floors"] == doc["floors"]
+    assert saved["results"] == up["results"] and saved["floors"] == up["floors"]
     assert markdown_report({**saved, "machine_load": doc["machine_load"]}) == markdown_report(doc)
-    assert json.loads(copy.read_text())["results"] == doc["results"]
+    written = json.loads(copy.read_text())
+    assert written["results"] == up["results"] and "steps" not in written["config"]
 
 
 def test_grid_cells_measure_k_independent_rows_once():
-    cfg = ScalingConfig(steps=[10, 20], backward_iters=[1, 2, 3], grads=["bptt", "neumann"],
+    cfg = ScalingConfig(max_iter=[10, 20], backward_iters=[1, 2, 3], grads=["bptt", "neumann"],
                         peers=["pyg_gatedgraphconv"])
     cells = grid_cells(cfg)
     assert [c for c in cells if c[0] == "bptt"] == [("bptt", 10, None), ("bptt", 20, None)]
@@ -200,9 +216,9 @@ def test_grid_cells_measure_k_independent_rows_once():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--steps", "0,5"], "positive integers"),
-    (["--steps", "a"], "comma-separated integers"),
-    (["--grads", "bptt,adam"], "unknown gradient mode"),
+    (["--max-iter", "0,5"], "positive integers"),
+    (["--max-iter", "a"], "comma-separated integers"),
+    (["--grad", "bptt,adam"], "unknown gradient mode"),
     (["--peers", "jax"], "unknown peers"),
     (["--redo", "everything", "--dataset", "random", "--nodes", "5", "--edges", "5",
       "--peers", "pyg_gatedgraphconv"], "unknown parts to redo"),

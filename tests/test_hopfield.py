@@ -29,7 +29,7 @@ from pyg_rbp.tasks.hopfield import (
 )
 from pyg_rbp.tasks.hopfield import experiment as experiment
 from pyg_rbp.tasks.hopfield import sparse as hs
-from pyg_rbp.tasks.hopfield.config import paper_deviations
+from pyg_rbp.tasks.hopfield.config import paper_deviations, upgrade_config
 from pyg_rbp.tasks.hopfield.data import flip_bits, load_patterns, pixel_errors, switch_off
 from pyg_rbp.tasks.hopfield.experiment import measure_saved_bytes, weight_tensors
 from pyg_rbp.tasks.hopfield.graphs import (
@@ -350,7 +350,8 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
     out = tmp_path / "h.json"
     png = tmp_path / "h.png"
     argv = ["hopfield", "--images", "digits", "--grad", "neumann,cg", "--epochs", "3", "--hidden", "16",
-            "--updates", "10", "--truncation", "5", "--json", str(out), "--png", str(png), "--no-progress"]
+            "--max-iter", "10", "--backward-iter", "5", "--json", str(out), "--png", str(png),
+            "--no-progress"]
     assert main(argv) == 0
     doc = json.loads(out.read_text())
     rows = {r["grad"]: r for r in doc["results"]}
@@ -368,8 +369,9 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
     rows2 = {r["grad"]: r for r in doc2["results"]}
     assert set(rows2) == {"neumann", "cg", "tbptt"}
     assert rows2["neumann"]["epoch_time_s"] == rows["neumann"]["epoch_time_s"]
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(SystemExit, match="other settings") as info:
         main(argv[:6] + ["4"] + argv[7:])
+    assert info.value.code == 2  # refused before any work, through the shared exit table
     # timings of one file come from one machine setting: other thread counts are refused
     threads = torch.get_num_threads()
     try:
@@ -378,6 +380,14 @@ def test_cli_writes_json_png_and_resumes(tmp_path, capsys):
     finally:
         torch.set_num_threads(threads)
     assert {r["grad"] for r in json.loads(out.read_text())["results"]} == {"neumann", "cg", "tbptt"}
+    # the old flags still parse (deprecated) and name the same settings: nothing is trained again
+    assert main([*argv[:9], "--updates", "10", "--truncation", "5", *argv[13:], "--threads", "0"]) == 0
+    assert "--updates is deprecated, use --max-iter" in capsys.readouterr().err
+    assert json.loads(out.read_text())["results"] == doc2["results"]
+    for bad, message in ((["--grad", "adam"], "--grad"), (["--max-iter", "0"], "max_iter must be >= 1")):
+        with pytest.raises(SystemExit, match=message) as info:
+            main(["hopfield", *bad, "--no-progress"])
+        assert info.value.code == 2
 
 
 def test_memory_measurement_excludes_weights():
@@ -385,7 +395,7 @@ def test_memory_measurement_excludes_weights():
     sizes = {}
     for mode in ("bptt", "neumann"):
         torch.manual_seed(0)
-        model = HopfieldMemory(16, 8, complete_graph(40), grad=mode, updates=30)
+        model = HopfieldMemory(16, 8, complete_graph(40), grad=mode, max_iter=30)
         sizes[mode] = measure_saved_bytes(model, pats, pats)
     # BPTT keeps every one of the 30 steps, Neumann-RBP one.
     assert sizes["bptt"]["saved_bytes"] > 10 * sizes["neumann"]["saved_bytes"]
@@ -406,7 +416,7 @@ def test_dense_and_sparse_weights_give_the_same_activation_memory():
     sizes = []
     for dense in (True, False):
         torch.manual_seed(0)
-        model = HopfieldMemory(16, 8, complete_graph(40), grad=mode, updates=12, dense=dense)
+        model = HopfieldMemory(16, 8, complete_graph(40), grad=mode, max_iter=12, dense=dense)
         sizes.append(measure_saved_bytes(model, pats, pats))
     assert sizes[0]["saved_bytes"] == sizes[1]["saved_bytes"]
     assert sizes[1]["saved_bytes_total"] > sizes[1]["saved_bytes"]  # the weights were saved
@@ -435,7 +445,7 @@ def test_an_activation_at_a_freed_weight_blocks_address_counts():
 
 def test_mnist_defaults_and_their_documented_deviations():
     cfg = HopfieldConfig(images="mnist").resolved()
-    assert (cfg.hidden, cfg.updates, cfg.truncation, cfg.b, cfg.corrupt) == (1024, 50, 20, 0.5, 0.5)
+    assert (cfg.hidden, cfg.max_iter, cfg.backward_iter, cfg.b, cfg.corrupt) == (1024, 50, 20, 0.5, 0.5)
     assert (cfg.a, cfg.train_input, cfg.lr_schedule, cfg.epochs) == (0.5, "corrupted", "cosine", 3000)
     notes = paper_deviations(cfg)
     assert any(n.startswith("a: 0.5 (paper: 1.0); ") and "fixed points" in n for n in notes)
@@ -506,7 +516,10 @@ def test_committed_results_resume_without_training(name, tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "run_mode", no_training)
     fields = {f.name for f in dataclasses.fields(HopfieldConfig)}
-    cfg = HopfieldConfig(**{k: v for k, v in doc["config"].items() if k in fields})
+    saved = upgrade_config(doc["config"])  # the committed files say updates / truncation
+    assert (saved["max_iter"], saved["backward_iter"]) == (doc["config"]["updates"],
+                                                           doc["config"]["truncation"])
+    cfg = HopfieldConfig(**{k: v for k, v in saved.items() if k in fields})
     threads = torch.get_num_threads()
     torch.set_num_threads(doc["environment"]["torch_threads"])  # one file, one thread setting
     try:
@@ -517,7 +530,7 @@ def test_committed_results_resume_without_training(name, tmp_path, monkeypatch):
     assert again["results"] == doc["results"] and again["patterns"] == doc["patterns"]
     assert copy.with_suffix(".md").read_text() == committed.with_suffix(".md").read_text()
     # settings the committed files predate count at the value they had
-    assert again["config"] == {**doc["config"], "train_corrupt": doc["config"]["corrupt"],
+    assert again["config"] == {**saved, "train_corrupt": doc["config"]["corrupt"],
                                "train_copies": 1}
     with pytest.raises(ResultsFileConflict, match="epochs"):
         run_experiment(dataclasses.replace(cfg, epochs=cfg.epochs + 1), ["neumann"], json_path=copy,

@@ -202,6 +202,7 @@ DEPRECATED_SPELLINGS: dict[str, str] = {
     "--quiet": "--no-progress",
     "--steps": "--max-iter",
     "--inner-steps": "--max-iter",
+    "--updates": "--max-iter",
     "--truncation": "--backward-iter",
     "-K": "--backward-iter",
     "--target-steps": "--target-max-iter",

@@ -96,7 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="GatedCell aggregation; 'add' (the paper's) is not contractive on Cora at "
                         "init, so Neumann/RBP diverge there (default: mean)")
     add_max_iter(s, [10, 50, 100], help="forward steps T, a comma list, e.g. 10,25,50",
-                 type=int_list, dest="steps", old=("--steps",))
+                 type=int_list, old=("--steps",))
     add_backward_iter(s, [5, 20], help="truncations / adjoint iterations K, a comma list, e.g. 5,10,20,50",
                       type=int_list, dest="backward_iters")
     add_grad(s, None, help="'all' or a comma-separated list of modes (default: all)", type=_grads)
@@ -106,10 +106,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--warmup", type=int, default=1, help="untimed training steps per cell")
     s.add_argument("--rounds", type=int, default=3,
                    help="round-robin rounds of the target pass (0: skip the target pass)")
-    target_t = s.add_argument("--target-max-iter", dest="target_steps", type=int, default=100,
+    target_t = s.add_argument("--target-max-iter", type=int, default=100,
                               help="forward steps T of the target ratios")
     add_deprecated(s, target_t, "--target-steps")
-    target_k = s.add_argument("--target-backward-iter", dest="target_k", type=int, default=20,
+    target_k = s.add_argument("--target-backward-iter", type=int, default=20,
                               help="backward iterations K of the target ratios")
     add_deprecated(s, target_k, "--target-k")
     s.add_argument("--no-accuracy", dest="accuracy", action="store_false",
@@ -223,11 +223,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = ScalingConfig(
         dataset=args.dataset, root=args.root, nodes=args.nodes, edges=args.edges,
         features=args.features, classes=args.classes, hidden=args.hidden, aggr=args.aggr,
-        steps=args.steps, backward_iters=args.backward_iters,
+        max_iter=args.max_iter, backward_iters=args.backward_iters,
         grads=args.grad if args.grad is not None else list(GRAD_MODES),
         peers=args.peers if args.peers is not None else ["pyg_gatedgraphconv", "torchdeq"],
         repeats=args.repeats, warmup=args.warmup, rounds=args.rounds,
-        target_steps=args.target_steps, target_k=args.target_k, accuracy=args.accuracy,
+        target_max_iter=args.target_max_iter, target_backward_iter=args.target_backward_iter,
+        accuracy=args.accuracy,
         reference_iters=args.reference_iters, forward_tol=args.forward_tol, device=args.device,
         threads=args.threads or None, seed=args.seed,
     )
@@ -244,15 +245,14 @@ def run(args: argparse.Namespace) -> int:
                              "or pass --peers pyg_gatedgraphconv") from None
     json_path = Path(args.json or f"scaling_{cfg.dataset}.json")
     check_outputs("bench scaling", files=_outputs(json_path))
-    if args.fresh and json_path.exists():
-        json_path.unlink()
     with warnings.catch_warnings():
         # Convergence warnings are recorded per row (forward residual); CSR beta warnings are noise.
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         warnings.filterwarnings("ignore", category=UserWarning, module="pyg_rbp")
         redo = [p.strip() for p in args.redo.split(",") if p.strip()]
         try:
-            bench = ScalingRun(cfg, json_path, progress=not args.no_progress, redo=redo)
+            bench = ScalingRun(cfg, json_path, progress=not args.no_progress, redo=redo,
+                               fresh=args.fresh)
         except ValueError as exc:
             raise UsageError(f"pyg-rbp bench scaling: {exc}") from None
         result = bench.run()
@@ -266,7 +266,7 @@ def _print_summary(result: dict) -> None:
     targets = result.get("targets") or {}
     tm = targets.get("step_time_s") or {}
     if tm:
-        print(f"step times at T={targets['steps']}, K={targets['backward_iter']} (interleaved): "
+        print(f"step times at T={targets['max_iter']}, K={targets['backward_iter']} (interleaved): "
               + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in tm.items()))
     for v in targets.get("verdicts", []):
         mark = {True: "PASS", False: "MISS", None: "n/a "}[v["pass"]]

@@ -3,8 +3,10 @@
 Thin wrapper over :mod:`pyg_rbp.tasks.hopfield.experiment`: trains a Hopfield memory (neurons as
 graph nodes, symmetric synapses as edges) with each requested gradient mode, and writes a table
 of methods (success rate, pixel error, time per epoch, activation memory), a JSON document
-(atomically, after every mode; a rerun skips finished modes) and a PNG grid of clean /
-corrupted / recalled images. Unset flags take the defaults of the pattern source.
+(atomically, after every mode; a rerun skips finished modes, one of other settings is refused
+unless ``--fresh``) and a PNG grid of clean / corrupted / recalled images. Unset flags take the
+defaults of the pattern source; errors end through the shared exit table
+(:data:`pyg_rbp.cli._args.EXIT_RULES`).
 """
 
 from __future__ import annotations
@@ -14,16 +16,24 @@ import sys
 from pathlib import Path
 
 from pyg_rbp.cli._args import (
-    ROOT_HELP,
     UsageError,
+    add_backward_iter,
     add_device,
     add_fresh,
     add_grad,
     add_json,
+    add_max_iter,
     add_progress,
+    add_root,
     add_threads,
+    check_device,
     check_outputs,
+    set_threads,
 )
+from pyg_rbp.engine import parse_grad_modes
+from pyg_rbp.results import CorruptResultsError, OutputPathError, ResultsFileConflict
+from pyg_rbp.tasks.hopfield.experiment import HopfieldConfig, run_experiment
+from pyg_rbp.tasks.hopfield.report import results_table
 
 # Flags mapping one-to-one onto HopfieldConfig fields: (type, help).
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -35,8 +45,6 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "avg_degree": (float, "expected degree of the random topology"),
     "radius": (float, "local topology: receptive-field radius in the image plane (default 3)"),
     "long_range": (int, "local topology: random long-range synapses per hidden neuron (default 16)"),
-    "updates": (int, "forward updates T (default 50)"),
-    "truncation": (int, "K: TBPTT steps / RBP, CG, Neumann iterations (default 20)"),
     "a": (float, "leak a of h <- (1-a) h + W sigmoid(b h) (default: 0.5 mnist, 1 digits; paper 1)"),
     "b": (float, "sigmoid gain b (default 0.5)"),
     "init_std": (float, "initial weight std (default 1e-3)"),
@@ -71,9 +79,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_grad(p, "all", help="gradient modes: a comma list of bptt,tbptt,rbp,cg,neumann or 'all' (default)")
     for name, (typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+    add_max_iter(p, None, help="forward updates T (default 50)", old=("--updates",))
+    add_backward_iter(p, None, help="K: TBPTT steps / RBP, CG, Neumann iterations (default 20)",
+                      old=("--truncation",))
     add_device(p)
-    p.add_argument("--root", default=None,
-                   help="for MNIST: " + ROOT_HELP)
+    add_root(p, "for MNIST: ")
     add_json(p, what="one unit per gradient mode")
     p.add_argument("--png", default=None, help="PNG grid of clean / corrupted / recalled images")
     p.add_argument("--md", default=None, help="markdown table (default: next to --json)")
@@ -83,43 +93,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+_CONFIG_FLAGS = (*_FLAGS, "max_iter", "backward_iter")
+"""The flags that set a :class:`HopfieldConfig` field of the same name."""
+
+
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from pyg_rbp.data.errors import ChecksumError, DataUnavailableError, UnsafeDataError
-    from pyg_rbp.engine import parse_grad_modes
-    from pyg_rbp.results import CorruptResultsError
-    from pyg_rbp.tasks.hopfield.experiment import HopfieldConfig, run_experiment
-    from pyg_rbp.tasks.hopfield.report import results_table
-
     try:
         modes = parse_grad_modes(args.grad)
     except ValueError as err:
-        raise SystemExit(f"--grad: {err}") from None
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit("--threads must be >= 1")
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
+        raise UsageError(f"pyg-rbp hopfield: --grad: {err}") from None
+    device = check_device("hopfield", args.device)
     md_default = str(Path(args.json).with_suffix(".md")) if args.json and not args.md else None
     check_outputs("hopfield", files={"--json": args.json, "--png": args.png, "--md": args.md or md_default})
-    values = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
+    values = {name: getattr(args, name) for name in _CONFIG_FLAGS if getattr(args, name) is not None}
     try:
-        config = HopfieldConfig(images=args.images, device=args.device, **values).resolved()
+        config = HopfieldConfig(images=args.images, device=device, **values).resolved()
     except ValueError as err:
-        raise SystemExit(f"pyg-rbp hopfield: {err}") from None
+        raise UsageError(f"pyg-rbp hopfield: {err}") from None
+    set_threads(args.threads)  # 0 or unset: torch's default
     try:
         doc = run_experiment(config, modes, json_path=args.json, png_path=args.png, md_path=args.md,
                              data_root=args.root, resume=not args.fresh,
                              progress=not args.no_progress,
                              log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except (DataUnavailableError, ChecksumError, UnsafeDataError) as err:
-        raise SystemExit(f"pyg-rbp hopfield: {err}") from None
-    except CorruptResultsError as err:
-        raise UsageError(f"pyg-rbp hopfield: --json {err}; fix or delete it, or pass --fresh") from None
-    except ValueError as err:
-        raise SystemExit(f"pyg-rbp hopfield: {err}") from None
+    except (ResultsFileConflict, CorruptResultsError, OutputPathError):
+        raise  # the exit table's (pyg_rbp.cli._args.EXIT_RULES): status 2, one line
+    except ValueError as err:  # a setting the patterns or the topology refuse
+        raise UsageError(f"pyg-rbp hopfield: {err}") from None
     print(results_table(doc))
     for path in (args.json, args.png):
         if path:

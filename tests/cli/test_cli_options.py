@@ -36,10 +36,13 @@ unified (the reference: the same command must still mean the same settings)."""
 PLACEHOLDERS = ("...", "[", "/--")
 """Prose such as ``pyg-rbp train ...`` or ``[--memory-steps 100,400]``: not commands to run."""
 
-RENAMED_DESTS = {"bench scaling": {"grads": "grad", "quiet": "no_progress"},
+RENAMED_DESTS = {"bench scaling": {"grads": "grad", "quiet": "no_progress", "steps": "max_iter",
+                                   "target_steps": "target_max_iter",
+                                   "target_k": "target_backward_iter"},
                  "bench solvers": {"quiet": "no_progress"},
                  "bench graph-size": {"grads": "grad", "quiet": "no_progress", "steps": "max_iter"},
-                 "hyperopt": {"inner_steps": "max_iter", "truncation": "backward_iter"}}
+                 "hyperopt": {"inner_steps": "max_iter", "truncation": "backward_iter"},
+                 "hopfield": {"updates": "max_iter", "truncation": "backward_iter"}}
 """Per command, the namespace attributes that now carry the one spelling's name."""
 
 
@@ -87,6 +90,8 @@ def test_deprecated_spellings_parse_like_the_new_one_and_say_so(capsys):
         (["hyperopt"], ["--inner-steps", "30"], ["--max-iter", "30"]),
         (["hyperopt"], ["--truncation", "5"], ["--backward-iter", "5"]),
         (["hyperopt"], ["-K", "5"], ["--backward-iter", "5"]),
+        (["hopfield"], ["--updates", "30"], ["--max-iter", "30"]),
+        (["hopfield"], ["--truncation", "5"], ["--backward-iter", "5"]),
     ]
     used = set()
     for command, old, new in cases:
@@ -111,8 +116,7 @@ def test_every_command_has_one_spelling_of_each_common_option():
     subs.update({f"bench {k}": v for k, v in bench.items()})
     for name, sub in subs.items():
         shown = {o for a in sub._actions if a.help != argparse.SUPPRESS for o in a.option_strings}
-        if name != "hopfield":  # its --truncation/--updates follow its config's field names
-            assert not shown & set(DEPRECATED_SPELLINGS), name
+        assert not shown & set(DEPRECATED_SPELLINGS), name
         for option in ("--device", "--threads", "--json", "--no-progress"):
             if name == "bench solvers" and option == "--device":
                 continue  # float64 CPU measurements by design
@@ -142,8 +146,8 @@ def test_seeds_are_a_list_or_range_and_the_count_has_its_own_spelling():
 
 
 def test_threads_and_device_are_checked_the_same_everywhere(capsys):
-    for command in (["train"], ["hyperopt"], ["bench", "scaling"], ["bench", "graph-size"],
-                    ["bench", "solvers"], ["demo"]):
+    for command in (["train"], ["hyperopt"], ["hopfield"], ["bench", "scaling"],
+                    ["bench", "graph-size"], ["bench", "solvers"], ["demo"]):
         with pytest.raises(SystemExit) as info:
             _parse([*command, "--threads", "-1"])
         assert info.value.code == 2 and "expected an integer >= 0" in capsys.readouterr().err
@@ -229,3 +233,27 @@ def test_a_count_given_as_seeds_keeps_its_meaning_where_it_was_one(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(UsageError):
         resolve_seeds("0", legacy_count=True)
+
+
+def test_respelled_readme_commands_keep_the_settings_of_their_committed_spelling(capsys):
+    """The README's scaling commands now use the one spelling; they mean what they meant."""
+    snapshot = json.loads(SNAPSHOT.read_text())
+    respelled = {
+        "pyg-rbp bench scaling --dataset cora --steps 10,25,50,100,200 --backward-iter 5,10,20,50 "
+        "--grads all --rounds 5 --json benchmarks/results/scaling_cora.json":
+        "pyg-rbp bench scaling --dataset cora --max-iter 10,25,50,100,200 --backward-iter 5,10,20,50 "
+        "--grad all --rounds 5 --json benchmarks/results/scaling_cora.json",
+        "pyg-rbp bench scaling --dataset random --nodes 100000 --edges 1000000 --steps 10,20 "
+        "--backward-iter 5 --target-steps 20 --target-k 5 --rounds 1 --repeats 3 --no-accuracy "
+        "--peers torchdeq --json benchmarks/results/scaling_random100k.json":
+        "pyg-rbp bench scaling --dataset random --nodes 100000 --edges 1000000 --max-iter 10,20 "
+        "--backward-iter 5 --target-max-iter 20 --target-backward-iter 5 --rounds 1 --repeats 3 "
+        "--no-accuracy --peers torchdeq --json benchmarks/results/scaling_random100k.json",
+    }
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().replace("\\\n", " ").split())
+    renamed = RENAMED_DESTS["bench scaling"]
+    for old, new in respelled.items():
+        assert new in readme, new
+        expected = {renamed.get(k, k): v for k, v in snapshot[old].items()}
+        assert json.loads(json.dumps(_parse(argv_of(new)), default=str)) == expected, new
+    assert capsys.readouterr().err == ""  # the one spelling prints no notice

@@ -22,7 +22,7 @@ Results are written after every measured cell (atomically), so an interrupted ru
 where it stopped when started again with the same settings; a file of other settings is
 refused unless started afresh.
 
-The package, one job a module: :mod:`~.config` (settings, the grid, the rows' keys),
+The package, one job a module: :mod:`~.config` (settings, the grid, the rows' keys, reading older files),
 :mod:`~.measure` (one contender: model, training step, memory, time, gradient, floor),
 :mod:`~.run` (resume and the loop over the grid), :mod:`~.targets` (the targets as a table,
 the interleaved pass and the verdicts), :mod:`~.accuracy` (the float64 gradient study) and
@@ -34,10 +34,12 @@ from pyg_rbp.bench.scaling.config import (
     K_INDEPENDENT,
     PART_SETTINGS,
     REDO_PARTS,
+    RENAMED,
     SCHEMA,
     ScalingConfig,
     cell_key,
     grid_cells,
+    upgrade,
 )
 from pyg_rbp.bench.scaling.measure import (
     NOTES,
@@ -53,9 +55,10 @@ from pyg_rbp.bench.scaling.run import ScalingRun
 from pyg_rbp.bench.scaling.targets import TARGETS, Target, judge, target_pass, verdicts
 
 __all__ = [
-    "K_INDEPENDENT", "NOTES", "PART_SETTINGS", "REDO_PARTS", "SCHEMA", "TARGETS", "ScalingConfig",
+    "K_INDEPENDENT", "NOTES", "PART_SETTINGS", "REDO_PARTS", "RENAMED", "SCHEMA", "TARGETS",
+    "ScalingConfig",
     "ScalingRun", "Target", "accuracy_jobs", "accuracy_study", "build_model", "cell_gradients",
     "cell_key", "grid_cells", "judge", "make_train_step", "markdown_report", "measure_cell",
-    "measure_floor", "measure_model", "plot", "target_pass", "torchdeq_comparison", "verdicts",
-    "write_reports",
+    "measure_floor", "measure_model", "plot", "target_pass", "torchdeq_comparison", "upgrade",
+    "verdicts", "write_reports",
 ]

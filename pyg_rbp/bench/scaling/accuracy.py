@@ -26,9 +26,10 @@ REFERENCE_BACKWARD_TOL = 1e-13
 
 
 def accuracy_jobs(cfg: ScalingConfig) -> list[tuple[str, int, int | None, float]]:
-    """The ``(grad, T, K, tol)`` rows of the study: every mode and torchdeq at ``target_steps``
-    for each K, and the forward-tolerance row of Neumann at the grid's largest T."""
-    t_acc = cfg.target_steps
+    """The ``(contender, T, K, tol)`` rows of the study: every mode and torchdeq at
+    ``target_max_iter`` for each K, and the forward-tolerance row of Neumann at the grid's
+    largest T."""
+    t_acc = cfg.target_max_iter
     jobs: list[tuple[str, int, int | None, float]] = []
     for name in [*cfg.grads, *(p for p in cfg.peers if p == "torchdeq")]:
         if name in K_INDEPENDENT:
@@ -36,7 +37,7 @@ def accuracy_jobs(cfg: ScalingConfig) -> list[tuple[str, int, int | None, float]
         else:
             jobs.extend((name, t_acc, k, 0.0) for k in cfg.backward_iters)
     if "neumann" in cfg.grads and cfg.forward_tol > 0:
-        jobs.append(("neumann", max(cfg.steps), cfg.target_k, cfg.forward_tol))
+        jobs.append(("neumann", max(cfg.max_iter), cfg.target_backward_iter, cfg.forward_tol))
     return jobs
 
 
@@ -49,7 +50,7 @@ def accuracy_study(graph: BenchGraph, cfg: ScalingConfig, rows: dict[str, dict[s
     """
     g64 = BenchGraph(graph.name, graph.x.double(), graph.edge_index, graph.y, graph.train_mask,
                      graph.num_classes)
-    t_ref = max(cfg.steps)
+    t_ref = max(cfg.max_iter)
     ref_model = build_model(g64, cfg, "cg", t_ref, cfg.reference_iters, dtype=torch.float64)
     ref_model.conv.track = True
     ref_model.conv.backward_tol = REFERENCE_BACKWARD_TOL
@@ -65,35 +66,36 @@ def accuracy_study(graph: BenchGraph, cfg: ScalingConfig, rows: dict[str, dict[s
         return {"cosine": cos, "rel_error": rel}
 
     out_rows: list[dict[str, Any]] = []
-    for name, steps, k, tol in tqdm(accuracy_jobs(cfg), desc="gradient accuracy (float64)",
-                                    disable=not progress):
-        model = build_model(g64, cfg, name, steps, k, tol=tol, dtype=torch.float64)
+    for name, max_iter, k, tol in tqdm(accuracy_jobs(cfg), desc="gradient accuracy (float64)",
+                                       disable=not progress):
+        model = build_model(g64, cfg, name, max_iter, k, tol=tol, dtype=torch.float64)
         try:
             grad, info = cell_gradients(model, g64)
-            row = {"grad": name, "steps": steps, "backward_iter": k, "tol": tol,
+            row = {"contender": name, "max_iter": max_iter, "backward_iter": k, "tol": tol,
                    **compare(grad), **info}
         except Exception as exc:  # noqa: BLE001 - diverging modes are results
-            row = {"grad": name, "steps": steps, "backward_iter": k, "tol": tol,
+            row = {"contender": name, "max_iter": max_iter, "backward_iter": k, "tol": tol,
                    "cosine": None, "rel_error": None, "error": f"{type(exc).__name__}: {exc}"}
         out_rows.append(row)
     # The forward-tolerance row also gets a float32 timing in the main table.
     if "neumann" in cfg.grads and cfg.forward_tol > 0:
-        key = cell_key("neumann", t_ref, cfg.target_k, cfg.forward_tol)
+        k_tol = cfg.target_backward_iter
+        key = cell_key("neumann", t_ref, k_tol, cfg.forward_tol)
         if key not in rows:
-            rows[key] = measure_cell(graph, cfg, "neumann", t_ref, cfg.target_k, cfg.forward_tol, log=log)
+            rows[key] = measure_cell(graph, cfg, "neumann", t_ref, k_tol, cfg.forward_tol, log=log)
     for row in out_rows:
-        timed = rows.get(cell_key(row["grad"], row["steps"], row["backward_iter"], row["tol"]))
+        timed = rows.get(cell_key(row["contender"], row["max_iter"], row["backward_iter"], row["tol"]))
         row["step_time_s"] = None if timed is None else timed.get("step_time_s")
         if timed is not None and row["tol"]:
             row["forward_iters_float32"] = timed.get("forward_iters")
     return {
         "parameters": "the GatedCell's (GRU) weights and biases: everything upstream of the "
                       "fixed point",
-        "reference": {"grad": "cg", "steps": t_ref, "backward_iter": cfg.reference_iters,
+        "reference": {"contender": "cg", "max_iter": t_ref, "backward_iter": cfg.reference_iters,
                       "backward_tol": REFERENCE_BACKWARD_TOL, **ref_info,
                       "neumann_same_budget_cosine": float(F.cosine_similarity(check, ref, dim=0)),
                       "neumann_same_budget_rel_error": float((check - ref).norm() / ref.norm())},
-        "steps": cfg.target_steps,
+        "max_iter": cfg.target_max_iter,
         "rows": out_rows,
         "torchdeq_comparison": torchdeq_comparison(out_rows),
     }
@@ -101,11 +103,11 @@ def accuracy_study(graph: BenchGraph, cfg: ScalingConfig, rows: dict[str, dict[s
 
 def torchdeq_comparison(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each torchdeq K: the fastest Neumann row at least as accurate, and the time ratio."""
-    ours = [r for r in rows if r["grad"] == "neumann" and not r["tol"]
+    ours = [r for r in rows if r["contender"] == "neumann" and not r["tol"]
             and r.get("rel_error") is not None and r.get("step_time_s")]
     out = []
     for td in rows:
-        if td["grad"] != "torchdeq" or td.get("rel_error") is None or not td.get("step_time_s"):
+        if td["contender"] != "torchdeq" or td.get("rel_error") is None or not td.get("step_time_s"):
             continue
         good = [r for r in ours if r["rel_error"] <= td["rel_error"] * (1 + 1e-9)]
         best = min(good, key=lambda r: r["step_time_s"]) if good else None

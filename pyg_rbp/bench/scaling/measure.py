@@ -27,10 +27,11 @@ from pyg_rbp.nn.models import FixedPointNodeClassifier
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize, timed_runs
 
 
-def build_model(graph: BenchGraph, cfg: ScalingConfig, grad: str, steps: int,
+def build_model(graph: BenchGraph, cfg: ScalingConfig, contender: str, max_iter: int,
                 backward_iter: int | None, tol: float = 0.0,
                 dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The gated node classifier in mode ``grad`` (or with peer ``grad``), seeded identically.
+    """The gated node classifier of ``contender`` (a gradient mode, or a peer wrapping the cell)
+    at ``max_iter`` forward steps, seeded identically.
 
     With features as wide as the state (the paper's PCA protocol) they are the initial state
     and there is no encoder; otherwise a linear encoder feeds the cell. Every mode and peer
@@ -41,15 +42,15 @@ def build_model(graph: BenchGraph, cfg: ScalingConfig, grad: str, steps: int,
     torch.manual_seed(cfg.seed)
     model = FixedPointNodeClassifier(
         in_channels, cfg.hidden, graph.num_classes, cell="gated",
-        grad=grad if grad in GRAD_MODES else "neumann", max_iter=steps,
+        grad=contender if contender in GRAD_MODES else "neumann", max_iter=max_iter,
         backward_iter=backward_iter or 1, tol=tol, encoder=encoder,
     )
     if cfg.aggr != "add":
         torch.manual_seed(cfg.seed + 1)
         model.conv.cell = GatedCell(cfg.hidden, aggr=cfg.aggr, inject_input=encoder)
-    if grad in PEERS:
+    if contender in PEERS:
         torch.manual_seed(cfg.seed + 2)
-        model = peer_model(grad, model, steps, backward_iter)
+        model = peer_model(contender, model, max_iter, backward_iter)
     return model.to(device=graph.x.device, dtype=dtype).train()
 
 
@@ -101,28 +102,30 @@ def measure_model(model: torch.nn.Module, graph: BenchGraph, cfg: ScalingConfig)
     }
 
 
-def measure_cell(graph: BenchGraph, cfg: ScalingConfig, grad: str, steps: int, k: int | None,
-                 tol: float = 0.0, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """One grid row: :func:`measure_model` of contender ``grad`` at ``(T, K, tol)``. A failing
+def measure_cell(graph: BenchGraph, cfg: ScalingConfig, contender: str, max_iter: int,
+                 k: int | None, tol: float = 0.0, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """One grid row: :func:`measure_model` of ``contender`` at ``(T, K, tol)``. A failing
     contender is a result (its row carries the error), not a crash."""
-    model = build_model(graph, cfg, grad, steps, k, tol)
-    row: dict[str, Any] = {"grad": grad, "steps": steps, "backward_iter": k, "tol": tol}
+    model = build_model(graph, cfg, contender, max_iter, k, tol)
+    row: dict[str, Any] = {"contender": contender, "max_iter": max_iter, "backward_iter": k,
+                           "tol": tol}
     try:
         row.update(measure_model(model, graph, cfg))
     except Exception as exc:  # noqa: BLE001 - a failing mode is a result, not a crash
         row.update({"saved_bytes": None, "step_time_s": None,
                     "error": f"{type(exc).__name__}: {exc}"})
-        log(f"[bench] {grad} T={steps} K={k}: {row['error']}")
+        log(f"[bench] {contender} T={max_iter} K={k}: {row['error']}")
     row["device"] = str(torch.device(cfg.device))
     return row
 
 
-def measure_floor(graph: BenchGraph, cfg: ScalingConfig, steps: int, k: int,
+def measure_floor(graph: BenchGraph, cfg: ScalingConfig, max_iter: int, k: int,
                   warmup: int | None = None) -> dict[str, Any]:
     """Neumann-RBP's floor at ``(T, K)``: T no-grad steps plus K VJPs on the bare kernels."""
-    out = neumann_floor(graph.num_nodes, graph.edge_index, cfg.hidden, steps, k,
+    out = neumann_floor(graph.num_nodes, graph.edge_index, cfg.hidden, max_iter, k,
                         repeats=cfg.repeats, warmup=cfg.warmup if warmup is None else warmup,
                         device=torch.device(cfg.device), aggr=cfg.aggr)
+    out["max_iter"] = out.pop("steps")  # the floor's T, named as in the grid rows
     out["device"] = str(torch.device(cfg.device))
     return out
 
@@ -154,7 +157,8 @@ NOTES = [
     "tbptt with K >= T back-propagates through all T steps, i.e. it is BPTT.",
     "torchdeq: our GatedCell inside torchdeq.get_deq(ift=True, f_solver='simple_fixed_point_iter', "
     "b_solver='fixed_point_iter', b_max_iter=K, b_tol=0): K adjoint iterations from z=0.",
-    "targets: contenders timed round-robin at (target_steps, target_k); each value is the median "
+    "targets: contenders timed round-robin at (target_max_iter, target_backward_iter); each value "
+    "is the median "
     "of the per-round medians. floor: T no-grad steps + K VJPs of one recorded step on bare "
     "kernels (CSR SpMM + GRU update), no layer/solver/model/optimiser.",
 ]

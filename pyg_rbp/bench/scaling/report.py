@@ -2,7 +2,9 @@
 accuracy study, grid) and the PNG (memory and step time against T).
 
 Both are drawn from the result dictionary alone, so a saved JSON renders the same report
-without measuring anything.
+without measuring anything (a file of the older vocabulary too: see
+:func:`~pyg_rbp.bench.scaling.config.upgrade`). The tables keep their column names (``grad``,
+``steps``) so that a result renders as it was committed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from pyg_rbp.bench.common import write_markdown_and_png
 from pyg_rbp.bench.peers import PEERS
+from pyg_rbp.bench.scaling.config import upgrade
 from pyg_rbp.engine import GRAD_MODES
 from pyg_rbp.results import atomic_save_figure, human_bytes, markdown_table
 
@@ -30,9 +33,14 @@ def _targets_section(targets: dict[str, Any] | None) -> list[str]:
     return ["## Targets", "",
             markdown_table(verdicts, ["target", "value", "bound", "pass", "value_from_minima"],
                            ["target", "value (medians)", "bound", "pass", "from minima"], digits=3),
-            f"Interleaved step times at T={targets['steps']}, K={targets['backward_iter']}: "
+            f"Interleaved step times at T={targets['max_iter']}, K={targets['backward_iter']}: "
             + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in tm.items()),
             ""]
+
+
+_ACCURACY_COLUMNS = ["grad", "steps", "backward_iter", "tol", "forward_iters", "residual", "cosine",
+                     "rel_error", "step_time_s"]
+"""The accuracy table's headers (its first two columns are the rows' ``contender``, ``max_iter``)."""
 
 
 def _accuracy_section(acc: dict[str, Any] | None) -> list[str]:
@@ -40,13 +48,12 @@ def _accuracy_section(acc: dict[str, Any] | None) -> list[str]:
         return []
     ref = acc["reference"]
     lines = ["## Gradient accuracy (float64, cell parameters)", "",
-             f"Reference: CG-RBP, T={ref['steps']}, {ref['backward_iter']} iterations, "
+             f"Reference: CG-RBP, T={ref['max_iter']}, {ref['backward_iter']} iterations, "
              f"forward residual {_num(ref.get('residual'))}, adjoint residual "
              f"{_num(ref.get('backward_residual'))}; Neumann with the same budget agrees to "
              f"cosine {ref['neumann_same_budget_cosine']:.8f}.", "",
-             markdown_table(acc["rows"], ["grad", "steps", "backward_iter", "tol", "forward_iters",
-                                          "residual", "cosine", "rel_error", "step_time_s"],
-                            digits=4)]
+             markdown_table(acc["rows"], ["contender", "max_iter", *_ACCURACY_COLUMNS[2:]],
+                            _ACCURACY_COLUMNS, digits=4)]
     if acc.get("torchdeq_comparison"):
         lines += ["", "Equal-accuracy comparison with torchdeq:", "",
                   markdown_table(acc["torchdeq_comparison"],
@@ -57,10 +64,10 @@ def _accuracy_section(acc: dict[str, Any] | None) -> list[str]:
 
 
 def _grid_section(rows: list[dict[str, Any]]) -> list[str]:
-    bptt = {r["steps"]: r for r in rows if r["grad"] == "bptt" and r.get("step_time_s")}
+    bptt = {r["max_iter"]: r for r in rows if r["contender"] == "bptt" and r.get("step_time_s")}
     table = []
     for r in rows:
-        b = bptt.get(r["steps"])
+        b = bptt.get(r["max_iter"])
         t, m = r.get("step_time_s"), r.get("saved_bytes")
         table.append({
             **r,
@@ -70,15 +77,17 @@ def _grid_section(rows: list[dict[str, Any]]) -> list[str]:
             "mem_vs_bptt": None if not b or not m else m / b["saved_bytes"],
             "floor_ms": None if r.get("floor_s") is None else r["floor_s"] * 1e3,
         })
-    cols = ["grad", "steps", "backward_iter", "tol", "memory", "saved_bytes", "time_ms",
-            "time_vs_bptt", "mem_vs_bptt", "floor_ms", "forward_iters"]
+    headers = ["grad", "steps", "backward_iter", "tol", "memory", "saved_bytes", "time_ms",
+               "time_vs_bptt", "mem_vs_bptt", "floor_ms", "forward_iters"]
     if any(r.get("cuda_peak_bytes") for r in rows):
-        cols.append("cuda_peak_bytes")
-    return ["## Grid", "", markdown_table(table, cols, digits=3)]
+        headers.append("cuda_peak_bytes")
+    cols = ["contender", "max_iter", *headers[2:]]
+    return ["## Grid", "", markdown_table(table, cols, headers, digits=3)]
 
 
 def markdown_report(result: dict[str, Any]) -> str:
     """Markdown: settings, the target verdicts, the accuracy study and the full grid."""
+    result = upgrade(result)
     cfg = result["config"]
     g = result.get("graph") or {}
     env = result.get("environment") or {}
@@ -105,23 +114,26 @@ def plot(result: dict[str, Any], path: str | os.PathLike, k: int | None = None) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    result = upgrade(result)
     cfg = result["config"]
-    k = cfg["target_k"] if k is None else k
+    k = cfg["target_backward_iter"] if k is None else k
     if k not in cfg["backward_iters"]:
         k = cfg["backward_iters"][-1]
     rows = [r for r in result["results"] if not r.get("tol") and r.get("step_time_s")
             and (r["backward_iter"] in (None, k))]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = [n for n in [*GRAD_MODES, *PEERS] if any(r["grad"] == n for r in rows)]
+    names = [n for n in [*GRAD_MODES, *PEERS] if any(r["contender"] == n for r in rows)]
     markers = "osD^vP*X"
     for i, name in enumerate(names):
-        pts = sorted((r["steps"], r["saved_bytes"], r["step_time_s"]) for r in rows if r["grad"] == name)
+        pts = sorted((r["max_iter"], r["saved_bytes"], r["step_time_s"]) for r in rows
+                     if r["contender"] == name)
         ts = [p[0] for p in pts]
         style = dict(linestyle="--" if name in PEERS else "-", marker=markers[i % len(markers)],
                      markersize=5, label=name)
         axes[0].plot(ts, [p[1] / 2**20 for p in pts], **style)
         axes[1].plot(ts, [p[2] * 1e3 for p in pts], **style)
-    floors = sorted((f["steps"], f["floor_s"]) for f in result.get("floors", []) if f["backward_iter"] == k)
+    floors = sorted((f["max_iter"], f["floor_s"]) for f in result.get("floors", [])
+                    if f["backward_iter"] == k)
     if floors:
         axes[1].plot([f[0] for f in floors], [f[1] * 1e3 for f in floors], ":", color="gray",
                      label="floor (bare kernels)")

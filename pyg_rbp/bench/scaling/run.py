@@ -6,7 +6,9 @@ written with other settings is refused unless ``fresh``; every finished cell is 
 write is atomic. A rerun may add T, K values and contenders (their cells are measured) or ask
 for a subset (nothing is measured again). The target pass and the accuracy study are one unit
 each: kept when their own settings match, refused when they do not or when they lack a
-contender asked for, unless that part is redone (``redo``).
+contender asked for, unless that part is redone (``redo``). A file of the older vocabulary
+(``steps``, ``target_steps``, ``target_k``, rows' ``grad``) resumes too: its keys are read under
+today's names (:func:`~pyg_rbp.bench.scaling.config.upgrade`) and written back under them.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from pyg_rbp.bench.scaling.config import (
     GRID_SETTINGS,
     PART_SETTINGS,
     REDO_PARTS,
+    RENAMED,
     SCHEMA,
     ScalingConfig,
     cell_key,
     grid_cells,
     row_key,
     row_order,
+    upgrade,
 )
 from pyg_rbp.bench.scaling.measure import NOTES, measure_cell, measure_floor
 from pyg_rbp.bench.scaling.targets import target_names, target_pass, verdicts
@@ -59,7 +63,7 @@ def _missing_contenders(part: str, saved: dict[str, Any], cfg: ScalingConfig) ->
         have = set(saved.get("step_time_s") or {})
         need = target_names(cfg)
     else:
-        have = {r["grad"] for r in saved.get("rows") or ()}
+        have = {r["contender"] for r in saved.get("rows") or ()}
         need = [name for name, *_ in accuracy_jobs(cfg)]
     return sorted(set(need) - have)
 
@@ -98,8 +102,10 @@ class ScalingRun:
             raise ValueError(f"unknown parts to redo {sorted(bad)}; choose from {', '.join(REDO_PARTS)}")
         self.store = ResumableResults(self.json_path, jsonable(asdict(cfg)), key=row_key, fresh=fresh,
                                       varying=_varying(cfg), settings_field="config",
-                                      units_field="results", log=log)
-        old = self.store.extra
+                                      units_field="results", log=log, renamed=RENAMED)
+        saved = upgrade({**self.store.extra, "results": self.store.units})  # older keys too
+        self.store.units = saved.pop("results")
+        self.store.extra = old = saved
         if self.store.path is not None and self.store.path.is_file() and not fresh \
                 and old.get("schema") != SCHEMA:
             raise ResultsFileConflict(f"{self.json_path} is not a bench scaling result (schema "
@@ -114,7 +120,7 @@ class ScalingRun:
         self.store.settings = _widened(cfg, self.store.previous_settings)
         self.rows: dict[str, dict[str, Any]] = {row_key(r): r for r in self.store.units}
         self.floors: dict[str, dict[str, Any]] = {
-            cell_key("floor", f["steps"], f["backward_iter"]): f for f in old.get("floors", [])
+            cell_key("floor", f["max_iter"], f["backward_iter"]): f for f in old.get("floors", [])
         }
         self.targets: dict[str, Any] | None = old.get("targets")
         self.accuracy: dict[str, Any] | None = old.get("accuracy")
@@ -152,7 +158,7 @@ class ScalingRun:
             "graph": self.store.extra.get("graph") if self.graph is None else self.graph.describe(),
             "environment": environment(self.device),
             "machine_load": self.loads,
-            "floors": sorted(self.floors.values(), key=lambda f: (f["steps"], f["backward_iter"])),
+            "floors": sorted(self.floors.values(), key=lambda f: (f["max_iter"], f["backward_iter"])),
             "targets": self.targets,
             "accuracy": self.accuracy,
             "notes": NOTES,
@@ -178,18 +184,18 @@ class ScalingRun:
         ).to(self.device)
         self.loads.append(load_record("start"))
         cells = [c for c in grid_cells(cfg) if cell_key(*c) not in self.rows]
-        floor_cells = [(t, k) for t in cfg.steps for k in cfg.backward_iters
+        floor_cells = [(t, k) for t in cfg.max_iter for k in cfg.backward_iters
                        if "neumann" in cfg.grads and cell_key("floor", t, k) not in self.floors]
         bar = tqdm(total=len(cells) + len(floor_cells), desc="bench scaling", unit="cell",
                    disable=not self.progress)
-        for grad, steps, k in cells:
-            bar.set_postfix_str(f"{grad} T={steps} K={k}")
-            self.rows[cell_key(grad, steps, k)] = measure_cell(graph, cfg, grad, steps, k, log=self.log)
+        for contender, t, k in cells:
+            bar.set_postfix_str(f"{contender} T={t} K={k}")
+            self.rows[cell_key(contender, t, k)] = measure_cell(graph, cfg, contender, t, k, log=self.log)
             self.save()
             bar.update()
-        for steps, k in floor_cells:
-            bar.set_postfix_str(f"floor T={steps} K={k}")
-            self.floors[cell_key("floor", steps, k)] = measure_floor(graph, cfg, steps, k)
+        for t, k in floor_cells:
+            bar.set_postfix_str(f"floor T={t} K={k}")
+            self.floors[cell_key("floor", t, k)] = measure_floor(graph, cfg, t, k)
             self.save()
             bar.update()
         bar.close()
@@ -207,9 +213,9 @@ class ScalingRun:
 
     def _attach_floors(self) -> None:
         for row in self.rows.values():
-            if row["grad"] != "neumann" or row.get("tol"):
+            if row["contender"] != "neumann" or row.get("tol"):
                 continue
-            floor = self.floors.get(cell_key("floor", row["steps"], row["backward_iter"]))
+            floor = self.floors.get(cell_key("floor", row["max_iter"], row["backward_iter"]))
             if floor and row.get("step_time_s"):
                 row["floor_s"] = floor["floor_s"]
                 row["floor_ratio"] = row["step_time_s"] / floor["floor_s"]

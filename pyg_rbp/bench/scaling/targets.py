@@ -18,7 +18,7 @@ from typing import Any
 
 from pyg_rbp.bench.common import machine_load
 from pyg_rbp.bench.graphs import BenchGraph
-from pyg_rbp.bench.scaling.config import K_INDEPENDENT, ScalingConfig, cell_key
+from pyg_rbp.bench.scaling.config import K_INDEPENDENT, ScalingConfig, cell_key, upgrade
 from pyg_rbp.bench.scaling.measure import build_model, make_train_step, measure_floor, measure_model
 from pyg_rbp.profiling import timed_runs
 
@@ -117,9 +117,9 @@ VALUES: dict[str, Callable[[Target, dict[str, Any], dict[str, Any]], Values]] = 
 def _fields(targets: dict[str, Any], accuracy: dict[str, Any]) -> dict[str, Any]:
     """The text fields every target may use: ``T``, ``K``, the grid's smallest and largest T
     and the Neumann / torchdeq gradient errors at ``(T, K)`` when the accuracy study has them."""
-    T, K = targets.get("steps"), targets.get("backward_iter")
-    errors = {(r["grad"], r["backward_iter"]): r.get("rel_error") for r in accuracy.get("rows", [])
-              if not r.get("tol") and r["steps"] == T}
+    T, K = targets.get("max_iter"), targets.get("backward_iter")
+    errors = {(r["contender"], r["backward_iter"]): r.get("rel_error")
+              for r in accuracy.get("rows", []) if not r.get("tol") and r["max_iter"] == T}
     e_ours, e_td = errors.get(("neumann", K)), errors.get(("torchdeq", K))
     note = "" if e_ours is None or e_td is None else (
         f"; gradient rel.err neumann {e_ours:.2e} vs torchdeq {e_td:.2e}")
@@ -137,12 +137,14 @@ def judge(target: Target, value: float | None, how: str, value_from_minima: floa
 
 
 def verdicts(targets: dict[str, Any] | None, accuracy: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Every target of :data:`TARGETS` judged on a saved target pass and accuracy study.
+    """Every target of :data:`TARGETS` judged on a saved target pass and accuracy study (of
+    either vocabulary: see :func:`~pyg_rbp.bench.scaling.config.upgrade`).
 
     ``value`` (judged) uses medians; ``value_from_minima`` is the same ratio from the fastest
     runs, a cross-check that is less sensitive to other load on the machine.
     """
-    targets, accuracy = targets or {}, accuracy or {}
+    saved = upgrade({"targets": targets or {}, "accuracy": accuracy or {}})
+    targets, accuracy = saved["targets"], saved["accuracy"]
     fields = _fields(targets, accuracy)
     return [judge(target, value, how, value_min, {**fields, **extra})
             for target in TARGETS
@@ -157,9 +159,9 @@ def target_names(cfg: ScalingConfig) -> list[str]:
 
 def target_pass(graph: BenchGraph, cfg: ScalingConfig, rows: dict[str, dict[str, Any]],
                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Round-robin timing of the contenders at ``(target_steps, target_k)``; ``rows`` (the grid)
-    gives Neumann's memory at the grid's smallest and largest T."""
-    t_star, k_star = cfg.target_steps, cfg.target_k
+    """Round-robin timing of the contenders at ``(target_max_iter, target_backward_iter)``;
+    ``rows`` (the grid) gives Neumann's memory at the grid's smallest and largest T."""
+    t_star, k_star = cfg.target_max_iter, cfg.target_backward_iter
     names = target_names(cfg)
     steps_fns: dict[str, Callable[[], None]] = {}
     saved: dict[str, int] = {}
@@ -188,15 +190,15 @@ def target_pass(graph: BenchGraph, cfg: ScalingConfig, rows: dict[str, dict[str,
     if floor_parts:
         best["floor"] = min(f["forward_min_s"] + f["vjp_min_s"] for f in floor_parts)
     # Neumann memory at the smallest and largest T of the grid, same K.
-    mem_small = rows.get(cell_key("neumann", min(cfg.steps), k_star), {}).get("saved_bytes")
-    mem_large = rows.get(cell_key("neumann", max(cfg.steps), k_star), {}).get("saved_bytes")
+    mem_small = rows.get(cell_key("neumann", min(cfg.max_iter), k_star), {}).get("saved_bytes")
+    mem_large = rows.get(cell_key("neumann", max(cfg.max_iter), k_star), {}).get("saved_bytes")
     return {
-        "steps": t_star, "backward_iter": k_star, "rounds": cfg.rounds,
+        "max_iter": t_star, "backward_iter": k_star, "rounds": cfg.rounds,
         "repeats_per_round": cfg.repeats,
         "step_time_s": med, "step_time_rounds_s": times, "step_time_min_s": best,
         "saved_bytes": saved,
         "floor_parts": floor_parts,
         "neumann_saved_bytes_small_T": mem_small, "neumann_saved_bytes_large_T": mem_large,
-        "small_T": min(cfg.steps), "large_T": max(cfg.steps),
+        "small_T": min(cfg.max_iter), "large_T": max(cfg.max_iter),
         "load": machine_load(),
     }

@@ -29,9 +29,11 @@ from typing import Any
 
 from pyg_rbp.tasks.hopfield.config import (
     PAPER_SETTING,
+    RENAMED,
     SOURCE_DEFAULTS,
     HopfieldConfig,
     paper_deviations,
+    upgrade_config,
 )
 from pyg_rbp.tasks.hopfield.data import (
     DIGITS_THRESHOLD,
@@ -82,6 +84,7 @@ __all__ = [
     "OPTIMIZERS",
     "PAPER_SETTING",
     "PATTERN_SOURCES",
+    "RENAMED",
     "SOURCE_DEFAULTS",
     "SPARSE_TRAINING",
     "TOPOLOGIES",
@@ -115,6 +118,7 @@ __all__ = [
     "run_sparse_study",
     "switch_off",
     "train_memory",
+    "upgrade_config",
     "weight_tensors",
 ]
 

@@ -60,8 +60,8 @@ class HopfieldConfig:
     avg_degree: float = 32.0
     radius: float = 3.0
     long_range: int = 16
-    updates: int = 50
-    truncation: int = 20
+    max_iter: int = 50
+    backward_iter: int = 20
     a: float | None = None
     b: float = 0.5
     init_std: float = 1e-3
@@ -105,7 +105,7 @@ class HopfieldConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.train_input not in TRAIN_INPUTS:
             raise ValueError(f"train_input must be one of {TRAIN_INPUTS}, got {self.train_input!r}")
-        for name in ("updates", "truncation", "per_class", "train_copies"):
+        for name in ("max_iter", "backward_iter", "per_class", "train_copies"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("epochs", "hidden", "batch_size", "eval_every", "grad_check_images"):
@@ -135,9 +135,20 @@ class HopfieldConfig:
         return {"train_corrupt": self.corrupt, "train_copies": 1}
 
 
+RENAMED: dict[str, str] = {"updates": "max_iter", "truncation": "backward_iter"}
+"""Configuration keys of files written before the one vocabulary (old -> new): the forward
+updates ``T`` are ``max_iter``, the truncation ``K`` is ``backward_iter``."""
+
+
+def upgrade_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved ``config`` with the keys of an older file under their names now (:data:`RENAMED`);
+    a current one is returned as it is (an equal copy)."""
+    return {RENAMED.get(k, k): v for k, v in values.items()}
+
+
 PAPER_SETTING: dict[str, Any] = {
     "images": "mnist", "per_class": 1, "split": "train", "hidden": 1024, "topology": "complete",
-    "updates": 50, "truncation": 20, "a": 1.0, "b": 0.5, "init_std": 1e-3, "lr": 1e-3,
+    "max_iter": 50, "backward_iter": 20, "a": 1.0, "b": 0.5, "init_std": 1e-3, "lr": 1e-3,
     "lr_schedule": "constant", "optimizer": "adam", "epochs": 1000, "batch_size": 1,
     "train_input": "clean", "corrupt": 0.5,
 }

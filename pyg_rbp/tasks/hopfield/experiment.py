@@ -30,7 +30,7 @@ from pyg_rbp.engine import GRAD_MODES, IMPLICIT_MODES, grad_mode_names, normaliz
 from pyg_rbp.numerics import flush_denormals
 from pyg_rbp.profiling import WeightAwareSavedBytes, WeightTensors
 from pyg_rbp.results import ResultsFileConflict, ResumableResults, atomic_write_text, environment
-from pyg_rbp.tasks.hopfield.config import HopfieldConfig, paper_deviations
+from pyg_rbp.tasks.hopfield.config import RENAMED, HopfieldConfig, paper_deviations
 from pyg_rbp.tasks.hopfield.data import Patterns, flip_bits, load_patterns, switch_off
 from pyg_rbp.tasks.hopfield.graphs import build_topology
 from pyg_rbp.tasks.hopfield.memory import (
@@ -88,7 +88,7 @@ def run_mode(cfg: HopfieldConfig, grad: str, patterns: Patterns, tests: dict[str
     clean = patterns.images.to(device)
     torch.manual_seed(cfg.seed)
     model = HopfieldMemory(patterns.num_pixels, cfg.hidden, cell_source, grad=grad,
-                           updates=cfg.updates, truncation=cfg.truncation, a=cfg.a, b=cfg.b,
+                           max_iter=cfg.max_iter, backward_iter=cfg.backward_iter, a=cfg.a, b=cfg.b,
                            init_std=cfg.init_std).to(device)
     model.cell.reset_parameters()  # same initial weights for every mode (seeded above)
     off = tests["off"].to(device)
@@ -243,7 +243,8 @@ def run_experiment(config: HopfieldConfig, grads: Sequence[str] | str = GRAD_MOD
         "environment": environment_now,
     }
     store = ResumableResults(jpath, cfg.identity(), key=lambda r: r["grad"], fresh=not resume,
-                             defaults=cfg.predates(), settings_field="config", units_field="results")
+                             defaults=cfg.predates(), settings_field="config", units_field="results",
+                             renamed=RENAMED)
     _check_same_machine(store, environment_now)
     store.units = [r for r in store.units if r.get("grad") in grad_mode_names()]
     store.extra.update(doc)

@@ -44,7 +44,7 @@ class HopfieldMemory(torch.nn.Module):
     the image padded with zeros, :math:`x = [X^\top; 0; 0]` (``[N, P]``), which is also the
     initial state; the input neurons are clamped to it, every other neuron follows
     :math:`h \leftarrow (1-a) h + W \sigma(b h)`. The recalled images are the output neurons'
-    states after ``updates`` steps (threshold them at 0.5 for a binary image).
+    states after ``max_iter`` steps (threshold them at 0.5 for a binary image).
 
     Args:
         num_pixels: ``D``.
@@ -52,14 +52,14 @@ class HopfieldMemory(torch.nn.Module):
         edge_index: the synapses over the ``N = 2 D + H`` neurons (undirected, see
             :mod:`pyg_rbp.tasks.hopfield.graphs`), or an existing :class:`HopfieldCell` to share.
         grad: gradient mode of the fixed point.
-        updates: forward steps ``T`` (the paper: 50).
-        truncation: ``K``, TBPTT steps / adjoint iterations (the paper: 20).
+        max_iter: forward updates ``T`` (the paper: 50).
+        backward_iter: ``K``, TBPTT steps / adjoint iterations (the paper: 20).
         a, b, init_std: passed to :class:`HopfieldCell`.
         dense: force (``True``/``False``) or auto-select (``None``) the dense path.
     """
 
     def __init__(self, num_pixels: int, num_hidden: int, edge_index: Tensor | HopfieldCell,
-                 grad: str = "neumann", updates: int = 50, truncation: int = 20,
+                 grad: str = "neumann", max_iter: int = 50, backward_iter: int = 20,
                  a: float = 1.0, b: float = 0.5, init_std: float = 1e-3,
                  dense: bool | None = None) -> None:
         super().__init__()
@@ -77,7 +77,7 @@ class HopfieldMemory(torch.nn.Module):
             cell = HopfieldCell(n, edge_index, clamp=torch.arange(num_pixels), a=a, b=b,
                                 init_std=init_std, dense=dense)
         self.cell = cell
-        self.conv = FixedPointConv(cell, grad=grad, max_iter=updates, backward_iter=truncation)
+        self.conv = FixedPointConv(cell, grad=grad, max_iter=max_iter, backward_iter=backward_iter)
 
     @property
     def num_nodes(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from pyg_rbp.results import atomic_save_figure, human_bytes, markdown_table
+from pyg_rbp.tasks.hopfield.config import upgrade_config
 
 METHOD_NAMES = {"bptt": "BPTT", "tbptt": "TBPTT", "rbp": "RBP", "cg": "CG-RBP", "neumann": "Neumann-RBP"}
 
@@ -23,7 +24,7 @@ def _unbits(bits: list[str], shape: tuple[int, int]) -> torch.Tensor:
 
 def results_table(doc: dict[str, Any]) -> str:
     """Markdown: one row per method with recall, cost and the diagnostics."""
-    cfg = doc["config"]
+    cfg = upgrade_config(doc["config"])  # a file of the older vocabulary (updates, truncation) too
     rows = []
     for r in doc["results"]:
         rows.append({
@@ -46,7 +47,7 @@ def results_table(doc: dict[str, Any]) -> str:
                "activation memory", "forward residual", "spectral radius", "grad cosine",
                "final train L1"]
     head = (f"Hopfield memory, {doc['patterns']['source']}: {cfg['hidden']} hidden neurons, "
-            f"{cfg['topology']} synapses, T={cfg['updates']} updates, K={cfg['truncation']}, "
+            f"{cfg['topology']} synapses, T={cfg['max_iter']} updates, K={cfg['backward_iter']}, "
             f"{cfg['epochs']} epochs (batch {cfg['batch_size'] or 'all'}), "
             f"{cfg['optimizer']} lr {cfg['lr']:g} ({cfg['lr_schedule']}), "
             f"trained on {cfg['train_input']} inputs. Success: {doc['metrics']['success_rate']}.\n\n")

@@ -28,6 +28,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import to_undirected
+
+from pyg_rbp.data.loaded import LoadedDataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYG_RBP_SHARED") or REPO.parent / "shared" / "datasets")
@@ -384,3 +388,22 @@ def tiny_arxiv_root(tmp_path) -> tuple[Path, dict]:
     root = tmp_path / "tiny_root"
     truth = write_tiny_ogbn(root / "ogb" / "ogbn_arxiv")
     return root, truth
+
+
+def node_problem(n: int = 90, classes: int = 3, seed: int = 0) -> tuple[LoadedDataset, Data]:
+    """A small random node-classification graph with train/val/test masks (multi-process and
+    mini-batch tests)."""
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.randint(0, n, (2, 4 * n), generator=g)
+    ei = to_undirected(ei[:, ei[0] != ei[1]], num_nodes=n)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 6, generator=g) + torch.nn.functional.one_hot(y, 6).float()
+    order = torch.randperm(n, generator=g)
+    masks = torch.zeros(3, n, dtype=torch.bool)
+    masks[0, order[:30]] = True
+    masks[1, order[30:50]] = True
+    masks[2, order[50:]] = True
+    data = Data(x=x, edge_index=ei, y=y, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
+    loaded = LoadedDataset(name="karate", task="node", metric="acc", num_features=6, num_classes=classes,
+                           data=data)
+    return loaded, data

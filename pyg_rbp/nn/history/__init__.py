@@ -24,7 +24,7 @@ its fixed point with the latest states of the others, is one step of block Gauss
 full-graph map. When the map is a contraction in a (weighted) max-norm, as
 :class:`~pyg_rbp.nn.ImplicitCell`'s projection guarantees, every block update is too, and
 repeated sweeps converge to the full-graph fixed point from any buffer
-(``tests/test_nn_history.py`` checks 1e-5 relative).
+(``tests/nn/test_history.py`` checks 1e-5 relative).
 
 **Gradients.** The gradient of a batch's output is the implicit gradient of the *batch's* fixed
 point with the halo held constant: :math:`z = (I - J_{BB}^\top)^{-1} g_B` with

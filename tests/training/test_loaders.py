@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from conftest import node_problem
 
 from pyg_rbp.training.config import build_config
 from pyg_rbp.training.loaders import (
@@ -26,9 +27,7 @@ needs_sampling = pytest.mark.skipif(
 
 
 def _problem():
-    from test_distributed import _problem as make
-
-    loaded, data = make(n=120, classes=3, seed=1)
+    loaded, data = node_problem(n=120, classes=3, seed=1)
     data.x = data.x + 1.5 * torch.nn.functional.one_hot(data.y, 6).float()  # an easier task
     return loaded, data
 

@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the bench extra
     HAVE_TORCHDEQ = False
 
 PEERS = "pyg_gatedgraphconv,torchdeq" if HAVE_TORCHDEQ else "pyg_gatedgraphconv"
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 TINY = ["bench", "scaling", "--dataset", "random", "--nodes", "40", "--edges", "160",
         "--hidden", "8", "--classes", "3", "--max-iter", "3,6", "--backward-iter", "2",

@@ -322,7 +322,7 @@ def test_a_diverged_seed_is_counted_and_marked_on_the_board(tmp_path):
     assert "none shared" in claim and "gated/bptt on seed(s) 1." in claim and "Without" not in claim
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMITTED_BOARDS = [("benchmarks/LEADERBOARD.md", "benchmarks/results"),
                     ("benchmarks/results/scale/LEADERBOARD.md", "benchmarks/results/scale")]
 

@@ -36,7 +36,7 @@ def test_root_resolution(monkeypatch, tmp_path):
     assert configured_root() == tmp_path / "from_env"
     assert configured_root(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("PYG_RBP_DATA")
-    assert configured_root() == Path(__file__).resolve().parents[1] / "datasets"
+    assert configured_root() == Path(__file__).resolve().parents[2] / "datasets"
     assert default_root(tmp_path / "new") == tmp_path / "new" and (tmp_path / "new").is_dir()
 
 
@@ -46,7 +46,7 @@ def test_installed_package_roots_in_the_user_cache_and_has_no_default_mirror(mon
     monkeypatch.delenv("PYG_RBP_DATA", raising=False)
     monkeypatch.delenv("PYG_RBP_SHARED", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert storage.source_checkout() == Path(__file__).resolve().parents[1]
+    assert storage.source_checkout() == Path(__file__).resolve().parents[2]
     site_packages = tmp_path / "lib" / "python3.11" / "site-packages"  # where a wheel puts pyg_rbp
     monkeypatch.setattr(storage, "REPO_ROOT", site_packages.parent)
     assert storage.source_checkout() is None

@@ -11,31 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_geometric.data import Data
-from torch_geometric.utils import to_undirected
+from conftest import node_problem
 
-from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.training.config import build_config
 from pyg_rbp.training.distributed import WorkerFailed, gather_rows, spawn, train_and_save
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _problem(n: int = 90, classes: int = 3, seed: int = 0) -> tuple[LoadedDataset, Data]:
-    g = torch.Generator().manual_seed(seed)
-    ei = torch.randint(0, n, (2, 4 * n), generator=g)
-    ei = to_undirected(ei[:, ei[0] != ei[1]], num_nodes=n)
-    y = torch.arange(n) % classes
-    x = torch.randn(n, 6, generator=g) + torch.nn.functional.one_hot(y, 6).float()
-    order = torch.randperm(n, generator=g)
-    masks = torch.zeros(3, n, dtype=torch.bool)
-    masks[0, order[:30]] = True
-    masks[1, order[30:50]] = True
-    masks[2, order[50:]] = True
-    data = Data(x=x, edge_index=ei, y=y, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
-    loaded = LoadedDataset(name="karate", task="node", metric="acc", num_features=6, num_classes=classes,
-                           data=data)
-    return loaded, data
+REPO = Path(__file__).resolve().parents[2]
+_problem = node_problem
 
 
 def _cfg(model: str = "implicit", step_every: str = "batch"):

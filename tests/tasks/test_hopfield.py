@@ -42,7 +42,7 @@ from pyg_rbp.tasks.hopfield.graphs import (
 )
 
 DT = torch.float64
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def small_cell(n: int = 9, clamp: int = 3, std: float = 0.3, seed: int = 0, **kwargs) -> HopfieldCell:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -19,8 +19,8 @@ def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
                 PYG_RBP_DOWNLOAD="0", PYTHONPATH=str(REPO), **env)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
-         "tests/test_data_loaders.py::test_cora_public",
-         "tests/test_data_loaders.py::test_karate_fixed_split"],
+         "tests/data/test_loaders.py::test_cora_public",
+         "tests/data/test_loaders.py::test_karate_fixed_split"],
         cwd=REPO, env=base, capture_output=True, text=True, timeout=300,
     )
 

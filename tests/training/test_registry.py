@@ -19,7 +19,7 @@ import pytest
 
 from pyg_rbp.training.config import TrainConfig, build_config, dataset_task
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 CELLS = sorted(RESULTS.rglob("cells/**/*.json"))
 
 

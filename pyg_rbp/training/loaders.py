@@ -26,7 +26,7 @@ Evaluation (:meth:`NodeLoader.predict`) runs without gradient: sweeps of the his
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,32 +232,52 @@ class SampledLoader(NodeLoader):
                      payload=None, edge_index=b.edge_index.to(device))
 
 
+def _require_sampling(cfg: TrainConfig) -> None:
+    if not sampling_available():
+        raise SamplingUnavailableError(
+            f"--loader {cfg.loader} uses PyG's sampling, which needs pyg-lib or torch-sparse; "
+            + SAMPLING_HINT)
+
+
+def _sampling_graph(data: Data) -> Data:
+    return Data(edge_index=data.edge_index.cpu(), num_nodes=int(data.num_nodes),
+                train_mask=data.train_mask.cpu(), n_id=torch.arange(int(data.num_nodes)))
+
+
+def _neighbor_batches(cfg: TrainConfig, data: Data) -> Sequence[Any]:
+    _require_sampling(cfg)
+    cpu = _sampling_graph(data)
+    return NeighborLoader(cpu, num_neighbors=parse_num_neighbors(cfg.num_neighbors),
+                          batch_size=cfg.batch_size, input_nodes=cpu.train_mask, shuffle=True)
+
+
+def _cluster_batches(cfg: TrainConfig, data: Data) -> Sequence[Any]:
+    _require_sampling(cfg)
+    if not metis_available():
+        raise SamplingUnavailableError(
+            "--loader cluster partitions with METIS, which neither pyg-lib nor torch-sparse offers "
+            "here: install pyg-lib from PyG's wheel index, or build torch-sparse with WITH_METIS=1 "
+            "against libmetis (apt install libmetis-dev)")
+    parts = min(cfg.num_parts, int(data.num_nodes))
+    per_batch = max(1, round(cfg.batch_size * parts / int(data.num_nodes)))
+    return ClusterLoader(ClusterData(_sampling_graph(data), num_parts=parts, log=False),
+                         batch_size=per_batch, shuffle=True)
+
+
+SAMPLED_LOADERS: dict[str, Callable[[TrainConfig, Data], Sequence[Any]]] = {
+    "neighbor": _neighbor_batches,
+    "cluster": _cluster_batches,
+}
+"""``--loader`` name -> the PyG loader of its sampled mini-batches (``history`` is our own)."""
+
+
 def make_loader(cfg: TrainConfig, data: Data, model: torch.nn.Module, device: torch.device,
                 world_size: int = 1, rank: int = 0, accumulate: int = 1, seed: int = 0) -> NodeLoader:
     """The :class:`NodeLoader` that ``cfg.loader`` names, for the graph ``data`` (with masks)."""
     if cfg.loader == "history":
         return HistoryLoader.build(cfg, data, model, device, world_size, rank, accumulate, seed)
-    if cfg.loader not in ("neighbor", "cluster"):
-        raise ValueError(f"make_loader builds mini-batch loaders; got loader={cfg.loader!r}")
-    if not sampling_available():
-        raise SamplingUnavailableError(
-            f"--loader {cfg.loader} uses PyG's sampling, which needs pyg-lib or torch-sparse; "
-            + SAMPLING_HINT)
-    if cfg.loader == "cluster" and not metis_available():
-        raise SamplingUnavailableError(
-            "--loader cluster partitions with METIS, which neither pyg-lib nor torch-sparse offers "
-            "here: install pyg-lib from PyG's wheel index, or build torch-sparse with WITH_METIS=1 "
-            "against libmetis (apt install libmetis-dev)")
-    cpu = Data(edge_index=data.edge_index.cpu(), num_nodes=int(data.num_nodes),
-               train_mask=data.train_mask.cpu(), n_id=torch.arange(int(data.num_nodes)))
-    if cfg.loader == "neighbor":
-        pyg_loader: Sequence[Any] = NeighborLoader(
-            cpu, num_neighbors=parse_num_neighbors(cfg.num_neighbors), batch_size=cfg.batch_size,
-            input_nodes=cpu.train_mask, shuffle=True)
-    else:
-        parts = min(cfg.num_parts, int(data.num_nodes))
-        per_batch = max(1, round(cfg.batch_size * parts / int(data.num_nodes)))
-        pyg_loader = ClusterLoader(ClusterData(cpu, num_parts=parts, log=False),
-                                   batch_size=per_batch, shuffle=True)
+    if cfg.loader not in SAMPLED_LOADERS:
+        names = ", ".join(["history", *SAMPLED_LOADERS])
+        raise ValueError(f"make_loader builds mini-batch loaders ({names}); got loader={cfg.loader!r}")
     return SampledLoader(data=data, world_size=world_size, rank=rank, accumulate=accumulate, seed=seed,
-                         name=cfg.loader, pyg_loader=pyg_loader, device=device)
+                         name=cfg.loader, pyg_loader=SAMPLED_LOADERS[cfg.loader](cfg, data), device=device)

@@ -10,9 +10,10 @@ time per forward step on the sparse (CSR) path against the complete graph's dens
 measured interleaved in one run.
 
 Retraining runs the pruned graph on the dense kernel (``HopfieldCell(dense=True)``: a matrix
-with zeros where no synapse is, the same dynamics and gradients as the sparse path, and ~10x
-faster to train on this CPU than gather-scatter); every reported recall is measured again on
-the sparse path, and the two must agree (:func:`sparse_twin`). Resumable unit by unit
+with zeros where no synapse is, the same dynamics and gradients as the sparse path; an epoch of
+the committed MNIST runs took 0.23 s dense against 1.8 s on the sparse path at 8.5 % of the
+synapses); every reported recall is measured again on the sparse path, and the two must agree
+(:func:`sparse_twin`). Resumable unit by unit
 (:class:`pyg_rbp.results.ResumableResults`): the dense weights are kept in a ``.pt`` file
 beside the JSON, each point is one unit.
 """

@@ -8,6 +8,11 @@ retrieval against the number of synapses to ``benchmarks/results/hopfield_sparse
 (per-point training runs, resumable, under ``benchmarks/results/hopfield_sparse/``).
 
 Run: ``python benchmarks/hopfield_sparse.py`` (one thread; ``--radii 2,3,5`` for a subset).
+
+``--prune`` runs the prune-and-retrain study instead (:mod:`pyg_rbp.tasks.hopfield_prune`): a
+dense memory is trained, pruned by magnitude to each ``--fractions`` of its synapses and retrained;
+it writes ``benchmarks/results/hopfield_prune.{json,md,png}`` (resumable; the dense weights in
+``hopfield_prune_dense.pt``, not committed).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 
 import torch
 
+from pyg_rbp.tasks.hopfield.prune import DEFAULT_FRACTIONS, PRUNE_TRAINING, run_prune_study
 from pyg_rbp.tasks.hopfield.sparse import DEFAULT_POINTS, SPARSE_TRAINING, run_sparse_study
 
 
@@ -27,8 +33,21 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=SPARSE_TRAINING["lr"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--prune", action="store_true", help="the prune-and-retrain study instead")
+    p.add_argument("--fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
+                   help="--prune: fractions of the complete graph's synapses to keep")
+    p.add_argument("--dense-epochs", type=int, default=PRUNE_TRAINING["dense_epochs"])
+    p.add_argument("--retrain-epochs", type=int, default=PRUNE_TRAINING["retrain_epochs"])
+    p.add_argument("--fresh", action="store_true", help="--prune: start the results file afresh")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.prune:
+        settings = dict(PRUNE_TRAINING, dense_epochs=args.dense_epochs, retrain_epochs=args.retrain_epochs)
+        fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
+        doc = run_prune_study(args.out, fractions, settings=settings, fresh=args.fresh,
+                              progress=not args.no_progress)
+        print(doc["verdict"])
+        return
     points = list(DEFAULT_POINTS)
     if args.radii:
         wanted = {float(r) for r in args.radii.split(",")}

@@ -49,6 +49,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "aggr": (str, "neighbour aggregation of the gated cell: add (the paper) or mean"),
     "features": (str, "node features under public/official: raw or row-normalized"),
     "pool": (str, "graph read-out of graph models: mean, add or max"),
+    "readout": (str, "fixed-point graph models: pool the fixed point (state) or a per-node MLP of it (mlp)"),
     "dropout": (float, "dropout before/after the fixed point (never inside it)"),
     "alpha": (float, "teleport probability of the ppr model"),
     "kappa": (float, "contraction bound of the implicit cell"),

@@ -24,6 +24,10 @@ from pyg_rbp.nn.implicit import ImplicitCell
 from pyg_rbp.nn.ppr import PPRCell
 from pyg_rbp.resolver import Registry
 
+GRAPH_READOUTS: tuple[str, ...] = ("state", "mlp")
+"""What :class:`FixedPointGraphModel` pools: the fixed point (``"state"``) or a per-node MLP of
+it (``"mlp"``)."""
+
 POOLS: tuple[str, ...] = ("mean", "add", "max")
 """Global read-outs of the graph models (``"sum"`` is accepted as an alias of ``"add"``)."""
 _POOLS = {"mean": global_mean_pool, "add": global_add_pool, "sum": global_add_pool,
@@ -229,9 +233,19 @@ class FixedPointGraphModel(torch.nn.Module):
     ``"max"``) and a two-layer MLP gives the output. With ``batch`` the solve's tolerance
     applies to each graph's own residual, so batched and one-by-one outputs agree to it.
 
+    ``readout`` (one of :data:`GRAPH_READOUTS`) says what is pooled:
+
+    - ``"state"`` (default): the fixed point itself, :math:`\mathrm{pool}(\mathbf{h}^*)`;
+    - ``"mlp"``: a per-node two-layer MLP of it (batch norm and ReLU after each layer),
+      :math:`\mathrm{pool}(\phi(\mathbf{h}^*))`, the DeepSets form
+      :math:`\rho(\sum_i \phi(\mathbf{h}_i))` that GIN's read-out of MLP-transformed node
+      states also has. The solve is unchanged; only the read-out after it gains capacity.
+
     .. math::
         \mathbf{H}^* = F\left(\mathbf{H}^*, \mathrm{enc}(\mathbf{X})\right), \qquad
-        \hat{\mathbf{y}}_g = \mathrm{MLP}\Big(\mathrm{pool}_{i \in g}\, \mathbf{h}^*_i\Big)
+        \hat{\mathbf{y}}_g = \mathrm{MLP}\Big(\mathrm{pool}_{i \in g}\, \phi(\mathbf{h}^*_i)\Big)
+
+    with :math:`\phi` the identity (``readout="state"``) or a per-node MLP (``"mlp"``).
 
     Args:
         in_channels, hidden_channels, out_channels (int): feature sizes.
@@ -242,6 +256,7 @@ class FixedPointGraphModel(torch.nn.Module):
         node_encoder (torch.nn.Module, optional): replaces the ``Linear`` encoder.
         alpha (float): ``"ppr"`` teleport probability. kappa (float): ``"implicit"`` bound.
         aggr (str): ``"gated"`` neighbour aggregation.
+        readout (str): ``"state"`` or ``"mlp"`` (see above). (default: ``"state"``)
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, edge indices
@@ -261,11 +276,14 @@ class FixedPointGraphModel(torch.nn.Module):
                  backward_iter: int = 20, tol: float = 0.0, dropout: float = 0.0,
                  pool: str = "mean", node_encoder: torch.nn.Module | None = None,
                  alpha: float = 0.1, kappa: float = 0.95, damping: float = 1.0,
-                 aggr: str = "add", solver: str = "iteration") -> None:
+                 aggr: str = "add", solver: str = "iteration", readout: str = "state") -> None:
         super().__init__()
         self.cell_name = CELLS.canonical(cell)
         graph_pool(pool)  # validates the name
+        if readout not in GRAPH_READOUTS:
+            raise ValueError(f"readout must be one of {GRAPH_READOUTS}, got {readout!r}")
         self.pool = pool
+        self.readout = readout
         self.dropout = float(dropout)
         solve: dict[str, Any] = dict(grad=grad, max_iter=max_iter, backward_iter=backward_iter,
                                      tol=tol, damping=damping, solver=solver)
@@ -273,6 +291,8 @@ class FixedPointGraphModel(torch.nn.Module):
             in_channels, hidden_channels)
         cell_module = CELLS[cell].graph(hidden_channels, aggr=aggr, kappa=kappa, alpha=alpha)
         self.conv = FixedPointConv(cell_module, **solve)
+        self.node_mlp = (MLP([hidden_channels, hidden_channels, hidden_channels], norm="batch_norm",
+                             plain_last=False) if readout == "mlp" else None)
         self.head = MLP([hidden_channels, hidden_channels, out_channels], dropout=dropout,
                         norm=None)
 
@@ -280,6 +300,8 @@ class FixedPointGraphModel(torch.nn.Module):
         if hasattr(self.encoder, "reset_parameters"):
             self.encoder.reset_parameters()
         self.conv.reset_parameters()
+        if self.node_mlp is not None:
+            self.node_mlp.reset_parameters()
         self.head.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Any, batch: Tensor | None = None,
@@ -290,9 +312,13 @@ class FixedPointGraphModel(torch.nn.Module):
         h = F.dropout(h, p=self.dropout, training=self.training)
         # per-graph stopping: a graph's state does not depend on what shares its batch
         h = self.conv(h, edge_index, edge_weight, batch=batch)
+        if self.node_mlp is not None:
+            h = self.node_mlp(h)
         if batch is None:
             batch = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
         return self.head(graph_pool(self.pool)(h, batch))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(cell={self.cell_name!r}, pool={self.pool!r}, conv={self.conv})"
+        readout = f", readout={self.readout!r}" if self.readout != "state" else ""
+        return (f"{self.__class__.__name__}(cell={self.cell_name!r}, pool={self.pool!r}{readout}, "
+                f"conv={self.conv})")

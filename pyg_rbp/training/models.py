@@ -236,7 +236,7 @@ def _fixed_point_graph(cfg: TrainConfig, in_channels: int, out_channels: int,
         cfg.hidden if encoder is not None else in_channels, cfg.hidden, out_channels, cell=cfg.model,
         grad=cfg.grad, max_iter=cfg.max_iter, backward_iter=cfg.backward_iter, tol=cfg.tol,
         dropout=cfg.dropout, pool=cfg.pool, node_encoder=encoder, alpha=cfg.alpha, kappa=cfg.kappa,
-        damping=cfg.damping, aggr=cfg.aggr, solver=cfg.solver,
+        damping=cfg.damping, aggr=cfg.aggr, solver=cfg.solver, readout=cfg.readout,
     )
 
 

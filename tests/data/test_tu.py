@@ -310,3 +310,57 @@ def test_molecule_rows_get_gcn_and_the_full_budget():
     big = lb.plan(["tu-proteins"], seeds=10, profile="cpu")
     assert [(e.config.model, e.config.grad) for e in big] == [("gated", "neumann"), ("implicit", "neumann"),
                                                               ("gin", None), ("gcn", None)]
+
+
+@pytest.mark.parametrize("cell", ["gated", "implicit"])
+def test_graph_model_mlp_readout_pools_a_per_node_mlp(cell):
+    from torch_geometric.data import Batch, Data
+
+    from pyg_rbp.nn.models import FixedPointGraphModel
+
+    torch.manual_seed(0)
+    g1 = Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]]))
+    g2 = Data(x=torch.randn(3, 3), edge_index=torch.tensor([[0, 1, 0, 2], [1, 0, 2, 0]]))
+    batch = Batch.from_data_list([g1, g2])
+    model = FixedPointGraphModel(3, 8, 2, cell=cell, max_iter=40, pool="add", readout="mlp").double()
+    assert "readout='mlp'" in repr(model)
+    out = model(batch.x.double(), batch.edge_index, batch.batch)
+    out.sum().backward()
+    assert float(model.node_mlp.lins[0].weight.grad.abs().sum()) > 0
+    assert float(model.encoder.weight.grad.abs().sum()) > 0
+    model.eval()
+    with torch.no_grad():
+        both = model(batch.x.double(), batch.edge_index, batch.batch)
+        h = model.conv(model.encoder(g1.x.double()), g1.edge_index)
+        # the read-out is exactly head(sum_i phi(h*_i)), phi the per-node MLP
+        ref = model.head(model.node_mlp(h).sum(0, keepdim=True))
+        alone = torch.cat([model(g.x.double(), g.edge_index, None) for g in (g1, g2)])
+    torch.testing.assert_close(both, alone, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(both[:1], ref, rtol=1e-9, atol=1e-10)
+    # the default read-out has no per-node MLP and the old parameter names
+    plain = FixedPointGraphModel(3, 8, 2, cell=cell)
+    assert plain.node_mlp is None and not any(n.startswith("node_mlp") for n, _ in plain.named_parameters())
+    with pytest.raises(ValueError, match="readout"):
+        FixedPointGraphModel(3, 8, 2, cell=cell, readout="jk")
+
+
+def test_tu_fixed_point_rows_use_the_mlp_readout_and_baselines_keep_their_commands():
+    from pyg_rbp.training.config import build_config
+
+    for model in ("gated", "implicit"):
+        cfg = build_config("tu-mutag", "graph", model=model, grad="neumann")
+        assert cfg.readout == "mlp" and "--readout mlp" in cfg.command()
+    for model in ("gin", "gcn"):
+        cfg = build_config("tu-mutag", "graph", model=model)
+        assert cfg.readout == "state" and "--readout" not in cfg.command()
+    # elsewhere the default read-out, and its commands (cell names) unchanged
+    mol = build_config("ogbg-molbace", "graph", model="gated", grad="neumann")
+    assert mol.readout == "state" and "--readout" not in mol.command()
+    assert build_config("ogbg-molbace", "graph", model="gated", grad="neumann",
+                        readout="mlp").readout == "mlp"
+    with pytest.raises(ValueError, match="read-out of the fixed-point graph models"):
+        build_config("tu-mutag", "graph", model="gin", readout="mlp")
+    with pytest.raises(ValueError, match="read-out of the fixed-point graph models"):
+        build_config("cora", "node", model="gated", grad="neumann", readout="mlp")
+    with pytest.raises(ValueError, match="readout must be one of"):
+        build_config("tu-mutag", "graph", model="gated", grad="neumann", readout="max")

@@ -59,13 +59,13 @@ PEERS=all
 
 # 1) The issue's full grid on Cora (every mode, both peers, target pass, float64 accuracy study).
 step scaling_cora_cuda 240 bench scaling --dataset cora --device cuda --threads 0 \
-    --steps 10,25,50,100,200 --backward-iter 5,10,20,50 --grads all --peers "$PEERS" \
-    --repeats 10 --warmup 2 --rounds 3 --quiet --json "$OUT/scaling_cora_cuda.json"
+    --max-iter 10,25,50,100,200 --backward-iter 5,10,20,50 --grad all --peers "$PEERS" \
+    --repeats 10 --warmup 2 --rounds 3 --no-progress --json "$OUT/scaling_cora_cuda.json"
 
 # 2) A 100k-node / 1M-edge random graph (fewer T, one K, no accuracy study).
 step scaling_random100k_cuda 90 bench scaling --dataset random --nodes 100000 --edges 1000000 --device cuda \
-    --threads 0 --steps 10,50,100 --backward-iter 20 --grads all --peers "$PEERS" --repeats 5 \
-    --rounds 1 --no-accuracy --quiet --json "$OUT/scaling_random100k_cuda.json"
+    --threads 0 --max-iter 10,50,100 --backward-iter 20 --grad all --peers "$PEERS" --repeats 5 \
+    --rounds 1 --no-accuracy --no-progress --json "$OUT/scaling_random100k_cuda.json"
 
 # 3) One Cora training run on CUDA.
 step train_cora_cuda 120 train --dataset cora --protocol public --model ppr --grad neumann \
@@ -77,8 +77,8 @@ step train_cora_cuda 120 train --dataset cora --protocol public --model ppr --gr
 #    BPTT trains, by bisection below that step, each try in its own subprocess. Peak memory is
 #    torch.cuda.max_memory_allocated after reset_peak_memory_stats.
 step graph_size_products_cuda 240 bench graph-size --device cuda --threads 0 \
-    --graphs powerlaw:2449029:61859140 --grads neumann,bptt --steps 100 --backward-iter 20 \
-    --largest-steps bptt --repeats 3 --step-budget-s 20 --timeout-s 120 --quiet \
+    --graphs powerlaw:2449029:61859140 --grad neumann,bptt --max-iter 100 --backward-iter 20 \
+    --largest-steps bptt --repeats 3 --step-budget-s 20 --timeout-s 120 --no-progress \
     --json "$OUT/graph_size_products_cuda.json"
 
 # 5) Issue 17, section 4: one 2-process data-parallel training run over NCCL, when the machine

@@ -36,7 +36,7 @@ cp -rn benchmarks/results/. "$OUT/results/" || exit 1
 STAMP="$OUT/.start_$$"
 touch "$STAMP"
 timeout -k 30 --signal=INT "$LIMIT" "$PY" -c 'import sys; from pyg_rbp.cli import main; sys.exit(main(sys.argv[1:]))' \
-    leaderboard --datasets cora,citeseer --protocols paper --profile full --seeds 10 --device "$DEVICE" \
+    leaderboard --datasets cora,citeseer --protocols paper --profile full --num-seeds 10 --device "$DEVICE" \
     --jobs "$JOBS" --threads 1 --no-progress --results "$OUT/results" --board "$OUT/LEADERBOARD.md"
 rc=$?
 echo "gpu_paper.sh: leaderboard exited with $rc (124: the time limit cut it; finished cells are kept)"

@@ -40,8 +40,9 @@ from pyg_rbp.results import atomic_write_json, atomic_write_text, environment  #
 def train_and_record(cfg, loaded, data, seed: int, out_path: str, accumulate: int = 1) -> None:
     """Train ``cfg`` with mini-batches (in this process, or as one rank of :func:`spawn`'s group)
     and, on rank 0, write the result as JSON (no pickle to read back: ``json.loads`` is safe)."""
+    from pyg_rbp.runtime import set_seed
     from pyg_rbp.training.distributed import is_main_process
-    from pyg_rbp.training.models import build_node_model, set_seed
+    from pyg_rbp.training.models import build_node_model
     from pyg_rbp.training.node import train_node_batched
 
     set_seed(seed)

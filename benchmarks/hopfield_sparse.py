@@ -9,7 +9,7 @@ retrieval against the number of synapses to ``benchmarks/results/hopfield_sparse
 
 Run: ``python benchmarks/hopfield_sparse.py`` (one thread; ``--radii 2,3,5`` for a subset).
 
-``--prune`` runs the prune-and-retrain study instead (:mod:`pyg_rbp.tasks.hopfield_prune`): a
+``--prune`` runs the prune-and-retrain study instead (:mod:`pyg_rbp.tasks.hopfield.prune`): a
 dense memory is trained, pruned by magnitude to each ``--fractions`` of its synapses and retrained;
 it writes ``benchmarks/results/hopfield_prune.{json,md,png}`` (resumable; the dense weights in
 ``hopfield_prune_dense.pt``, not committed).
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
+from pyg_rbp.runtime import set_threads
 from pyg_rbp.tasks.hopfield.prune import DEFAULT_FRACTIONS, PRUNE_TRAINING, run_prune_study
 from pyg_rbp.tasks.hopfield.sparse import DEFAULT_POINTS, SPARSE_TRAINING, run_sparse_study
 
@@ -40,7 +39,7 @@ def main() -> None:
     p.add_argument("--retrain-epochs", type=int, default=PRUNE_TRAINING["retrain_epochs"])
     p.add_argument("--fresh", action="store_true", help="--prune: start the results file afresh")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.prune:
         settings = dict(PRUNE_TRAINING, dense_epochs=args.dense_epochs, retrain_epochs=args.retrain_epochs)
         fractions = [float(f) for f in args.fractions.split(",") if f.strip()]

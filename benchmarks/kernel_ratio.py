@@ -39,6 +39,7 @@ from pyg_rbp import ConvergenceWarning
 from pyg_rbp.nn import FixedPointConv, GatedCell, ImplicitCell, PPRCell
 from pyg_rbp.profiling import synchronize
 from pyg_rbp.results import atomic_write_json, atomic_write_text, environment, markdown_table
+from pyg_rbp.runtime import set_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(RESULTS / "kernel_ratio"),
                         help="output path without extension ('' to skip writing)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = torch.device(args.device)
     # GatedCell is not a contraction: an unsettled 50-step state is expected here, not news.
     warnings.simplefilter("ignore", ConvergenceWarning)

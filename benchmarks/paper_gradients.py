@@ -39,6 +39,7 @@ from pyg_rbp.results import (
     environment,
     markdown_table,
 )
+from pyg_rbp.runtime import set_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("bptt", "tbptt", "rbp", "cg", "neumann")
@@ -64,7 +65,7 @@ def first_gradients(configs: dict[str, Any], seed: int, loaded: Any,
                     device: torch.device) -> list[dict[str, Any]]:
     """One row per mode: the first training gradient of the paper cell of ``configs`` at ``seed``."""
     from pyg_rbp.data import apply_protocol
-    from pyg_rbp.training.fit import set_seed
+    from pyg_rbp.runtime import set_seed
     from pyg_rbp.training.models import build_node_model, fixed_point_stats
     from pyg_rbp.training.objective import loss_fn
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(RESULTS / "paper_gradients"),
                         help="output path without extension ('' to skip writing)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = torch.device(args.device)
     # the paper's gated map is not a contraction: unsettled states are the subject here
     warnings.simplefilter("ignore", ConvergenceWarning)

@@ -7,7 +7,7 @@ full paper-protocol rerun), the best relative residual plain iteration, Anderson
 reach in ``--max-iter`` steps on that map at initialisation and after training seed 0 with
 ``grad=gmres`` (the paper protocol's exact command otherwise, K = 5 Jacobian products), and
 whether that changes the seed's result against the committed Neumann-RBP cell of the same seed
-(``benchmarks/results/cells/cora``; ``--grads neumann,gmres`` retrains both).
+(``benchmarks/results/cells/cora``; ``--grad neumann,gmres`` retrains both).
 
     python benchmarks/paper_map_solvers.py --json benchmarks/results/solvers_paper_cora.json
 
@@ -53,8 +53,8 @@ def _residuals(model: torch.nn.Module, data, max_iter: int) -> dict[str, dict]:
 
 
 def _init_model(build, data, seed: int):
+    from pyg_rbp.runtime import set_seed
     from pyg_rbp.training.config import build_config
-    from pyg_rbp.training.fit import set_seed
 
     cfg = build_config("cora", "node", protocol="paper", model="gated", grad="neumann")
     set_seed(seed)
@@ -67,7 +67,8 @@ def main() -> int:
     p.add_argument("--max-iter", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's 2000 steps")
-    p.add_argument("--grads", default="gmres", help="modes to train (default: gmres)")
+    p.add_argument("--grad", "--grads", dest="grads", default="gmres",
+                   help="modes to train, a comma list (default: gmres; --grads is the old spelling)")
     args = p.parse_args()
     torch.set_num_threads(1)
 

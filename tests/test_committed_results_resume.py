@@ -26,7 +26,10 @@ def _copy(name: str, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["hyperopt_gcn_cora", "hyperopt_mlp_digits", "hyperopt_mlp_mnist"])
-def test_committed_hyperopt_results_resume_and_render_unchanged(name, tmp_path, monkeypatch):
+def test_committed_hyperopt_results_resume_and_render_unchanged(name, tmp_path, monkeypatch, real_data):
+    needs = {"hyperopt_gcn_cora": "cora", "hyperopt_mlp_mnist": "mnist"}.get(name)
+    if needs:
+        real_data(needs)  # the data is loaded (nothing is trained); skipped without it
     from pyg_rbp.tasks.hyperopt import experiment
     from pyg_rbp.tasks.hyperopt.report import render_markdown, upgrade
 
@@ -63,7 +66,8 @@ def test_committed_hyperopt_results_resume_and_render_unchanged(name, tmp_path, 
     assert json.loads(path.read_text())["results"] == committed["results"]
 
 
-def test_committed_solvers_result_resumes_without_measuring(tmp_path, monkeypatch):
+def test_committed_solvers_result_resumes_without_measuring(tmp_path, monkeypatch, real_data):
+    real_data("cora")  # the maps are built on Cora (nothing is measured); skipped without it
     from pyg_rbp.bench.solvers import SolversConfig, markdown_report
     from pyg_rbp.bench.solvers import run as solvers_run
 

@@ -328,7 +328,7 @@ def _add_graph_size(bsub: argparse._SubParsersAction) -> None:
     g.add_argument("--skip-predicted-oom", action="store_true",
                    help="do not run an unrolled mode whose predicted bytes exceed the limit")
     g.add_argument("--largest-steps", default="", dest="largest_steps",
-                   help="comma-separated modes (e.g. bptt) whose largest T in 1..--steps that fits "
+                   help="comma-separated modes (e.g. bptt) whose largest T in 1..--max-iter that fits "
                         "is found by bisection, one subprocess per try")
     g.add_argument("--largest-steps-graphs", type=_graph_list, default=[], dest="largest_steps_graphs",
                    help="graphs of the --largest-steps search (default: every graph)")

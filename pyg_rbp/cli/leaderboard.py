@@ -98,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"pyg-rbp leaderboard: {err}") from None
     command = (f"pyg-rbp leaderboard --datasets {shlex.quote(','.join(datasets))} --num-seeds {seeds} "
                f"--profile {args.profile}")
+    for flag, value, default in (("--results", args.results, "benchmarks/results"),
+                                 ("--board", args.board, "benchmarks/LEADERBOARD.md")):
+        if value != default:  # so that the recorded command writes where this run wrote
+            command += f" {flag} {shlex.quote(str(value))}"
     board = Path(args.board)
     png = board.with_suffix(".png").with_name("leaderboard.png")
     outputs = {"--board": args.board, "the board PNG": png,  # all the board writes, checked first

@@ -287,7 +287,7 @@ def train_and_save(cfg: Any, loaded: Any, data: Any, seed: int, out_path: str, d
     :func:`spawn` can start it; used by the multi-process tests and the throughput benchmark.
     """
     # imported here: node -> fit -> distributed (this module) would be a cycle at the top
-    from pyg_rbp.training.fit import set_seed
+    from pyg_rbp.runtime import set_seed
     from pyg_rbp.training.models import build_node_model
     from pyg_rbp.training.node import train_node_batched
 

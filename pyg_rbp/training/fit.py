@@ -22,8 +22,8 @@ build the model and the data and hand :func:`fit` three things:
 Several processes are a :class:`~pyg_rbp.training.distributed.ProcessGroup` passed in as
 ``group``: it wraps the model for the forward passes (DDP), and only its rank 0 shows progress.
 
-This module also holds what every run sets up the same way: :func:`set_seed`,
-:func:`set_threads` and :func:`make_optimizer`.
+This module also holds the optimiser table every run shares (:func:`make_optimizer`); seeding
+and threads are :mod:`pyg_rbp.runtime`'s.
 """
 
 from __future__ import annotations
@@ -42,12 +42,11 @@ from tqdm.auto import tqdm
 
 from pyg_rbp.engine import DivergenceError
 from pyg_rbp.profiling import CudaPeakMemory, SavedTensorBytes, synchronize
-from pyg_rbp.runtime import set_seed, set_threads  # noqa: F401  (re-exported)
 from pyg_rbp.training.distributed import LOCAL, ProcessGroup
 from pyg_rbp.training.models import count_parameters, fixed_point_stats
 from pyg_rbp.training.objective import DivergenceGuard, ModelSelection, check_gradients, check_loss
 
-__all__ = ["Evaluation", "Rounds", "fit", "make_optimizer", "set_seed", "set_threads"]
+__all__ = ["Evaluation", "Rounds", "fit", "make_optimizer"]
 
 STEP_EVERY: tuple[str, ...] = ("batch", "epoch")
 MEMORY: tuple[str, ...] = ("first", "first-epoch")

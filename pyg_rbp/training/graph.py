@@ -24,8 +24,9 @@ from torch_geometric.loader import DataLoader
 from pyg_rbp.data import evaluate
 from pyg_rbp.data.loaded import LoadedDataset
 from pyg_rbp.data.protocols import KFOLD, kfold_split
+from pyg_rbp.runtime import set_seed
 from pyg_rbp.training.config import TrainConfig
-from pyg_rbp.training.fit import Evaluation, Rounds, fit, make_optimizer, set_seed
+from pyg_rbp.training.fit import Evaluation, Rounds, fit, make_optimizer
 from pyg_rbp.training.models import build_graph_model
 from pyg_rbp.training.objective import check_output, loss_fn
 

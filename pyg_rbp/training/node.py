@@ -21,9 +21,10 @@ from torch_geometric.data import Data
 
 from pyg_rbp.data import evaluate, linear_pca_baseline
 from pyg_rbp.data.loaded import LoadedDataset
+from pyg_rbp.runtime import set_seed
 from pyg_rbp.training.config import TrainConfig
 from pyg_rbp.training.distributed import ProcessGroup
-from pyg_rbp.training.fit import Evaluation, Rounds, fit, make_optimizer, set_seed
+from pyg_rbp.training.fit import Evaluation, Rounds, fit, make_optimizer
 from pyg_rbp.training.loaders import Batch, NodeLoader, make_loader
 from pyg_rbp.training.models import build_node_model
 from pyg_rbp.training.objective import check_output, loss_fn

@@ -18,7 +18,7 @@ def test_bench_solvers_cli_on_a_tiny_random_graph(tmp_path, capsys):
     argv = ["bench", "solvers", "--dataset", "random", "--nodes", "80", "--edges", "300",
             "--hidden", "8", "--maps", "ppr_a0.1,implicit_k0.95", "--train-maps", "ppr_a0.1",
             "--repeats", "1", "--reference-iters", "60", "--max-iter", "400", "--json", str(out),
-            "--quiet"]
+            "--no-progress"]
     assert main(argv) == 0
     doc = json.loads(out.read_text())
     fwd = {(r["impl"], r["solver"]): r for r in doc["forward"]["implicit_k0.95"]}
@@ -36,7 +36,7 @@ def test_bench_solvers_cli_on_a_tiny_random_graph(tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads(out.read_text())["forward"] == json.loads(before)["forward"]
     with pytest.raises(SystemExit, match="other settings"):
-        main([*argv[:-3], "--repeats", "2", "--json", str(out), "--quiet"])
+        main([*argv[:-3], "--repeats", "2", "--json", str(out), "--no-progress"])
 
 
 def test_maps_are_the_same_in_both_precisions_and_the_bound_is_active():

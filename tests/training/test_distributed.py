@@ -41,7 +41,7 @@ def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path, step_e
         torch.testing.assert_close(b["state"][k], v, rtol=1e-6, atol=1e-6, msg=k)
     # the parameters moved: the comparison is not between two initial states
     torch.manual_seed(0)
-    from pyg_rbp.training.fit import set_seed
+    from pyg_rbp.runtime import set_seed
     from pyg_rbp.training.models import build_node_model
 
     set_seed(0)

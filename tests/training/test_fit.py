@@ -435,7 +435,7 @@ def test_graph_level_training_is_unchanged(one_thread, data_root):
     mutag = load_dataset("tu-mutag", data_root)
     _check("graph_tu_gated", run_one(build_config(
         "tu-mutag", "graph", model="gated", grad="neumann", epochs=2, max_iter=5, backward_iter=3,
-        hidden=8), mutag, 1, progress=False))
+        hidden=8, readout="state"), mutag, 1, progress=False))  # recorded before the mlp read-out
     # GIN's own setting: no validation part, the last epoch is reported
     _check("graph_tu_gin_noval", run_one(build_config(
         "tu-mutag", "graph", model="gin", epochs=2, hidden=8, val_fraction=0.0), mutag, 0,

@@ -244,7 +244,7 @@ def _poison_gradient_at(monkeypatch, module, builder: str, bad_call: int, value:
 def _initial_node_scores(loaded, cfg, seed=0):
     """Validation loss and test accuracy of the freshly built model of ``cfg`` (as train_node seeds it)."""
     from pyg_rbp.data import apply_protocol, evaluate
-    from pyg_rbp.training.fit import set_seed
+    from pyg_rbp.runtime import set_seed
     from pyg_rbp.training.models import build_node_model
     from pyg_rbp.training.objective import loss_fn
 
@@ -370,7 +370,7 @@ def test_a_diverging_graph_run_stops_with_its_initial_model(monkeypatch, data_ro
     from torch_geometric.loader import DataLoader
 
     import pyg_rbp.training.graph as graph
-    from pyg_rbp.training.fit import set_seed
+    from pyg_rbp.runtime import set_seed
     from pyg_rbp.training.models import build_graph_model
     from pyg_rbp.training.objective import loss_fn
     from pyg_rbp.training.runner import load_dataset, run_one

@@ -43,6 +43,7 @@ from pyg_rbp.bench.scaling.config import (
 from pyg_rbp.bench.scaling.measure import NOTES, measure_cell, measure_floor
 from pyg_rbp.bench.scaling.targets import target_names, target_pass, verdicts
 from pyg_rbp.results import ResultsFileConflict, ResumableResults, environment
+from pyg_rbp.runtime import set_threads
 
 _ALWAYS_VARYING = ("root", "accuracy", *GRID_SETTINGS, *CONTENDERS)
 """Settings a rerun may change without touching what is saved (the data root, whether to run
@@ -176,8 +177,7 @@ class ScalingRun:
     def run(self) -> dict[str, Any]:
         """Measure what is missing; return the complete result."""
         cfg = self.cfg
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
         self.graph = graph = load_bench_graph(
             cfg.dataset, root=cfg.root, hidden=cfg.hidden, num_nodes=cfg.nodes,
             num_edges=cfg.edges, num_features=cfg.features, num_classes=cfg.classes, seed=cfg.seed,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyg_rbp.data import metrics
+
 UNAVAILABLE = "not run: data unavailable offline"
 """The status of a row whose dataset has no offline copy (its command is the one to run elsewhere)."""
 
 PERCENT_METRICS: tuple[str, ...] = ("acc", "rocauc", "ap")
 """Metrics shown in percent; the others (RMSE) in the target's units."""
 
-LOWER_IS_BETTER: tuple[str, ...] = ("rmse",)
-"""Metrics where a smaller score is better; every other metric is better higher."""
 
 
 def is_percent(metric: str) -> bool:
@@ -26,8 +26,8 @@ def is_percent(metric: str) -> bool:
 
 
 def higher_is_better(metric: str) -> bool:
-    """Whether a larger score of ``metric`` is better."""
-    return metric not in LOWER_IS_BETTER
+    """Whether a larger score of ``metric`` is better (:func:`pyg_rbp.data.metrics.higher_is_better`)."""
+    return metrics.higher_is_better(metric)
 
 
 def meets(value: float, bar: float, metric: str) -> bool:

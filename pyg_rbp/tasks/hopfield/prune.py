@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyg_rbp.numerics import flush_denormals
 from pyg_rbp.results import ResumableResults, atomic_save_figure, atomic_write_text, environment
 from pyg_rbp.tasks.hopfield.data import load_patterns, switch_off
 from pyg_rbp.tasks.hopfield.graphs import complete_graph, count_synapses
 from pyg_rbp.tasks.hopfield.memory import HopfieldMemory, evaluate_retrieval, train_memory
+from pyg_rbp.tasks.hopfield.sparse import time_steps
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.10, 0.05, 0.02, 0.01, 0.005)
 """Synapse budgets of the committed curve, as fractions of the complete graph's synapses."""
@@ -105,34 +105,6 @@ def sparse_twin(memory: HopfieldMemory, grad: str = "neumann") -> HopfieldMemory
     i, j = cell.pair_index
     edge_index = torch.cat([torch.stack([i, j]), torch.stack([j, i])], dim=1)
     return _with_weights(memory, edge_index, cell.weight.detach().clone(), dense=False, grad=grad)
-
-
-def time_steps(nets: dict[str, HopfieldMemory], images: Tensor, repeats: int = 7,
-               steps: int = 20) -> dict[str, dict[str, float]]:
-    """Median seconds per forward step of each memory (first: the reference), interleaved on
-    the same ``[P, D]`` inputs: this thread's CPU time (``step_s``, ``speedup`` against the
-    first) and wall time (``step_wall_s``, ``speedup_wall``)."""
-    prepared = {}
-    for name, m in nets.items():
-        x = m.node_input(images)
-        prepared[name] = (m, m.cell.prepare(x, m.cell.edge_index), x)
-    cpu: dict[str, list[float]] = {name: [] for name in nets}
-    wall: dict[str, list[float]] = {name: [] for name in nets}
-    with flush_denormals(True), torch.no_grad():
-        for _ in range(repeats):
-            for name, (m, inputs, x) in prepared.items():
-                h = m.cell.step(x, inputs)  # warm
-                c0, t0 = time.thread_time(), time.perf_counter()
-                for _ in range(steps):
-                    h = m.cell.step(h, inputs)
-                cpu[name].append((time.thread_time() - c0) / steps)
-                wall[name].append((time.perf_counter() - t0) / steps)
-    ref = next(iter(nets))
-    base, base_wall = statistics.median(cpu[ref]), statistics.median(wall[ref])
-    return {name: {"step_s": statistics.median(v), "speedup": base / statistics.median(v),
-                   "step_wall_s": statistics.median(wall[name]),
-                   "speedup_wall": base_wall / statistics.median(wall[name])}
-            for name, v in cpu.items()}
 
 
 def _recall(memory: HopfieldMemory, clean: Tensor, off: Tensor) -> dict[str, Any]:

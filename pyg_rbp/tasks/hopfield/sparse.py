@@ -71,15 +71,11 @@ def _memory(num_pixels: int, shape: tuple[int, int], hidden: int, point: dict[st
     return HopfieldMemory(num_pixels, hidden, edge_index, a=0.5)
 
 
-def step_times(points: Sequence[dict[str, Any]], images: torch.Tensor, shape: tuple[int, int],
-               hidden: int = 1024, repeats: int = 7, steps: int = 20) -> dict[str, dict[str, float]]:
-    """Median seconds per forward step of the complete network and of each point, measured
-    interleaved (each repeat times every network in turn) on the same ``[P, D]`` inputs: this
-    thread's CPU time (``step_s``, ``speedup``: robust to other processes on a shared machine)
-    and wall time (``step_wall_s``, ``speedup_wall``)."""
-    nets = {"complete": _memory(images.size(1), shape, hidden, {"topology": "complete"})}
-    for p in points:
-        nets[point_label(p)] = _memory(images.size(1), shape, hidden, p)
+def time_steps(nets: dict[str, HopfieldMemory], images: torch.Tensor, repeats: int = 7,
+               steps: int = 20) -> dict[str, dict[str, float]]:
+    """Median seconds per forward step of each memory (first: the reference), interleaved on
+    the same ``[P, D]`` inputs: this thread's CPU time (``step_s``, ``speedup`` against the
+    first) and wall time (``step_wall_s``, ``speedup_wall``)."""
     prepared = {}
     for name, m in nets.items():
         x = m.node_input(images)
@@ -95,13 +91,26 @@ def step_times(points: Sequence[dict[str, Any]], images: torch.Tensor, shape: tu
                     h = m.cell.step(h, inputs)
                 cpu[name].append((time.thread_time() - c0) / steps)
                 wall[name].append((time.perf_counter() - t0) / steps)
-    dense = statistics.median(cpu["complete"])
-    dense_wall = statistics.median(wall["complete"])
-    return {name: {"step_s": statistics.median(v), "speedup": dense / statistics.median(v),
+    ref = next(iter(nets))
+    base, base_wall = statistics.median(cpu[ref]), statistics.median(wall[ref])
+    return {name: {"step_s": statistics.median(v), "speedup": base / statistics.median(v),
                    "step_wall_s": statistics.median(wall[name]),
-                   "speedup_wall": dense_wall / statistics.median(wall[name]),
-                   **count_synapses(nets[name].cell.edge_index, nets[name].num_nodes)}
+                   "speedup_wall": base_wall / statistics.median(wall[name])}
             for name, v in cpu.items()}
+
+
+def step_times(points: Sequence[dict[str, Any]], images: torch.Tensor, shape: tuple[int, int],
+               hidden: int = 1024, repeats: int = 7, steps: int = 20) -> dict[str, dict[str, float]]:
+    """Median seconds per forward step of the complete network and of each point, measured
+    interleaved (each repeat times every network in turn) on the same ``[P, D]`` inputs: this
+    thread's CPU time (``step_s``, ``speedup``: robust to other processes on a shared machine)
+    and wall time (``step_wall_s``, ``speedup_wall``)."""
+    nets = {"complete": _memory(images.size(1), shape, hidden, {"topology": "complete"})}
+    for p in points:
+        nets[point_label(p)] = _memory(images.size(1), shape, hidden, p)
+    times = time_steps(nets, images, repeats=repeats, steps=steps)
+    return {name: {**times[name], **count_synapses(nets[name].cell.edge_index, nets[name].num_nodes)}
+            for name in nets}
 
 
 def curve_markdown(doc: dict[str, Any]) -> str:

@@ -305,6 +305,12 @@ def try_lock(path: str | os.PathLike) -> Iterator[bool]:
         os.close(fd)
 
 
+def rename_keys(obj: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
+    """``obj`` with its keys of an older file (``renamed``: old -> new) under their names now; a
+    key already present under its new name wins over its old spelling."""
+    return {renamed.get(k, k): v for k, v in obj.items() if not (k in renamed and renamed[k] in obj)}
+
+
 class ResultsFileConflict(ValueError):
     """A results file holds work done with other settings, which a resumed run must not overwrite."""
 
@@ -372,10 +378,8 @@ class ResumableResults:
             old = read_json(self.path)
             if not isinstance(old, dict):
                 raise CorruptResultsError(f"{self.path} is not a results file (expected an object)")
-            self.previous_settings = dict(old.get(settings_field) or {})
-            for before, after in (renamed or {}).items():  # a file written before a rename
-                if before in self.previous_settings and after not in self.previous_settings:
-                    self.previous_settings[after] = self.previous_settings.pop(before)
+            # a file written before a rename: its settings under the names now
+            self.previous_settings = rename_keys(old.get(settings_field) or {}, renamed or {})
             self._check_settings(self.previous_settings, set(varying), defaults or {})
             self.units = list(old.get(units_field) or [])
             self.extra = {k: v for k, v in old.items() if k not in (units_field, settings_field)}

@@ -10,6 +10,7 @@ from typing import Any
 
 from pyg_rbp.bench.graph_size.specs import GraphSpec, parse_graph
 from pyg_rbp.engine import grad_mode_names
+from pyg_rbp.results import rename_keys
 
 SCHEMA = "pyg_rbp.bench.graph_size/1"
 
@@ -102,7 +103,7 @@ RENAMED = {"steps": "max_iter"}
 
 
 def _renamed(row: dict[str, Any]) -> dict[str, Any]:
-    return {RENAMED.get(k, k): v for k, v in row.items()}
+    return rename_keys(row, RENAMED)
 
 
 def upgrade(result: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pyg_rbp.bench.peers import PEERS
 from pyg_rbp.engine import GRAD_MODES, grad_mode_names
+from pyg_rbp.results import rename_keys
 
 SCHEMA = "pyg_rbp.bench.scaling/1"
 
@@ -134,7 +135,7 @@ a row measures (a gradient mode or a peer) its ``contender``."""
 
 
 def _renamed(obj: dict[str, Any]) -> dict[str, Any]:
-    return {RENAMED.get(k, k): v for k, v in obj.items()}
+    return rename_keys(obj, RENAMED)
 
 
 def upgrade(result: dict[str, Any]) -> dict[str, Any]:

@@ -329,10 +329,6 @@ class HopfieldCell(FixedPointCell):
     def _synaptic_input(self, s: Tensor, inputs: CellInputs) -> Tensor:
         r""":math:`\sum_j w_{ij} s_j` for every neuron."""
         W = inputs.extra.get("W")
-        if W is None and "W_ff" in inputs.extra:
-            # Only the energy needs every row of a clamped dense cell; the prepared inputs are
-            # never written after prepare(), so it builds the full matrix itself.
-            W = self.weight_matrix()
         if W is not None:
             return W @ s
         return self.aggregate_neighbours(s, inputs.graph)
@@ -370,10 +366,19 @@ class HopfieldCell(FixedPointCell):
         """
         inputs = self.prepare(x, edge_index, edge_weight)
         self.check_state(h, inputs)
-        return self._energy(h, inputs)
+        return self._energy(h, self.energy_inputs(inputs))
+
+    def energy_inputs(self, inputs: CellInputs) -> CellInputs:
+        """``inputs`` as the energy reads them: a clamped dense cell's step needs only the free
+        rows (``W_ff``), the energy every row, so a copy with the full matrix is built once here
+        (the prepared inputs themselves are never written after :meth:`prepare`)."""
+        if "W_ff" not in inputs.extra or "W" in inputs.extra:
+            return inputs
+        return CellInputs(x=inputs.x, graph=inputs.graph, extra={**inputs.extra, "W": self.weight_matrix()})
 
     def _energy(self, h: Tensor, inputs: CellInputs) -> Tensor:
-        """:meth:`energy` for prepared inputs (no validation; for per-step tracking)."""
+        """:meth:`energy` for inputs from :meth:`energy_inputs` (no validation; for per-step
+        tracking)."""
         x = inputs.x
         if self.clamp_mask is not None:
             h = torch.where(self.clamp_mask.unsqueeze(-1), x, h)

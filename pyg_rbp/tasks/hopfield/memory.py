@@ -106,11 +106,12 @@ class HopfieldMemory(torch.nn.Module):
         """Energy (:meth:`HopfieldCell.energy`) of each image at steps ``0..T``: ``[T + 1, P]``."""
         x = self.node_input(images)
         inputs = self.cell.prepare(x, self.cell.edge_index)
+        at = self.cell.energy_inputs(inputs)  # the full weight matrix, built once
         h = x
-        energies = [self.cell._energy(h, inputs)]
+        energies = [self.cell._energy(h, at)]
         for _ in range(self.conv.max_iter):
             h = self.cell.step(h, inputs)
-            energies.append(self.cell._energy(h, inputs))
+            energies.append(self.cell._energy(h, at))
         return torch.stack(energies)
 
     def __repr__(self) -> str:

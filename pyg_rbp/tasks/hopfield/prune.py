@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyg_rbp.results import ResumableResults, atomic_save_figure, atomic_write_text, environment
+from pyg_rbp.results import ResumableResults, atomic_write_text, environment
 from pyg_rbp.tasks.hopfield.data import load_patterns, switch_off
 from pyg_rbp.tasks.hopfield.graphs import complete_graph, count_synapses
 from pyg_rbp.tasks.hopfield.memory import HopfieldMemory, evaluate_retrieval, train_memory
-from pyg_rbp.tasks.hopfield.sparse import time_steps
+from pyg_rbp.tasks.hopfield.sparse import plot_retrieval_curve, time_steps
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.10, 0.05, 0.02, 0.01, 0.005)
 """Synapse budgets of the committed curve, as fractions of the complete graph's synapses."""
@@ -272,31 +272,8 @@ def prune_markdown(doc: dict[str, Any]) -> str:
 
 def plot_prune(doc: dict[str, Any], path: Path) -> Path | None:
     """Retrieval (pruned only / retrained) against synapses, speed-ups annotated."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    pts = _points(doc)
-    if not pts:
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    xs = [p["synapses"] for p in pts]
-    ax.plot(xs, [10 * p["success_rate"] for p in pts], "o-", label="retrained")
-    ax.plot(xs, [10 * p["pruned_no_retrain"]["success_rate"] for p in pts], "s--", label="pruned only")
-    for p in pts:
-        ax.annotate(f"{p['speedup']:.0f}x", (p["synapses"], 10 * p["success_rate"]), fontsize=7,
-                    textcoords="offset points", xytext=(0, 6), ha="center")
-    ax.axhline(8, color="gray", ls=":", lw=1)
-    ax.axvline(TARGET["max_fraction"] * pts[0]["complete_synapses"], color="gray", ls="--", lw=1,
-               label="10 % of the complete graph")
-    ax.set_xscale("log")
-    ax.set_xlabel("synapses kept by magnitude (annotated: speed-up per step)")
-    ax.set_ylabel("retrieved at 50 % off (of 10)")
-    ax.set_ylim(-0.5, 10.5)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return atomic_save_figure(fig, path, dpi=110)
+    return plot_retrieval_curve(
+        _points(doc), [("success_rate", "o-", "retrained"),
+                       ("pruned_no_retrain.success_rate", "s--", "pruned only")], path,
+        xlabel="synapses kept by magnitude (annotated: speed-up per step)",
+        ylabel="retrieved at 50 % off (of 10)", legend="lower left")

@@ -162,6 +162,19 @@ def verdict(points: list[dict[str, Any]]) -> str:
 
 
 def plot_curve(doc: dict[str, Any], path: Path) -> Path | None:
+    pts = [p for p in doc["points"] if p.get("success_rate") is not None]
+    return plot_retrieval_curve(pts, [("success_rate", "o-", "digits retrieved (of 10)")], path,
+                                xlabel="synapses (annotated: speed-up per step vs complete)",
+                                ylabel="retrieved at 50 % off", legend="lower right")
+
+
+def plot_retrieval_curve(pts: Sequence[dict[str, Any]], series: Sequence[tuple[str, str, str]],
+                         path: str | os.PathLike, *, xlabel: str, ylabel: str,
+                         legend: str) -> Path | None:
+    """Digits retrieved against synapses (log scale), one line per ``(key, style, label)`` of
+    ``series`` (``key`` a success rate in the points, dotted for a nested ``"a.b"``), speed-ups
+    annotated on the first, the 8-of-10 and 10 %-of-synapses lines drawn (None without
+    matplotlib or points)."""
     try:
         import matplotlib
 
@@ -169,24 +182,31 @@ def plot_curve(doc: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    pts = [p for p in doc["points"] if p.get("success_rate") is not None]
     if not pts:
         return None
+
+    def rate(p: dict[str, Any], key: str) -> float:
+        for part in key.split("."):
+            p = p[part]
+        return 10 * p  # type: ignore[operator]
+
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     xs = [p["synapses"] for p in pts]
-    ax.plot(xs, [10 * p["success_rate"] for p in pts], "o-", label="digits retrieved (of 10)")
+    for key, style, label in series:
+        ax.plot(xs, [rate(p, key) for p in pts], style, label=label)
+    first = series[0][0]
     for p in pts:
-        ax.annotate(f"{p['speedup']:.0f}x", (p["synapses"], 10 * p["success_rate"]), fontsize=7,
+        ax.annotate(f"{p['speedup']:.0f}x", (p["synapses"], rate(p, first)), fontsize=7,
                     textcoords="offset points", xytext=(0, 6), ha="center")
     ax.axhline(8, color="gray", ls=":", lw=1)
     ax.axvline(TARGET["max_fraction"] * pts[0]["complete_synapses"], color="gray", ls="--", lw=1,
                label="10 % of the complete graph")
     ax.set_xscale("log")
-    ax.set_xlabel("synapses (annotated: speed-up per step vs complete)")
-    ax.set_ylabel("retrieved at 50 % off")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.5, 10.5)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc=legend)
     fig.tight_layout()
     return atomic_save_figure(fig, path, dpi=110)
 

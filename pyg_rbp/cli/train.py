@@ -66,7 +66,10 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "loader": (str, "node tasks: full (one full-graph step per epoch), history (batches with "
                     "historical fixed points), neighbor or cluster (PyG's samplers; sampling extra)"),
     "num_neighbors": (str, "--loader neighbor: neighbours sampled per hop, e.g. 10,10"),
-    "num_parts": (int, "--loader cluster: METIS parts of the graph"),
+    "num_parts": (int, "--loader cluster: parts the graph is cut into (a batch joins several)"),
+    "partition": (str, "--loader history|cluster: how nodes are cut into parts: spectral (few cut "
+                       "edges, no METIS; cluster's default), rcm (history's default), random, or "
+                       "metis (PyG's ClusterData; needs pyg-lib or a METIS torch-sparse)"),
     "solver": (str, "forward solver of the fixed point: any registered one (iteration, the "
                     "default and the paper's; anderson; broyden)"),
     "val_fraction": (float, "10-fold: fraction of the training folds held out for validation"),

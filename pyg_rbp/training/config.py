@@ -20,6 +20,7 @@ from pyg_rbp.data.protocols import FEATURES, PAPER_HIDDEN, PROTOCOLS
 from pyg_rbp.data.tu import is_tu_name
 from pyg_rbp.engine import get_grad_mode, get_solver, normalize_grad_mode, normalize_solver
 from pyg_rbp.nn.models import POOLS
+from pyg_rbp.nn.partition import PARTITIONS
 from pyg_rbp.training.models import MODELS as MODEL_SPECS
 from pyg_rbp.training.models import ModelSpec
 
@@ -40,6 +41,13 @@ SHCHUR: tuple[str, ...] = ("amazon-computers", "amazon-photo", "coauthor-cs", "c
 
 LOADERS: tuple[str, ...] = ("full", "neighbor", "cluster", "history")
 """How node training iterates the graph (:mod:`pyg_rbp.training.loaders`)."""
+
+DEFAULT_PARTITION: dict[str, str] = {"history": "rcm", "cluster": "spectral"}
+"""The node partition (:data:`pyg_rbp.nn.partition.PARTITIONS`) a loader uses without
+``--partition``. History batches keep reverse Cuthill-McKee chunks: on Amazon Computers the
+spectral parts cut 16 % of the edges instead of 59 %, but each holds mostly one or two classes
+and per-batch steps on them trained worse (``benchmarks/results/scale/partitions.md``). Cluster
+batches join several random parts per batch, as Cluster-GCN does, so they mix classes."""
 
 STEP_EVERY: tuple[str, ...] = ("batch", "epoch")
 """Mini-batch loaders: an optimiser step after every round of batches, or one per epoch with the
@@ -86,6 +94,7 @@ class TrainConfig:
     num_parts: int = 32
     step_every: str = "batch"
     readout: str = "state"
+    partition: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -169,6 +178,11 @@ class TrainConfig:
         if not isinstance(self.num_parts, int) or isinstance(self.num_parts, bool) or self.num_parts < 1:
             raise ValueError(f"num_parts must be an integer >= 1, got {self.num_parts!r}")
         parse_num_neighbors(self.num_neighbors)
+        if self.partition is not None:
+            if self.loader not in DEFAULT_PARTITION:
+                raise ValueError(f"--partition cuts the graph for --loader {'|'.join(DEFAULT_PARTITION)}; "
+                                 f"--loader {self.loader} does not partition")
+            self.partition = PARTITIONS.canonical(self.partition)
         if self.step_every not in STEP_EVERY:
             raise ValueError(f"step_every must be one of {', '.join(STEP_EVERY)}, got {self.step_every!r}")
         if self.loader == "history" and not self.spec.fixed_point:
@@ -182,6 +196,11 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def node_partition(self) -> str:
+        """The partition this config's loader cuts the graph with (``--partition`` or its default)."""
+        return self.partition or DEFAULT_PARTITION.get(self.loader, "rcm")
 
     def command(self) -> str:
         """The ``pyg-rbp train`` line that rebuilds exactly this config.

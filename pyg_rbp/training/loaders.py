@@ -1,18 +1,21 @@
 """How node training iterates a graph: full-graph steps or mini-batches (``--loader``).
 
 * ``full``: one step on the whole graph per epoch (:func:`pyg_rbp.training.node.train_node`).
-* ``history``: a partition of *all* nodes into batches of ``batch_size`` (reverse Cuthill-McKee
-  order, :func:`pyg_rbp.nn.history.partition_nodes`); each batch's fixed point is solved with its
+* ``history``: a partition of *all* nodes into batches of ``batch_size`` (``--partition``,
+  reverse Cuthill-McKee chunks by default, :func:`pyg_rbp.nn.partition.partition_nodes`); each batch's fixed point is solved with its
   1-hop halo read from a :class:`~pyg_rbp.nn.history.HistoryBuffer` and written back, the loss
   is taken on the batch's training nodes. An epoch is one block Gauss-Seidel sweep. Needs no
   ``pyg-lib`` / ``torch-sparse``.
 * ``neighbor``: PyG's :class:`~torch_geometric.loader.NeighborLoader` seeded at the training
   nodes (``num_neighbors`` per hop); the fixed point is solved on the sampled subgraph.
-* ``cluster``: PyG's :class:`~torch_geometric.loader.ClusterData` (METIS, ``num_parts`` parts)
-  and :class:`~torch_geometric.loader.ClusterLoader`, about ``batch_size`` nodes per batch.
+* ``cluster``: Cluster-GCN batches, about ``batch_size`` nodes each, joined from ``num_parts``
+  parts. With ``--partition metis``: PyG's :class:`~torch_geometric.loader.ClusterData` and
+  :class:`~torch_geometric.loader.ClusterLoader`; otherwise our own partition, spectral by
+  default (:class:`PartitionClusterLoader`, no METIS, no pyg-lib / torch-sparse needed).
 
-``neighbor`` and ``cluster`` need ``pyg-lib`` or ``torch-sparse`` (the ``sampling`` extra);
-without them :func:`make_loader` raises :class:`SamplingUnavailableError` saying what to install.
+``neighbor`` and ``cluster --partition metis`` need ``pyg-lib`` or ``torch-sparse`` (the
+``sampling`` extra; METIS too); without them :func:`make_loader` raises
+:class:`SamplingUnavailableError` saying what to install.
 
 Batches are grouped in *rounds* of ``world_size * accumulate`` batches: with several processes
 (:mod:`pyg_rbp.training.distributed`) rank ``r`` takes the ``r``-th share of every round, all
@@ -35,14 +38,15 @@ import torch_geometric.typing as tg
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.loader import ClusterData, ClusterLoader, NeighborLoader
+from torch_geometric.utils import subgraph
 
 from pyg_rbp.nn.history import (
     HistoryBuffer,
     build_halo_batches,
     find_fixed_point_conv,
     history_forward,
-    partition_nodes,
 )
+from pyg_rbp.nn.partition import assign_parts, metis_available, partition_nodes
 from pyg_rbp.training.config import TrainConfig, parse_num_neighbors
 from pyg_rbp.training.distributed import agree_on_divergence, gather_rows
 
@@ -54,20 +58,6 @@ class SamplingUnavailableError(RuntimeError):
 def sampling_available() -> bool:
     """Whether PyG's NeighborLoader/ClusterData can run here (pyg-lib or torch-sparse present)."""
     return bool(tg.WITH_PYG_LIB or tg.WITH_TORCH_SPARSE)
-
-
-def metis_available() -> bool:
-    """Whether PyG's ``ClusterData`` can partition here: pyg-lib with METIS, or a torch-sparse
-    built with ``WITH_METIS=1`` against libmetis (a plain source build of torch-sparse has none)."""
-    if getattr(tg, "WITH_METIS", False):
-        return True
-    if not tg.WITH_TORCH_SPARSE:
-        return False
-    try:
-        torch.ops.torch_sparse.partition(torch.tensor([0, 1, 2]), torch.tensor([1, 0]), None, 2, False)
-    except (AttributeError, RuntimeError):  # "Not compiled with METIS support"
-        return False
-    return True
 
 
 SAMPLING_HINT = (
@@ -162,7 +152,7 @@ class HistoryLoader(NodeLoader):
               world_size: int = 1, rank: int = 0, accumulate: int = 1, seed: int = 0) -> HistoryLoader:
         n = int(data.num_nodes)
         conv = find_fixed_point_conv(model)
-        parts = partition_nodes(data.edge_index, n, cfg.batch_size, method="rcm",
+        parts = partition_nodes(data.edge_index, n, cfg.batch_size, method=cfg.node_partition,
                                 multiple_of=world_size * accumulate)
         dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         halo = build_halo_batches(conv.cell, data.edge_index.to(device), n, parts,
@@ -252,16 +242,59 @@ def _neighbor_batches(cfg: TrainConfig, data: Data) -> Sequence[Any]:
 
 
 def _cluster_batches(cfg: TrainConfig, data: Data) -> Sequence[Any]:
+    """PyG's ClusterData (METIS) and ClusterLoader: ``--loader cluster --partition metis``."""
     _require_sampling(cfg)
     if not metis_available():
         raise SamplingUnavailableError(
-            "--loader cluster partitions with METIS, which neither pyg-lib nor torch-sparse offers "
-            "here: install pyg-lib from PyG's wheel index, or build torch-sparse with WITH_METIS=1 "
-            "against libmetis (apt install libmetis-dev)")
+            "--loader cluster --partition metis partitions with METIS, which neither pyg-lib nor "
+            "torch-sparse offers here: install pyg-lib from PyG's wheel index, or build torch-sparse "
+            "with WITH_METIS=1 against libmetis (apt install libmetis-dev); or use --partition "
+            "spectral (the default), which needs neither")
     parts = min(cfg.num_parts, int(data.num_nodes))
     per_batch = max(1, round(cfg.batch_size * parts / int(data.num_nodes)))
     return ClusterLoader(ClusterData(_sampling_graph(data), num_parts=parts, log=False),
                          batch_size=per_batch, shuffle=True)
+
+
+@dataclass
+class PartitionClusterLoader(NodeLoader):
+    """``--loader cluster`` with our own partition (``--partition spectral|rcm|random``): the
+    Cluster-GCN batches of PyG's ``ClusterLoader`` without METIS. The graph is cut once into
+    ``num_parts`` parts; every epoch the parts are shuffled and joined, about ``batch_size``
+    nodes per batch; a batch is the subgraph its nodes induce (edges between joined parts are
+    kept, edges to other batches dropped) and its loss is taken on its training nodes."""
+
+    name: str = "cluster"
+    parts: list[Tensor] = field(default_factory=list)
+    parts_per_batch: int = 1
+    device: Any = None
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, data: Data, device: torch.device, world_size: int = 1, rank: int = 0,
+              accumulate: int = 1, seed: int = 0) -> PartitionClusterLoader:
+        n = int(data.num_nodes)
+        num_parts = min(cfg.num_parts, n)
+        part = assign_parts(data.edge_index, n, num_parts, cfg.node_partition, seed=0)
+        order = torch.argsort(part, stable=True)
+        parts = [p for p in torch.split(order, torch.bincount(part, minlength=num_parts).tolist()) if p.numel()]
+        per_batch = max(1, round(cfg.batch_size * len(parts) / n))
+        return cls(data=data, world_size=world_size, rank=rank, accumulate=accumulate, seed=seed,
+                   parts=parts, parts_per_batch=per_batch, device=device)
+
+    def rounds(self, epoch: int) -> list[list[Batch]]:
+        gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        order = torch.randperm(len(self.parts), generator=gen).tolist()
+        edge_index, train = self.data.edge_index.cpu(), self.data.train_mask.cpu()
+        n = int(self.data.num_nodes)
+        self.batches = []
+        for s in range(0, len(order), self.parts_per_batch):
+            nodes = torch.cat([self.parts[i] for i in order[s:s + self.parts_per_batch]]).sort().values
+            sub, _ = subgraph(nodes, edge_index, relabel_nodes=True, num_nodes=n)
+            positions = train[nodes].nonzero().view(-1)
+            nodes, positions = nodes.to(self.device), positions.to(self.device)
+            self.batches.append(Batch(inputs=nodes, targets=nodes.index_select(0, positions),
+                                      positions=positions, edge_index=sub.to(self.device)))
+        return self._share(self.batches)
 
 
 SAMPLED_LOADERS: dict[str, Callable[[TrainConfig, Data], Sequence[Any]]] = {
@@ -276,6 +309,8 @@ def make_loader(cfg: TrainConfig, data: Data, model: torch.nn.Module, device: to
     """The :class:`NodeLoader` that ``cfg.loader`` names, for the graph ``data`` (with masks)."""
     if cfg.loader == "history":
         return HistoryLoader.build(cfg, data, model, device, world_size, rank, accumulate, seed)
+    if cfg.loader == "cluster" and cfg.node_partition != "metis":
+        return PartitionClusterLoader.build(cfg, data, device, world_size, rank, accumulate, seed)
     if cfg.loader not in SAMPLED_LOADERS:
         names = ", ".join(["history", *SAMPLED_LOADERS])
         raise ValueError(f"make_loader builds mini-batch loaders ({names}); got loader={cfg.loader!r}")

@@ -47,7 +47,7 @@ RENAMED_DESTS = {"bench scaling": {"grads": "grad", "quiet": "no_progress", "ste
 
 
 # Options added since the snapshot, at their defaults (a committed command never sets them).
-ADDED_SINCE = {"leaderboard": {"fresh": False}, "train": {"readout": None}}
+ADDED_SINCE = {"leaderboard": {"fresh": False}, "train": {"readout": None, "partition": None}}
 
 
 def _parse(argv: list[str]) -> dict:

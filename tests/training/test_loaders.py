@@ -67,6 +67,14 @@ def test_loader_settings_are_validated():
         build_config("karate", "node", loader="saint")
     with pytest.raises(ValueError, match="step_every"):
         build_config("karate", "node", model="ppr", loader="history", step_every="round")
+    with pytest.raises(ValueError, match="does not partition"):
+        build_config("karate", "node", model="ppr", loader="neighbor", partition="spectral")
+    with pytest.raises(ValueError, match="unknown partition 'kmeans'"):
+        build_config("karate", "node", model="ppr", loader="history", partition="kmeans")
+    cfg = build_config("karate", "node", model="ppr", loader="history", partition="Spectral")
+    assert cfg.partition == "spectral" and "--partition spectral" in cfg.command()
+    assert build_config("karate", "node", model="ppr", loader="history").node_partition == "rcm"
+    assert build_config("karate", "node", model="ppr", loader="cluster").node_partition == "spectral"
     with pytest.raises(ValueError, match="num_neighbors"):
         build_config("karate", "node", loader="neighbor", num_neighbors="10,x")
     cfg = build_config("karate", "node", model="ppr", loader="neighbor", num_neighbors="5,-1")
@@ -79,20 +87,51 @@ def test_sampling_loaders_say_what_to_install(monkeypatch):
 
     loaded, data = _problem()
     monkeypatch.setattr(loaders, "sampling_available", lambda: False)
-    for name in ("neighbor", "cluster"):
-        cfg = build_config("karate", "node", model="ppr", loader=name)
+    for name, partition in (("neighbor", None), ("cluster", "metis")):
+        cfg = build_config("karate", "node", model="ppr", loader=name, partition=partition)
         with pytest.raises(SamplingUnavailableError, match="sampling"):
             make_loader(cfg, data, build_node_model(cfg, 6, 3), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("partition", ["spectral", "rcm", "random"])
+def test_cluster_loader_needs_no_metis(monkeypatch, partition):
+    """``--loader cluster`` with our own partition: Cluster-GCN batches without pyg-lib,
+    torch-sparse or METIS: the parts cover every node once per epoch, a batch keeps exactly the
+    edges among its nodes, the loss reads its training nodes, and it trains."""
+    import pyg_rbp.training.loaders as loaders
+    from pyg_rbp.training.loaders import PartitionClusterLoader
+
+    monkeypatch.setattr(loaders, "sampling_available", lambda: False)
+    loaded, data = _problem()
+    cfg = build_config("karate", "node", model="implicit", loader="cluster", partition=partition,
+                       batch_size=30, num_parts=8, epochs=30, dropout=0.0, lr=0.02, patience=0)
+    loader = make_loader(cfg, data, build_node_model(cfg, 6, 3), torch.device("cpu"))
+    assert isinstance(loader, PartitionClusterLoader) and loader.parts_per_batch == 2
+    batches = [b for r in loader.rounds(1) for b in r]
+    assert len(batches) == 4
+    assert sorted(torch.cat([b.inputs for b in batches]).tolist()) == list(range(120))
+    edges = {tuple(e) for e in data.edge_index.t().tolist()}
+    for b in batches:
+        nodes = b.inputs.tolist()
+        inside = {(u, v) for (u, v) in edges if u in set(nodes) and v in set(nodes)}
+        got = {(nodes[u], nodes[v]) for u, v in b.edge_index.t().tolist()}
+        assert got == inside
+        assert b.targets.tolist() == [n for n in nodes if bool(data.train_mask[n])]
+    again = [b for r in loader.rounds(1) for b in r]
+    assert [b.inputs.tolist() for b in again] == [b.inputs.tolist() for b in batches]
+    res = train_node(cfg, loaded, data, 0, progress=False)
+    assert res["loader"] == "cluster" and res["test"] > 0.5
 
 
 @needs_sampling
 @pytest.mark.parametrize("name", ["neighbor", "cluster"])
 def test_sampled_loaders_feed_the_fixed_point_layers(name):
-    if name == "cluster" and not metis_available():
+    if name == "cluster" and not metis_available():  # (our own partitions: the test above)
         pytest.skip("ClusterData needs METIS: pyg-lib, or torch-sparse built WITH_METIS=1 against "
                     "libmetis; CI's torch-sparse wheel is a plain source build without it")
     loaded, data = _problem()
     cfg = build_config("karate", "node", model="implicit", loader=name, batch_size=30, num_parts=4,
+                       partition="metis" if name == "cluster" else None,
                        num_neighbors="5,5", epochs=30, dropout=0.0, lr=0.02, patience=0)
     loader = make_loader(cfg, data, build_node_model(cfg, 6, 3), torch.device("cpu"))
     batches = [b for r in loader.rounds(1) for b in r]

@@ -35,8 +35,9 @@ parameters is ignored (they are treated as data, as in GNNAutoScale); at the ful
 point this drops the cross-batch terms :math:`J_{BH}` of the exact implicit gradient.
 
 Works without ``pyg-lib``/``torch-sparse``: halos are sliced from the CSR layout of the full
-graph (:func:`build_halo_batches`), and the partition is a locality-preserving node order
-(reverse Cuthill-McKee, :func:`partition_nodes`) cut into contiguous batches.
+graph (:func:`build_halo_batches`), and the batches come from :func:`partition_nodes`
+(:mod:`pyg_rbp.nn.partition`; by default a spectral partition, which cuts few edges: the
+dropped cross-batch terms are only those of cut edges).
 
 Example::
 
@@ -50,16 +51,10 @@ Example::
 """
 
 from pyg_rbp.nn.history.adjoint import HistoryAdjoint
-from pyg_rbp.nn.history.batches import (
-    PARTITIONS,
-    HaloBatch,
-    HaloCSR,
-    HistoryBuffer,
-    build_halo_batches,
-    partition_nodes,
-)
+from pyg_rbp.nn.history.batches import HaloBatch, HaloCSR, HistoryBuffer, build_halo_batches
+from pyg_rbp.nn.partition import PARTITIONS, edge_cut, partition_nodes
 from pyg_rbp.nn.history.solve import batch_solves, find_fixed_point_conv, history_forward, solve_batch, sweep
 
 __all__ = ["PARTITIONS", "HaloBatch", "HaloCSR", "HistoryAdjoint", "HistoryBuffer", "batch_solves",
-           "build_halo_batches", "find_fixed_point_conv", "history_forward", "partition_nodes",
+           "build_halo_batches", "edge_cut", "find_fixed_point_conv", "history_forward", "partition_nodes",
            "solve_batch", "sweep"]

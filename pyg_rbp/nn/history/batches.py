@@ -1,5 +1,6 @@
-"""The pieces of a historical fixed-point solve: the state buffer, the node partition, and each
-batch's slice of the full-graph adjacency with its halo (:func:`build_halo_batches`).
+"""The pieces of a historical fixed-point solve: the state buffer and each batch's slice of the
+full-graph adjacency with its halo (:func:`build_halo_batches`); the batches themselves come from
+a node partition (:func:`pyg_rbp.nn.partition.partition_nodes`).
 """
 
 from __future__ import annotations
@@ -7,18 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import reverse_cuthill_mckee
 from torch import Tensor
 
 from pyg_rbp.nn.adjacency import CSRAdjacency, as_edge_index
 from pyg_rbp.nn.cell import SUM_AGGRS, FixedPointCell
-
-PARTITIONS: tuple[str, ...] = ("rcm", "random")
-"""Node orders cut into batches: reverse Cuthill-McKee (small halos) or a random permutation."""
-
 
 class HistoryBuffer:
     """The latest solved state of every node: ``[num_nodes, channels]``, never requiring grad.
@@ -138,35 +132,6 @@ class HaloBatch:
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(nodes={self.num_nodes}, halo={self.num_halo})"
-
-
-def partition_nodes(edge_index: Tensor, num_nodes: int, batch_size: int, method: str = "rcm",
-                    seed: int = 0, multiple_of: int = 1) -> list[Tensor]:
-    """Cut the nodes into batches of at most ``batch_size`` (each sorted), covering every node once.
-
-    ``method="rcm"``: contiguous chunks of the reverse Cuthill-McKee order of the symmetrised
-    graph (scipy), which keeps neighbours together and the halos small; ``"random"``: chunks of
-    a random permutation drawn with ``seed``. The number of batches is rounded up to a multiple
-    of ``multiple_of`` (the number of processes sharing them), sizes balanced within one node.
-    ``edge_index`` may also be a ``torch.sparse`` or ``SparseTensor`` adjacency.
-    """
-    edge_index, _ = as_edge_index(edge_index, None, num_nodes)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if method not in PARTITIONS:
-        raise ValueError(f"partition method must be one of {PARTITIONS}, got {method!r}")
-    if method == "rcm":
-        row, col = edge_index.cpu().numpy()
-        adj = sp.coo_matrix((np.ones(row.size, dtype=np.int8), (row, col)), shape=(num_nodes, num_nodes))
-        adj = (adj + adj.T).tocsr()
-        order = torch.from_numpy(reverse_cuthill_mckee(adj, symmetric_mode=True).astype("int64"))
-    else:
-        order = torch.randperm(num_nodes, generator=torch.Generator().manual_seed(int(seed)))
-    count = -(-num_nodes // batch_size)
-    count = -(-count // multiple_of) * multiple_of
-    if count > num_nodes:
-        raise ValueError(f"{num_nodes} nodes cannot fill {count} non-empty batches")
-    return [chunk.sort().values for chunk in torch.tensor_split(order, count)]
 
 
 def _full_graph(cell: FixedPointCell, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,

@@ -12,8 +12,9 @@ Methods (:data:`PARTITIONS`, one registration each; each returns a part id per n
 * ``spectral`` (default): recursive spectral bisection. Each split sorts the nodes by the
   Fiedler vector of the normalised adjacency :math:`D^{-1/2}(A + I)D^{-1/2}` (scipy's Lanczos,
   ``eigsh``) and cuts it in proportion to the parts on each side, or at the end of a connected
-  component where one lies within the sizes the two sides may take. Then greedy boundary refinement: a node moves to the part holding most
-  of its neighbours while sizes stay within ``max_size`` and 10 % of balance. No METIS needed.
+  component where one lies within the sizes the two sides may take. Then greedy boundary
+  refinement: a node moves to the part holding most of its neighbours while sizes stay within
+  ``max_size`` and 10 % of balance. No METIS needed.
 * ``rcm``: contiguous chunks of the reverse Cuthill-McKee order (small bandwidth, fast).
 * ``random``: chunks of a random permutation drawn with ``seed`` (the no-locality reference).
 * ``metis``: METIS through ``torch-sparse`` (built with METIS) or ``pyg-lib``, as PyG's
@@ -122,7 +123,8 @@ def _bisect(adj: sp.csr_matrix, nodes: np.ndarray, num_parts: int, first: int, m
     _bisect(adj, order[cut:], num_parts - left, first + left, max_size, seed, part)
 
 
-def _refine(adj: sp.csr_matrix, part: np.ndarray, num_parts: int, max_size: int, passes: int = 10) -> np.ndarray:
+def _refine(adj: sp.csr_matrix, part: np.ndarray, num_parts: int, max_size: int,
+            passes: int = 10) -> np.ndarray:
     """Greedy boundary refinement: move nodes to the part holding most of their neighbours."""
     n = part.size
     mean = n / num_parts

@@ -2,9 +2,10 @@
 
 * ``full``: one step on the whole graph per epoch (:func:`pyg_rbp.training.node.train_node`).
 * ``history``: a partition of *all* nodes into batches of ``batch_size`` (``--partition``,
-  reverse Cuthill-McKee chunks by default, :func:`pyg_rbp.nn.partition.partition_nodes`); each batch's fixed point is solved with its
-  1-hop halo read from a :class:`~pyg_rbp.nn.history.HistoryBuffer` and written back, the loss
-  is taken on the batch's training nodes. An epoch is one block Gauss-Seidel sweep. Needs no
+  reverse Cuthill-McKee chunks by default, :func:`pyg_rbp.nn.partition.partition_nodes`); each
+  batch's fixed point is solved with its 1-hop halo read from a
+  :class:`~pyg_rbp.nn.history.HistoryBuffer` and written back, the loss is taken on the batch's
+  training nodes. An epoch is one block Gauss-Seidel sweep. Needs no
   ``pyg-lib`` / ``torch-sparse``.
 * ``neighbor``: PyG's :class:`~torch_geometric.loader.NeighborLoader` seeded at the training
   nodes (``num_neighbors`` per hop); the fixed point is solved on the sampled subgraph.
@@ -276,7 +277,8 @@ class PartitionClusterLoader(NodeLoader):
         num_parts = min(cfg.num_parts, n)
         part = assign_parts(data.edge_index, n, num_parts, cfg.node_partition, seed=0)
         order = torch.argsort(part, stable=True)
-        parts = [p for p in torch.split(order, torch.bincount(part, minlength=num_parts).tolist()) if p.numel()]
+        sizes = torch.bincount(part, minlength=num_parts).tolist()
+        parts = [p for p in torch.split(order, sizes) if p.numel()]
         per_batch = max(1, round(cfg.batch_size * len(parts) / n))
         return cls(data=data, world_size=world_size, rank=rank, accumulate=accumulate, seed=seed,
                    parts=parts, parts_per_batch=per_batch, device=device)

@@ -44,7 +44,8 @@ def test_rcm_and_random_are_the_chunks_they_always_were():
     n = 240
     row, col = edge_index.numpy()
     adj = sp.coo_matrix((np.ones(row.size, dtype=np.int8), (row, col)), shape=(n, n))
-    order = torch.from_numpy(reverse_cuthill_mckee((adj + adj.T).tocsr(), symmetric_mode=True).astype("int64"))
+    rcm = reverse_cuthill_mckee((adj + adj.T).tocsr(), symmetric_mode=True)
+    order = torch.from_numpy(rcm.astype("int64"))
     expected = [c.sort().values.tolist() for c in torch.tensor_split(order, 5)]
     assert [b.tolist() for b in partition_nodes(edge_index, n, 50, method="rcm")] == expected
     order = torch.randperm(n, generator=torch.Generator().manual_seed(7))
@@ -75,7 +76,7 @@ def test_spectral_partition_keeps_components_whole_and_is_deterministic():
 
 
 def test_every_adjacency_format_gives_the_same_partition():
-    from torch_geometric.typing import SparseTensor, WITH_TORCH_SPARSE
+    from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
 
     edge_index, _ = planted()
     want = [b.tolist() for b in partition_nodes(edge_index, 240, 60)]

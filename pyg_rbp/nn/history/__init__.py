@@ -52,8 +52,8 @@ Example::
 
 from pyg_rbp.nn.history.adjoint import HistoryAdjoint
 from pyg_rbp.nn.history.batches import HaloBatch, HaloCSR, HistoryBuffer, build_halo_batches
-from pyg_rbp.nn.partition import PARTITIONS, edge_cut, partition_nodes
 from pyg_rbp.nn.history.solve import batch_solves, find_fixed_point_conv, history_forward, solve_batch, sweep
+from pyg_rbp.nn.partition import PARTITIONS, edge_cut, partition_nodes
 
 __all__ = ["PARTITIONS", "HaloBatch", "HaloCSR", "HistoryAdjoint", "HistoryBuffer", "batch_solves",
            "build_halo_batches", "edge_cut", "find_fixed_point_conv", "history_forward", "partition_nodes",

@@ -14,6 +14,7 @@ from torch import Tensor
 from pyg_rbp.nn.adjacency import CSRAdjacency, as_edge_index
 from pyg_rbp.nn.cell import SUM_AGGRS, FixedPointCell
 
+
 class HistoryBuffer:
     """The latest solved state of every node: ``[num_nodes, channels]``, never requiring grad.
 

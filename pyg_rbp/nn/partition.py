@@ -152,10 +152,15 @@ def _refine(adj: sp.csr_matrix, part: np.ndarray, num_parts: int, max_size: int,
     return part
 
 
+def _without_loops(adj: sp.csr_matrix) -> sp.csr_matrix:
+    adj = (adj - sp.diags(adj.diagonal())).tocsr()  # a self loop links a node to its own part
+    adj.eliminate_zeros()
+    return adj
+
+
 @PARTITIONS.decorator("spectral")
 def _spectral(adj: sp.csr_matrix, num_parts: int, max_size: int, seed: int) -> np.ndarray:
-    adj = (adj - sp.diags(adj.diagonal())).tocsr()  # self loops link a node to its own part
-    adj.eliminate_zeros()
+    adj = _without_loops(adj)
     part = np.empty(adj.shape[0], dtype=np.int64)
     _bisect(adj, np.arange(adj.shape[0]), num_parts, 0, max_size, seed, part)
     return _refine(adj, part, num_parts, max_size)
@@ -182,6 +187,7 @@ def _metis(adj: sp.csr_matrix, num_parts: int, max_size: int, seed: int) -> np.n
             "partition 'metis' needs METIS, which neither pyg-lib nor torch-sparse offers here "
             "(install pyg-lib from PyG's wheel index, or build torch-sparse with WITH_METIS=1 "
             "against libmetis); partition 'spectral' needs nothing")
+    adj = _without_loops(adj)
     indptr = torch.from_numpy(adj.indptr.astype(np.int64))
     index = torch.from_numpy(adj.indices.astype(np.int64))
     if tg.WITH_TORCH_SPARSE:

@@ -340,11 +340,12 @@ def _board_entries(board: Path) -> list[lb.Entry]:
 
 def _history_entries() -> list[lb.Entry]:
     """The mini-batch cells benchmarks/history_vs_full.py keeps beside the scale board's (every
-    batch size it has run)."""
+    batch size and learning rate it has run)."""
     return [lb.Entry(build_config(name, "node", protocol="per-class", model="ppr", grad="neumann",
-                                  loader="history", batch_size=bs), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
-            for name, sizes in (("amazon-computers", (2048, 3072)), ("coauthor-cs", (2048,)))
-            for bs in sizes]
+                                  loader="history", batch_size=bs, **over), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+            for name, sizes, overs in (("amazon-computers", (2048, 3072), ({}, {"lr": 0.005})),
+                                       ("coauthor-cs", (2048,), ({},)))
+            for bs in sizes for over in overs]
 
 
 def test_every_committed_cell_is_found_by_the_committed_boards_plans():

@@ -20,16 +20,19 @@ REPO = Path(__file__).resolve().parents[2]
 _problem = node_problem
 
 
-def _cfg(model: str = "implicit", step_every: str = "batch"):
-    return build_config("karate", "node", model=model, loader="history", batch_size=20, epochs=3,
-                        dropout=0.0, max_iter=60, tol=1e-10, backward_iter=20, eval_every=1, patience=0,
-                        step_every=step_every)
+def _cfg(model: str = "implicit", step_every: str = "batch", loader: str = "history"):
+    # cluster: 12 spectral parts of the 90 nodes, 2 per batch -> 6 batches, as history's 6
+    sizes = {"batch_size": 20} if loader == "history" else {"batch_size": 15, "num_parts": 12}
+    return build_config("karate", "node", model=model, loader=loader, epochs=3, dropout=0.0,
+                        max_iter=60, tol=1e-10, backward_iter=20, eval_every=1, patience=0,
+                        step_every=step_every, **sizes)
 
 
-@pytest.mark.parametrize("step_every", ["batch", "epoch"])
-def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path, step_every):
+@pytest.mark.parametrize("step_every,loader", [("batch", "history"), ("epoch", "history"),
+                                               ("batch", "cluster")])
+def test_two_ranks_match_one_process_on_the_same_global_batches(tmp_path, step_every, loader):
     loaded, data = _problem()
-    cfg = _cfg("implicit", step_every)
+    cfg = _cfg("implicit", step_every, loader)
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     train_and_save(cfg, loaded, data, 0, str(one), dtype=torch.float64, accumulate=2)
     spawn(train_and_save, 2, (cfg, loaded, data, 0, str(two), "cpu", torch.float64))

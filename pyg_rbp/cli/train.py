@@ -64,7 +64,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "batch_size": (int, "graphs per mini-batch (graph tasks); target nodes per mini-batch (node "
                         "tasks with --loader history|neighbor|cluster)"),
     "loader": (str, "node tasks: full (one full-graph step per epoch), history (batches with "
-                    "historical fixed points), neighbor or cluster (PyG's samplers; sampling extra)"),
+                    "historical fixed points), cluster (Cluster-GCN batches of graph parts) or "
+                    "neighbor (PyG's NeighborLoader; sampling extra)"),
     "num_neighbors": (str, "--loader neighbor: neighbours sampled per hop, e.g. 10,10"),
     "num_parts": (int, "--loader cluster: parts the graph is cut into (a batch joins several)"),
     "partition": (str, "--loader history|cluster: how nodes are cut into parts: spectral (few cut "
@@ -169,9 +170,16 @@ def _preflight(args: argparse.Namespace, world: int) -> None:
         raise UsageError(f"pyg-rbp train: {err}") from None
     parse_seeds(_runs_spec(args, configs[0].protocol))
     loader = configs[0].loader
-    if loader in ("neighbor", "cluster") and not loaders.sampling_available():
-        raise UsageError(f"pyg-rbp train: --loader {loader} needs PyG's samplers (torch-sparse or "
+    uses_pyg = loader == "neighbor" or (loader == "cluster" and configs[0].node_partition == "metis")
+    if uses_pyg and not loaders.sampling_available():
+        spelled = "--loader cluster --partition metis" if loader == "cluster" else f"--loader {loader}"
+        raise UsageError(f"pyg-rbp train: {spelled} needs PyG's samplers (torch-sparse or "
                          f"pyg-lib): pip install --no-build-isolation 'pyg-rbp[sampling]'")
+    if configs[0].node_partition == "metis" and loader in ("history", "cluster") \
+            and not loaders.metis_available():
+        raise UsageError("pyg-rbp train: --partition metis needs METIS, which neither pyg-lib nor "
+                         "torch-sparse offers here (pyg-lib from PyG's wheel index, or torch-sparse "
+                         "built WITH_METIS=1); --partition spectral needs nothing")
     if world > 1 and loader == "full":
         raise UsageError("pyg-rbp train: several processes share mini-batches: pass --loader "
                          "history|neighbor|cluster with --world-size / torchrun")

@@ -4,18 +4,20 @@ History batches (:mod:`pyg_rbp.nn.history`) and cluster batches both cut a graph
 Every edge between two parts is a message a batch does not differentiate through (a history
 batch reads it from the buffer as a constant, a cluster batch drops it), so the fraction of
 edges cut (:func:`edge_cut`) bounds how far a batch's gradient can be from the full graph's.
-On Amazon Computers (average degree 37, 5 parts) a random order cuts 80 % of the edges, the
-reverse Cuthill-McKee order 59 %, and the spectral partition below 17 %.
+On Amazon Computers' largest component (average degree 37, 5 parts) a random order cuts 80.0 %
+of the edges, the reverse Cuthill-McKee order 47.9 % and the spectral partition 16.5 %
+(``benchmarks/results/scale/partitions.md``).
 
 Methods (:data:`PARTITIONS`, one registration each; each returns a part id per node):
 
-* ``spectral`` (default): recursive spectral bisection. Each split sorts the nodes by the
+* ``spectral``: recursive spectral bisection. Each split sorts the nodes by the
   Fiedler vector of the normalised adjacency :math:`D^{-1/2}(A + I)D^{-1/2}` (scipy's Lanczos,
   ``eigsh``) and cuts it in proportion to the parts on each side, or at the end of a connected
   component where one lies within the sizes the two sides may take. Then greedy boundary
   refinement: a node moves to the part holding most of its neighbours while sizes stay within
   ``max_size`` and 10 % of balance. No METIS needed.
-* ``rcm``: contiguous chunks of the reverse Cuthill-McKee order (small bandwidth, fast).
+* ``rcm`` (the default of :func:`partition_nodes` and the history loader): contiguous chunks of
+  the reverse Cuthill-McKee order (small bandwidth, fast).
 * ``random``: chunks of a random permutation drawn with ``seed`` (the no-locality reference).
 * ``metis``: METIS through ``torch-sparse`` (built with METIS) or ``pyg-lib``, as PyG's
   ``ClusterData`` calls it; sizes are METIS's (balanced to a few per cent, not capped).
@@ -23,6 +25,7 @@ Methods (:data:`PARTITIONS`, one registration each; each returns a part id per n
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +61,7 @@ def _chunks(order: np.ndarray, num_parts: int) -> np.ndarray:
     return part
 
 
-@PARTITIONS.decorator("rcm", aliases=("cuthill-mckee",))
+@PARTITIONS.decorator("rcm")
 def _rcm(adj: sp.csr_matrix, num_parts: int, max_size: int, seed: int) -> np.ndarray:
     return _chunks(reverse_cuthill_mckee(adj, symmetric_mode=True).astype(np.int64), num_parts)
 
@@ -80,7 +83,7 @@ def _fiedler_order(adj: sp.csr_matrix, seed: int) -> np.ndarray:
     m = d @ (adj + sp.eye(n, format="csr")) @ d
     v0 = np.random.default_rng(seed).standard_normal(n)
     try:
-        vals, vecs = eigsh(m, k=2, which="LA", v0=v0, tol=1e-4, maxiter=50 * n)
+        vals, vecs = eigsh(m, k=2, which="LA", v0=v0, tol=1e-4, maxiter=3000)
     except ArpackNoConvergence:
         return reverse_cuthill_mckee(adj, symmetric_mode=True).astype(np.int64)
     v = vecs[:, int(np.argmin(vals))] / np.sqrt(deg)
@@ -95,10 +98,11 @@ def _spectral_order(adj: sp.csr_matrix, seed: int) -> tuple[np.ndarray, np.ndarr
     count, label = connected_components(adj, directed=False)
     if count == 1:
         return _fiedler_order(adj, seed), np.zeros(0, dtype=np.int64)
-    sizes = np.bincount(label)
+    by_label = np.argsort(label, kind="stable")  # the nodes of each component, grouped once
+    members = np.split(by_label, np.cumsum(np.bincount(label, minlength=count))[:-1])
     order = []
-    for c in np.argsort(-sizes, kind="stable"):
-        nodes = np.flatnonzero(label == c)
+    for c in np.argsort(-np.bincount(label, minlength=count), kind="stable"):
+        nodes = members[c]
         order.append(nodes[_fiedler_order(adj[nodes][:, nodes], seed)] if nodes.size > 2 else nodes)
     return np.concatenate(order), np.cumsum([o.size for o in order])[:-1]
 
@@ -133,9 +137,9 @@ def _refine(adj: sp.csr_matrix, part: np.ndarray, num_parts: int, max_size: int,
     rows = np.arange(n)
     for _ in range(passes):
         onehot = sp.csr_matrix((np.ones(n), (rows, part)), shape=(n, num_parts))
-        links = (adj @ onehot).toarray()
-        best = links.argmax(axis=1)
-        gain = links[rows, best] - links[rows, part]
+        links = (adj @ onehot).tocsr()  # [N, parts], sparse: a node touches few parts
+        best = np.asarray(links.argmax(axis=1)).ravel()
+        gain = np.asarray(links.max(axis=1).todense()).ravel() - np.asarray(links[rows, part]).ravel()
         movers = np.flatnonzero(gain > 0)
         movers = movers[np.argsort(-gain[movers], kind="stable")]
         sizes = np.bincount(part, minlength=num_parts)
@@ -208,53 +212,62 @@ def _symmetric(edge_index: Tensor, num_nodes: int) -> sp.csr_matrix:
     return adj
 
 
-def assign_parts(edge_index: Any, num_nodes: int, num_parts: int, method: str = "spectral",
-                 seed: int = 0, max_size: int | None = None) -> Tensor:
-    """A part id in ``0..num_parts-1`` for every node (``[num_nodes]``, long, on CPU).
+def assign_parts(edge_index: Any, num_nodes: int, num_parts: int, partition: str, seed: int = 0,
+                 max_size: int | None = None) -> Tensor:
+    """A part id in ``0..num_parts-1`` for every node (``[num_nodes]``, long, on CPU), by the
+    registered ``partition`` (:data:`PARTITIONS`).
 
-    Edge directions are ignored (the graph is symmetrised).
-    ``max_size`` caps a part for the refining methods (default: 10 % over the mean).
-    ``edge_index`` may also be a ``torch.sparse`` or ``SparseTensor`` adjacency.
+    Edge directions are ignored (the graph is symmetrised). ``max_size`` is the largest part
+    the refinement of ``spectral`` may grow (default: 10 % over the mean); the bisection itself
+    balances the parts and never needs more than the mean rounded up. ``edge_index`` may also
+    be a ``torch.sparse`` or ``SparseTensor`` adjacency (on any device).
 
     Raises:
-        ValueError: an unknown ``method``, or ``num_parts`` outside ``[1, num_nodes]``.
+        ValueError: an unknown ``partition``, or ``num_parts`` outside ``[1, num_nodes]``.
     """
-    method = PARTITIONS.canonical(method)
+    partition = PARTITIONS.canonical(partition)
     edge_index, _ = as_edge_index(edge_index, None, num_nodes)
     if not isinstance(num_parts, int) or not 1 <= num_parts <= num_nodes:
         raise ValueError(f"num_parts must be an integer in [1, {num_nodes}], got {num_parts!r}")
     if max_size is None:
         max_size = int(np.ceil(num_nodes / num_parts * (1 + BALANCE)))
-    part = PARTITIONS[method](_symmetric(edge_index, num_nodes), num_parts, int(max_size), int(seed))
+    max_size = max(int(max_size), -(-num_nodes // num_parts))
+    part = PARTITIONS[partition](_symmetric(edge_index, num_nodes), num_parts, max_size, int(seed))
     return torch.as_tensor(np.asarray(part), dtype=torch.long)
 
 
-def partition_nodes(edge_index: Any, num_nodes: int, batch_size: int, method: str = "spectral",
-                    seed: int = 0, multiple_of: int = 1) -> list[Tensor]:
+def partition_nodes(edge_index: Any, num_nodes: int, batch_size: int, partition: str = "rcm",
+                    seed: int = 0, multiple_of: int = 1, *, method: str | None = None) -> list[Tensor]:
     """Cut the nodes into batches of at most ``batch_size`` (each sorted), covering every node once.
 
     The number of batches is ``ceil(num_nodes / batch_size)`` rounded up to a multiple of
-    ``multiple_of`` (the number of processes sharing them); ``method`` is one of
-    :data:`PARTITIONS` (``metis`` balances but does not cap sizes). ``edge_index`` may also be
-    a ``torch.sparse`` or ``SparseTensor`` adjacency.
+    ``multiple_of`` (the number of processes sharing them); ``partition`` is one of
+    :data:`PARTITIONS` (``metis`` balances but does not cap sizes). The default, ``rcm``, is
+    what the history loader uses (``spectral`` cuts fewer edges but makes batches of few
+    classes, which trained worse there). ``edge_index`` may also be a ``torch.sparse`` or
+    ``SparseTensor`` adjacency. ``method`` is the old name of ``partition`` (deprecated).
 
     Example::
 
-        batches = partition_nodes(data.edge_index, data.num_nodes, batch_size=1024)
+        batches = partition_nodes(data.edge_index, data.num_nodes, 1024, partition="spectral")
         edge_cut(data.edge_index, batches)  # fraction of edges between batches
     """
+    if method is not None:
+        warnings.warn("partition_nodes(method=...) is now partition_nodes(partition=...)",
+                      DeprecationWarning, stacklevel=2)
+        partition = method
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    method = PARTITIONS.canonical(method)
+    partition = PARTITIONS.canonical(partition)
     count = -(-num_nodes // batch_size)
     count = -(-count // multiple_of) * multiple_of
     if count > num_nodes:
         raise ValueError(f"{num_nodes} nodes cannot fill {count} non-empty batches")
-    part = assign_parts(edge_index, num_nodes, count, method, seed, max_size=batch_size)
+    part = assign_parts(edge_index, num_nodes, count, partition, seed, max_size=batch_size)
     order = torch.argsort(part, stable=True)
     sizes = torch.bincount(part, minlength=count)
     if bool((sizes == 0).any()):
-        raise ValueError(f"partition {method!r} left {int((sizes == 0).sum())} of {count} batches empty")
+        raise ValueError(f"partition {partition!r} left {int((sizes == 0).sum())} of {count} batches empty")
     return [chunk.sort().values for chunk in torch.split(order, sizes.tolist())]
 
 

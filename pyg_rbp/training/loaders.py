@@ -39,7 +39,6 @@ import torch_geometric.typing as tg
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.loader import ClusterData, ClusterLoader, NeighborLoader
-from torch_geometric.utils import subgraph
 
 from pyg_rbp.nn.history import (
     HistoryBuffer,
@@ -53,7 +52,8 @@ from pyg_rbp.training.distributed import agree_on_divergence, gather_rows
 
 
 class SamplingUnavailableError(RuntimeError):
-    """``--loader neighbor|cluster`` without ``pyg-lib`` or ``torch-sparse`` installed."""
+    """``--loader neighbor`` or ``--loader cluster --partition metis`` without ``pyg-lib`` or
+    ``torch-sparse`` (and METIS) installed."""
 
 
 def sampling_available() -> bool:
@@ -78,6 +78,8 @@ class Batch:
         targets: global ids of the nodes whose outputs are returned (loss and predictions).
         positions: where the targets sit among the model's output rows.
         payload: the loader's own object (a :class:`~pyg_rbp.nn.history.HaloBatch`, a PyG batch).
+        edge_index: the batch's edges in local ids (rows of ``inputs``), what the model is called with.
+        edge_weight: their weights, where the graph has them.
     """
 
     inputs: Tensor
@@ -85,6 +87,7 @@ class Batch:
     positions: Tensor
     payload: Any = None
     edge_index: Tensor | None = None
+    edge_weight: Tensor | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -126,7 +129,7 @@ class NodeLoader:
     def forward(self, model: torch.nn.Module, x: Tensor, batch: Batch,
                 writes: list[tuple[Tensor, Tensor]]) -> Tensor:
         """The model's outputs on ``batch.targets`` (differentiable)."""
-        out = model(x.index_select(0, batch.inputs), batch.edge_index, None)
+        out = model(x.index_select(0, batch.inputs), batch.edge_index, batch.edge_weight)
         return out.index_select(0, batch.positions)
 
     def commit(self, writes: list[tuple[Tensor, Tensor]]) -> None:
@@ -153,7 +156,7 @@ class HistoryLoader(NodeLoader):
               world_size: int = 1, rank: int = 0, accumulate: int = 1, seed: int = 0) -> HistoryLoader:
         n = int(data.num_nodes)
         conv = find_fixed_point_conv(model)
-        parts = partition_nodes(data.edge_index, n, cfg.batch_size, method=cfg.node_partition,
+        parts = partition_nodes(data.edge_index, n, cfg.batch_size, partition=cfg.node_partition,
                                 multiple_of=world_size * accumulate)
         dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         halo = build_halo_batches(conv.cell, data.edge_index.to(device), n, parts,
@@ -270,32 +273,50 @@ class PartitionClusterLoader(NodeLoader):
     parts_per_batch: int = 1
     device: Any = None
 
+    part: Tensor | None = None
+
     @classmethod
     def build(cls, cfg: TrainConfig, data: Data, device: torch.device, world_size: int = 1, rank: int = 0,
               accumulate: int = 1, seed: int = 0) -> PartitionClusterLoader:
         n = int(data.num_nodes)
         num_parts = min(cfg.num_parts, n)
         part = assign_parts(data.edge_index, n, num_parts, cfg.node_partition, seed=0)
+        _, part = torch.unique(part, return_inverse=True)  # ids 0..P-1 of the non-empty parts
         order = torch.argsort(part, stable=True)
-        sizes = torch.bincount(part, minlength=num_parts).tolist()
-        parts = [p for p in torch.split(order, sizes) if p.numel()]
+        parts = list(torch.split(order, torch.bincount(part).tolist()))
         per_batch = max(1, round(cfg.batch_size * len(parts) / n))
         return cls(data=data, world_size=world_size, rank=rank, accumulate=accumulate, seed=seed,
-                   parts=parts, parts_per_batch=per_batch, device=device)
+                   parts=parts, parts_per_batch=per_batch, device=device, part=part)
 
     def rounds(self, epoch: int) -> list[list[Batch]]:
+        """This epoch's batches: the parts in a random order (``seed``, ``epoch``), joined
+        ``parts_per_batch`` at a time; one pass over the edges sorts them into their batches."""
         gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        order = torch.randperm(len(self.parts), generator=gen).tolist()
-        edge_index, train = self.data.edge_index.cpu(), self.data.train_mask.cpu()
-        n = int(self.data.num_nodes)
+        order = torch.randperm(len(self.parts), generator=gen)
+        batch_of_part = torch.empty_like(order)
+        batch_of_part[order] = torch.arange(len(order)) // self.parts_per_batch
+        device = self.data.edge_index.device
+        batch_of = batch_of_part[self.part].to(device)  # node -> this epoch's batch
+        src, dst = self.data.edge_index
+        inside = batch_of[src] == batch_of[dst]
+        kept = inside.nonzero().view(-1)
+        kept = kept[torch.argsort(batch_of[dst[kept]], stable=True)]
+        count = int(batch_of.max()) + 1
+        edges = torch.split(kept, torch.bincount(batch_of[dst[kept]], minlength=count).tolist())
+        nodes_by_batch = torch.argsort(batch_of, stable=True)  # ascending ids within a batch
+        sizes = torch.bincount(batch_of, minlength=count).tolist()
+        local = torch.empty_like(batch_of)
+        train = self.data.train_mask.to(device)
+        weight = getattr(self.data, "edge_weight", None)
         self.batches = []
-        for s in range(0, len(order), self.parts_per_batch):
-            nodes = torch.cat([self.parts[i] for i in order[s:s + self.parts_per_batch]]).sort().values
-            sub, _ = subgraph(nodes, edge_index, relabel_nodes=True, num_nodes=n)
+        for nodes, e in zip(torch.split(nodes_by_batch, sizes), edges):
+            local[nodes] = torch.arange(nodes.numel(), device=device)
             positions = train[nodes].nonzero().view(-1)
-            nodes, positions = nodes.to(self.device), positions.to(self.device)
-            self.batches.append(Batch(inputs=nodes, targets=nodes.index_select(0, positions),
-                                      positions=positions, edge_index=sub.to(self.device)))
+            self.batches.append(Batch(
+                inputs=nodes.to(self.device), targets=nodes.index_select(0, positions).to(self.device),
+                positions=positions.to(self.device),
+                edge_index=torch.stack([local[src[e]], local[dst[e]]]).to(self.device),
+                edge_weight=None if weight is None else weight[e].to(self.device)))
         return self._share(self.batches)
 
 

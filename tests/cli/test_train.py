@@ -118,3 +118,26 @@ def test_settings_that_would_fail_every_rank_are_refused_before_spawning(monkeyp
     monkeypatch.setattr(loaders, "sampling_available", lambda: False)
     with pytest.raises(SystemExit, match="sampling"):
         main(["train", "--dataset", "karate", "--loader", "neighbor"])
+    with pytest.raises(SystemExit, match="--loader cluster --partition metis needs PyG's samplers"):
+        main(["train", "--dataset", "karate", "--loader", "cluster", "--partition", "metis"])
+    monkeypatch.setattr(loaders, "metis_available", lambda: False)
+    for loader in ("history", "cluster"):
+        monkeypatch.setattr(loaders, "sampling_available", lambda: True)
+        with pytest.raises(SystemExit) as info:
+            main(["train", "--dataset", "karate", "--model", "ppr", "--loader", loader,
+                  "--partition", "metis"])
+        assert info.value.code == 2 and "--partition spectral needs nothing" in str(info.value)
+
+
+def test_cluster_loader_trains_from_the_cli_without_sampling_packages(monkeypatch, tmp_path, one_thread):
+    from pyg_rbp.training import loaders
+
+    monkeypatch.setattr(loaders, "sampling_available", lambda: False)
+    out = tmp_path / "r.json"
+    code = main(["train", "--dataset", "karate", "--model", "ppr", "--loader", "cluster",
+                 "--batch-size", "12",
+                 "--num-parts", "8", "--epochs", "3", "--seeds", "0", "--no-progress", "--json", str(out)])
+    assert code == 0
+    run = json.loads(out.read_text())
+    text = json.dumps(run)
+    assert '"loader": "cluster"' in text and '"batches": 3' in text

@@ -28,7 +28,7 @@ def _graph(n: int = 120, e: int = 500, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["rcm", "random"])
 def test_partition_covers_every_node_once(method):
     ei = _graph()
-    batches = partition_nodes(ei, 120, batch_size=25, method=method, multiple_of=2)
+    batches = partition_nodes(ei, 120, batch_size=25, partition=method, multiple_of=2)
     assert len(batches) == 6 and len(batches) % 2 == 0
     allnodes = torch.cat(batches).sort().values
     assert torch.equal(allnodes, torch.arange(120))
@@ -51,7 +51,7 @@ def test_halo_blocks_rebuild_the_full_adjacency():
     torch.testing.assert_close(rebuilt, full)
 
 
-@pytest.mark.parametrize("method", ["rcm", "random"])
+@pytest.mark.parametrize("method", ["rcm", "random", "spectral"])
 def test_sweeps_converge_to_the_full_graph_fixed_point(method):
     """Block Gauss-Seidel on a contractive ImplicitCell: 1e-5 relative to the full-graph solve."""
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def test_sweeps_converge_to_the_full_graph_fixed_point(method):
     with torch.no_grad():
         h_full = full(x, ei)
     assert full.stats.residual < 1e-12
-    batches = build_halo_batches(cell, ei, n, partition_nodes(ei, n, 40, method=method, seed=3),
+    batches = build_halo_batches(cell, ei, n, partition_nodes(ei, n, 40, partition=method, seed=3),
                                  dtype=torch.float64)
     assert all(b.num_halo > 0 for b in batches)
     conv = FixedPointConv(cell, grad="neumann", max_iter=500, tol=1e-13)

@@ -3,6 +3,8 @@ partition recovering planted blocks, input formats, the registry, and clear erro
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -31,7 +33,7 @@ def planted(blocks: int = 4, size: int = 60, p_in: float = 0.2, p_out: float = 0
 @pytest.mark.parametrize("multiple_of", [1, 3])
 def test_batches_cover_every_node_once_within_the_size(method, multiple_of):
     edge_index, _ = planted()
-    batches = partition_nodes(edge_index, 240, batch_size=50, method=method, multiple_of=multiple_of)
+    batches = partition_nodes(edge_index, 240, batch_size=50, partition=method, multiple_of=multiple_of)
     assert len(batches) == (5 if multiple_of == 1 else 6)
     assert sorted(torch.cat(batches).tolist()) == list(range(240))
     assert all(b.numel() <= 50 and b.numel() > 0 for b in batches)
@@ -47,10 +49,10 @@ def test_rcm_and_random_are_the_chunks_they_always_were():
     rcm = reverse_cuthill_mckee((adj + adj.T).tocsr(), symmetric_mode=True)
     order = torch.from_numpy(rcm.astype("int64"))
     expected = [c.sort().values.tolist() for c in torch.tensor_split(order, 5)]
-    assert [b.tolist() for b in partition_nodes(edge_index, n, 50, method="rcm")] == expected
+    assert [b.tolist() for b in partition_nodes(edge_index, n, 50, partition="rcm")] == expected
     order = torch.randperm(n, generator=torch.Generator().manual_seed(7))
     expected = [c.sort().values.tolist() for c in torch.tensor_split(order, 5)]
-    assert [b.tolist() for b in partition_nodes(edge_index, n, 50, method="random", seed=7)] == expected
+    assert [b.tolist() for b in partition_nodes(edge_index, n, 50, partition="random", seed=7)] == expected
 
 
 def test_spectral_partition_recovers_planted_blocks():
@@ -79,22 +81,33 @@ def test_every_adjacency_format_gives_the_same_partition():
     from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
 
     edge_index, _ = planted()
-    want = [b.tolist() for b in partition_nodes(edge_index, 240, 60)]
-    coo = torch.sparse_coo_tensor(edge_index, torch.ones(edge_index.size(1)), (240, 240))
-    assert [b.tolist() for b in partition_nodes(coo, 240, 60)] == want
-    assert [b.tolist() for b in partition_nodes(coo.to_sparse_csr(), 240, 60)] == want
-    if WITH_TORCH_SPARSE:
-        adj = SparseTensor.from_edge_index(edge_index, sparse_sizes=(240, 240))
-        assert [b.tolist() for b in partition_nodes(adj, 240, 60)] == want
+    for name in ("spectral", "rcm"):
+        want = [b.tolist() for b in partition_nodes(edge_index, 240, 60, name)]
+        coo = torch.sparse_coo_tensor(edge_index, torch.ones(edge_index.size(1)), (240, 240))
+        assert [b.tolist() for b in partition_nodes(coo, 240, 60, name)] == want
+        assert [b.tolist() for b in partition_nodes(coo.to_sparse_csr(), 240, 60, name)] == want
+        if WITH_TORCH_SPARSE:
+            adj = SparseTensor.from_edge_index(edge_index, sparse_sizes=(240, 240))
+            assert [b.tolist() for b in partition_nodes(adj, 240, 60, name)] == want
 
 
-def test_a_registered_partition_is_one_name_away():
-    name = "test-stripes"
-    if name not in PARTITIONS:
-        PARTITIONS.register(name, lambda adj, parts, max_size, seed: np.arange(adj.shape[0]) % parts)
+def test_a_registered_partition_is_one_name_away(monkeypatch):
+    # a registration on a copy of the registry, so no other test sees it
+    registry = copy.deepcopy(PARTITIONS)
+    monkeypatch.setattr(partition, "PARTITIONS", registry)
+    registry.register("test-stripes", lambda adj, parts, max_size, seed: np.arange(adj.shape[0]) % parts)
     edge_index, _ = planted()
-    batches = partition_nodes(edge_index, 240, 80, method="Test_Stripes")
+    batches = partition_nodes(edge_index, 240, 80, partition="Test_Stripes")
     assert [b[:3].tolist() for b in batches] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    assert "test-stripes" not in PARTITIONS
+
+
+def test_the_old_keyword_still_works_with_a_warning():
+    edge_index, _ = planted()
+    with pytest.warns(DeprecationWarning, match="partition="):
+        old = partition_nodes(edge_index, 240, 50, method="random", seed=2)
+    new = partition_nodes(edge_index, 240, 50, "random", 2)
+    assert [b.tolist() for b in old] == [b.tolist() for b in new]
 
 
 def test_edge_cut_counts_edges_between_batches():
@@ -106,13 +119,13 @@ def test_edge_cut_counts_edges_between_batches():
 def test_bad_input_is_named(monkeypatch):
     edge_index, _ = planted()
     with pytest.raises(ValueError, match="unknown partition 'kmeans': partition must be one of"):
-        partition_nodes(edge_index, 240, 50, method="kmeans")
+        partition_nodes(edge_index, 240, 50, partition="kmeans")
     with pytest.raises(ValueError, match="num_parts"):
-        assign_parts(edge_index, 240, 0)
+        assign_parts(edge_index, 240, 0, "spectral")
     with pytest.raises(ValueError, match="batch_size"):
         partition_nodes(edge_index, 240, 0)
     with pytest.raises(ValueError, match="cannot fill"):
         partition_nodes(edge_index, 4, 1, multiple_of=5)
     monkeypatch.setattr(partition, "metis_available", lambda: False)
     with pytest.raises(RuntimeError, match="needs METIS.*'spectral' needs nothing"):
-        partition_nodes(edge_index, 240, 50, method="metis")
+        partition_nodes(edge_index, 240, 50, partition="metis")

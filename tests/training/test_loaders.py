@@ -60,6 +60,18 @@ def test_history_training_matches_full_graph_with_less_memory():
     assert hist["saved_bytes"] < full["saved_bytes"] / 2
 
 
+@pytest.mark.parametrize("partition", ["rcm", "spectral", "random"])
+def test_history_batches_come_from_the_chosen_partition(partition):
+    from pyg_rbp.nn.partition import partition_nodes
+
+    loaded, data = _problem()
+    cfg = build_config("karate", "node", model="implicit", loader="history", batch_size=25,
+                       partition=None if partition == "rcm" else partition)
+    loader = make_loader(cfg, data, build_node_model(cfg, 6, 3), torch.device("cpu"))
+    want = partition_nodes(data.edge_index, 120, 25, partition)
+    assert [b.nodes.tolist() for b in loader.halo_batches] == [w.tolist() for w in want]
+
+
 def test_loader_settings_are_validated():
     with pytest.raises(ValueError, match="fixed-point model"):
         build_config("karate", "node", model="gcn", loader="history")
@@ -119,6 +131,16 @@ def test_cluster_loader_needs_no_metis(monkeypatch, partition):
         assert b.targets.tolist() == [n for n in nodes if bool(data.train_mask[n])]
     again = [b for r in loader.rounds(1) for b in r]
     assert [b.inputs.tolist() for b in again] == [b.inputs.tolist() for b in batches]
+    later = [b for r in loader.rounds(2) for b in r]  # another epoch joins other parts
+    assert [b.inputs.tolist() for b in later] != [b.inputs.tolist() for b in batches]
+    # edge weights travel with their edges
+    data.edge_weight = torch.arange(data.edge_index.size(1), dtype=torch.float) + 1
+    weight_of = {tuple(e): float(w) for e, w in zip(data.edge_index.t().tolist(), data.edge_weight)}
+    for b in (b for r in loader.rounds(3) for b in r):
+        nodes = b.inputs.tolist()
+        pairs = b.edge_index.t().tolist()
+        assert b.edge_weight.tolist() == [weight_of[(nodes[u], nodes[v])] for u, v in pairs]
+    del data.edge_weight
     res = train_node(cfg, loaded, data, 0, progress=False)
     assert res["loader"] == "cluster" and res["test"] > 0.5
 

@@ -36,8 +36,8 @@ point this drops the cross-batch terms :math:`J_{BH}` of the exact implicit grad
 
 Works without ``pyg-lib``/``torch-sparse``: halos are sliced from the CSR layout of the full
 graph (:func:`build_halo_batches`), and the batches come from :func:`partition_nodes`
-(:mod:`pyg_rbp.nn.partition`; by default a spectral partition, which cuts few edges: the
-dropped cross-batch terms are only those of cut edges).
+(:mod:`pyg_rbp.nn.partition`; by default reverse Cuthill-McKee chunks; the dropped cross-batch
+terms are those of the cut edges, which ``partition="spectral"`` keeps fewest of).
 
 Example::
 

@@ -277,4 +277,4 @@ def plot_prune(doc: dict[str, Any], path: Path) -> Path | None:
         _points(doc), [("success_rate", "o-", "retrained"),
                        ("pruned_no_retrain.success_rate", "s--", "pruned only")], path,
         xlabel="synapses kept by magnitude (annotated: speed-up per step)",
-        ylabel="retrieved at 50 % off (of 10)", legend="lower left")
+        ylabel="retrieved at 50 % off (of 10)", legend="upper left")

@@ -196,7 +196,7 @@ def plot_retrieval_curve(pts: Sequence[dict[str, Any]], series: Sequence[tuple[s
         ax.plot(xs, [rate(p, key) for p in pts], style, label=label)
     first = series[0][0]
     for p in pts:
-        ax.annotate(f"{p['speedup']:.0f}x", (p["synapses"], rate(p, first)), fontsize=7,
+        ax.annotate(f"{p['speedup']:.1f}x", (p["synapses"], rate(p, first)), fontsize=7,
                     textcoords="offset points", xytext=(0, 6), ha="center")
     ax.axhline(8, color="gray", ls=":", lw=1)
     ax.axvline(TARGET["max_fraction"] * pts[0]["complete_synapses"], color="gray", ls="--", lw=1,

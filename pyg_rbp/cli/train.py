@@ -170,16 +170,9 @@ def _preflight(args: argparse.Namespace, world: int) -> None:
         raise UsageError(f"pyg-rbp train: {err}") from None
     parse_seeds(_runs_spec(args, configs[0].protocol))
     loader = configs[0].loader
-    uses_pyg = loader == "neighbor" or (loader == "cluster" and configs[0].node_partition == "metis")
-    if uses_pyg and not loaders.sampling_available():
-        spelled = "--loader cluster --partition metis" if loader == "cluster" else f"--loader {loader}"
-        raise UsageError(f"pyg-rbp train: {spelled} needs PyG's samplers (torch-sparse or "
-                         f"pyg-lib): pip install --no-build-isolation 'pyg-rbp[sampling]'")
-    if configs[0].node_partition == "metis" and loader in ("history", "cluster") \
-            and not loaders.metis_available():
-        raise UsageError("pyg-rbp train: --partition metis needs METIS, which neither pyg-lib nor "
-                         "torch-sparse offers here (pyg-lib from PyG's wheel index, or torch-sparse "
-                         "built WITH_METIS=1); --partition spectral needs nothing")
+    missing = loaders.missing_requirement(configs[0])
+    if missing is not None:
+        raise UsageError(f"pyg-rbp train: {missing}")
     if world > 1 and loader == "full":
         raise UsageError("pyg-rbp train: several processes share mini-batches: pass --loader "
                          "history|neighbor|cluster with --world-size / torchrun")

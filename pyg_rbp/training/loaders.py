@@ -226,11 +226,26 @@ class SampledLoader(NodeLoader):
                      payload=None, edge_index=b.edge_index.to(device))
 
 
-def _require_sampling(cfg: TrainConfig) -> None:
-    if not sampling_available():
-        raise SamplingUnavailableError(
-            f"--loader {cfg.loader} uses PyG's sampling, which needs pyg-lib or torch-sparse; "
-            + SAMPLING_HINT)
+def missing_requirement(cfg: TrainConfig) -> str | None:
+    """Why ``cfg``'s loader cannot run here, in one line (``None``: it can). ``neighbor`` and
+    ``cluster --partition metis`` need PyG's samplers (pyg-lib or torch-sparse); a METIS
+    partition (history or cluster) needs METIS. :func:`make_loader` raises it, and the CLI
+    refuses the settings with it before starting any process."""
+    partition = cfg.node_partition if cfg.loader in ("history", "cluster") else None
+    spelled = f"--loader {cfg.loader}" + (" --partition metis" if partition == "metis" else "")
+    if (cfg.loader == "neighbor" or (cfg.loader == "cluster" and partition == "metis")) \
+            and not sampling_available():
+        return f"{spelled} needs PyG's samplers (pyg-lib or torch-sparse); " + SAMPLING_HINT
+    if partition == "metis" and not metis_available():
+        return (f"{spelled} needs METIS, which neither pyg-lib nor torch-sparse offers here: "
+                "install pyg-lib from PyG's wheel index, or build torch-sparse with WITH_METIS=1 "
+                "against libmetis (apt install libmetis-dev); --partition spectral needs nothing")
+    return None
+
+
+def _parts_per_batch(batch_size: int, parts: int, num_nodes: int) -> int:
+    """Parts joined into one cluster batch of about ``batch_size`` nodes."""
+    return max(1, round(batch_size * parts / num_nodes))
 
 
 def _sampling_graph(data: Data) -> Data:
@@ -239,7 +254,6 @@ def _sampling_graph(data: Data) -> Data:
 
 
 def _neighbor_batches(cfg: TrainConfig, data: Data) -> Sequence[Any]:
-    _require_sampling(cfg)
     cpu = _sampling_graph(data)
     return NeighborLoader(cpu, num_neighbors=parse_num_neighbors(cfg.num_neighbors),
                           batch_size=cfg.batch_size, input_nodes=cpu.train_mask, shuffle=True)
@@ -247,17 +261,10 @@ def _neighbor_batches(cfg: TrainConfig, data: Data) -> Sequence[Any]:
 
 def _cluster_batches(cfg: TrainConfig, data: Data) -> Sequence[Any]:
     """PyG's ClusterData (METIS) and ClusterLoader: ``--loader cluster --partition metis``."""
-    _require_sampling(cfg)
-    if not metis_available():
-        raise SamplingUnavailableError(
-            "--loader cluster --partition metis partitions with METIS, which neither pyg-lib nor "
-            "torch-sparse offers here: install pyg-lib from PyG's wheel index, or build torch-sparse "
-            "with WITH_METIS=1 against libmetis (apt install libmetis-dev); or use --partition "
-            "spectral (the default), which needs neither")
     parts = min(cfg.num_parts, int(data.num_nodes))
-    per_batch = max(1, round(cfg.batch_size * parts / int(data.num_nodes)))
     return ClusterLoader(ClusterData(_sampling_graph(data), num_parts=parts, log=False),
-                         batch_size=per_batch, shuffle=True)
+                         batch_size=_parts_per_batch(cfg.batch_size, parts, int(data.num_nodes)),
+                         shuffle=True)
 
 
 @dataclass
@@ -284,7 +291,7 @@ class PartitionClusterLoader(NodeLoader):
         _, part = torch.unique(part, return_inverse=True)  # ids 0..P-1 of the non-empty parts
         order = torch.argsort(part, stable=True)
         parts = list(torch.split(order, torch.bincount(part).tolist()))
-        per_batch = max(1, round(cfg.batch_size * len(parts) / n))
+        per_batch = _parts_per_batch(cfg.batch_size, len(parts), n)
         return cls(data=data, world_size=world_size, rank=rank, accumulate=accumulate, seed=seed,
                    parts=parts, parts_per_batch=per_batch, device=device, part=part)
 
@@ -329,7 +336,14 @@ SAMPLED_LOADERS: dict[str, Callable[[TrainConfig, Data], Sequence[Any]]] = {
 
 def make_loader(cfg: TrainConfig, data: Data, model: torch.nn.Module, device: torch.device,
                 world_size: int = 1, rank: int = 0, accumulate: int = 1, seed: int = 0) -> NodeLoader:
-    """The :class:`NodeLoader` that ``cfg.loader`` names, for the graph ``data`` (with masks)."""
+    """The :class:`NodeLoader` that ``cfg.loader`` names, for the graph ``data`` (with masks).
+
+    Raises:
+        SamplingUnavailableError: what :func:`missing_requirement` says is missing.
+    """
+    missing = missing_requirement(cfg)
+    if missing is not None:
+        raise SamplingUnavailableError(missing)
     if cfg.loader == "history":
         return HistoryLoader.build(cfg, data, model, device, world_size, rank, accumulate, seed)
     if cfg.loader == "cluster" and cfg.node_partition != "metis":
